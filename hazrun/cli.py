@@ -1,0 +1,115 @@
+"""The command line: argparse, signal handlers, stdio and exit status.
+
+This is the boundary (CLI-004): the only module that installs signal
+handlers, writes to the process's stdio of its own accord, or exits.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from . import __version__
+from .errors import HazError
+
+PROG = "hazrun"
+
+EPILOG = """\
+examples:
+  hazrun run build              build every project that has a 'build' task
+  hazrun run app:test -j4       one task and everything it depends on
+  hazrun list                   the projects and tasks of this workspace
+  hazrun graph build --dot | dot -Tsvg > graph.svg
+
+exit status: 0 success, 1 a task failed, 2 usage or configuration error,
+3 runtime invariant violated, 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options accepted before and after the subcommand (CLI section 8)."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("-C", dest="directory", metavar="DIR", default=default,
+                        help="run as if started in DIR (the workspace is found "
+                             "from there upward)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=default,
+                        help="local cache directory (default: .haz/cache under "
+                             "the root, or $HAZ_CACHE_DIR)")
+    parser.add_argument("--color", choices=("auto", "always", "never"),
+                        default=argparse.SUPPRESS if suppress else "auto",
+                        help="colour output: auto (a terminal, honouring NO_COLOR "
+                             "and FORCE_COLOR), always, never")
+    parser.add_argument("-v", "--verbose", action="count",
+                        default=argparse.SUPPRESS if suppress else 0,
+                        help="say more (with run --dry-run: why each task misses)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the tasks of a multi-project workspace (haz.toml files) "
+                    "in dependency order and in parallel.",
+        epilog=EPILOG)
+    parser.add_argument("--version", action="version",
+                        version=f"{PROG} {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _global_options(p, suppress=True)
+        return p
+
+    from . import cli_run  # registers 'run'
+    cli_run.add_parser(command)
+
+    command("list", "list projects and tasks",
+            "List the workspace's projects and its tasks in canonical order, "
+            "with their descriptions.")
+
+    p = command("graph", "print the task graph",
+                "Print the task graph in canonical order: each task with the "
+                "tasks it waits for. Hard edges (deps) must succeed first; soft "
+                "edges (after) only order. With targets, only their closure.")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="'task' (in every project) or 'project:task'")
+    p.add_argument("--dot", action="store_true",
+                   help="Graphviz dot output (soft edges dashed)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point of the ``hazrun`` console script; exits the process."""
+    sys.exit(run_cli(argv))
+
+
+def run_cli(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from .console import Console
+    console = Console.for_streams(sys.stdout, sys.stderr, args.color)
+    try:
+        if args.command == "list":
+            from .cli_info import cmd_list
+            return cmd_list(args, console)
+        if args.command == "graph":
+            from .cli_info import cmd_graph
+            return cmd_graph(args, console)
+        if args.command == "run":
+            from .cli_run import cmd_run
+            return cmd_run(args, console)
+        if args.command == "cache":
+            from .cli_cache import cmd_cache
+            return cmd_cache(args, console)
+    except HazError as e:
+        console.error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return 130
+    raise AssertionError(f"internal error: unhandled command {args.command}")

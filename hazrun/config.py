@@ -1,0 +1,533 @@
+"""haz.toml -> frozen dataclasses, validated before anything runs.
+
+CFG-001 finds the root, CFG-002 the projects, CFG-003 reads every key from
+one schema table, CFG-005 collects every problem of a load into a single
+:class:`~hazrun.errors.ConfigError`.  References between tasks are resolved
+by :mod:`hazrun.graph`, which reports into the same problem list.
+"""
+from __future__ import annotations
+
+import enum
+import glob as _glob
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10
+    import tomli as tomllib
+
+from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
+from .globs import GlobSet, check_pattern
+
+CONFIG_NAME = "haz.toml"
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]*\Z")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+DEFAULT_GRACE = 10.0
+
+
+class MutexMode(str, enum.Enum):
+    """MUTEX-002: shared holders are compatible with each other only."""
+
+    SHARED = "shared"
+    EXCLUSIVE = "exclusive"
+
+
+@dataclass(frozen=True)
+class MutexSpec:
+    name: str
+    mode: MutexMode = MutexMode.EXCLUSIVE
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """One ``[tasks.NAME]`` table of one project (CFG-003)."""
+
+    project: str
+    name: str
+    cmd: Union[str, Tuple[str, ...], None]
+    deps: Tuple[str, ...] = ()
+    after: Tuple[str, ...] = ()
+    inputs: Optional[Tuple[str, ...]] = None  # None: every file (CFG-006)
+    outputs: Tuple[str, ...] = ()
+    env: Tuple[str, ...] = ()
+    tags: Tuple[str, ...] = ()
+    mutex: Tuple[MutexSpec, ...] = ()
+    cache: bool = True
+    timeout: Optional[float] = None
+    grace: Optional[float] = None
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        """GRAPH-001: ``project:task``."""
+        return f"{self.project}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    dir: Path            # absolute
+    rel_dir: str         # root-relative POSIX path, '' for the root
+    config_file: Path
+    deps: Tuple[str, ...] = ()
+    tasks: Mapping[str, TaskDef] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteCacheConfig:
+    """``[workspace.remote_cache]`` as written in haz.toml (REMOTE-001)."""
+
+    url: Optional[str] = None
+    protocol: str = "http"
+    team: Optional[str] = None
+    read_only: bool = False
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    """The ``[workspace]`` table."""
+
+    members: Tuple[str, ...] = ()
+    concurrency: Optional[int] = None
+    env: Tuple[str, ...] = ()
+    inputs: Tuple[str, ...] = ()
+    grace: float = DEFAULT_GRACE
+    tags: Mapping[str, int] = field(default_factory=dict)
+    remote_cache: Optional[RemoteCacheConfig] = None
+
+
+# --------------------------------------------------------------------------
+# The schema: one table of key -> (type description, checker).  A checker
+# returns the converted value or raises _Bad with the reason.
+
+class _Bad(Exception):
+    pass
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number",
+            str: "a string", list: "an array", dict: "a table"}.get(
+                type(value), type(value).__name__)
+
+
+def _string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Bad(f"must be a string, got {_type_name(v)}")
+    return v
+
+
+def _string_list(v: Any) -> Tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _Bad(f"must be an array of strings, got {_describe(v)}")
+    return tuple(v)
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, list):
+        bad = [x for x in v if not isinstance(x, str)]
+        if bad:
+            return f"an array holding {_type_name(bad[0])} ({bad[0]!r})"
+    return _type_name(v)
+
+
+def _cmd(v: Any) -> Union[str, Tuple[str, ...]]:
+    if isinstance(v, str):
+        if not v.strip():
+            raise _Bad("must not be empty")
+        return v
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise _Bad("must be a string (run by /bin/sh -c) or a non-empty array "
+               f"of strings (run directly), got {_describe(v)}")
+
+
+def _env_names(v: Any) -> Tuple[str, ...]:
+    names = _string_list(v)
+    for n in names:
+        if not ENV_NAME_RE.match(n):
+            raise _Bad(f"'{n}' is not an environment variable name")
+    return names
+
+
+def _tag_names(v: Any) -> Tuple[str, ...]:
+    names = _string_list(v)
+    for n in names:
+        if not n:
+            raise _Bad("tag names must not be empty")
+    return names
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"must be true or false, got {_type_name(v)}")
+    return v
+
+
+def _seconds(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(f"must be a number of seconds, got {_type_name(v)}")
+    if v < 0:
+        raise _Bad(f"must not be negative, got {v}")
+    return float(v)
+
+
+def _positive_seconds(v: Any) -> float:
+    s = _seconds(v)
+    if s == 0:
+        raise _Bad("must be greater than 0")
+    return s
+
+
+def _positive_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _Bad(f"must be an integer, got {_type_name(v)}")
+    if v < 1:
+        raise _Bad(f"must be at least 1, got {v}")
+    return v
+
+
+def _mutexes(v: Any) -> Tuple[MutexSpec, ...]:
+    if not isinstance(v, list):
+        raise _Bad(f"must be an array, got {_type_name(v)}")
+    out = []
+    for item in v:
+        if isinstance(item, str):
+            name, mode = item, MutexMode.EXCLUSIVE.value
+        elif isinstance(item, dict):
+            unknown = set(item) - {"name", "mode"}
+            if unknown:
+                k = sorted(unknown)[0]
+                raise _Bad(f"unknown key '{k}' in a mutex table"
+                           + did_you_mean(k, ["name", "mode"]))
+            name = item.get("name")
+            mode = item.get("mode", MutexMode.EXCLUSIVE.value)
+            if not isinstance(name, str):
+                raise _Bad("each mutex table needs name = \"...\"")
+        else:
+            raise _Bad("entries must be \"name\" or {name = \"...\", "
+                       f"mode = \"shared\"|\"exclusive\"}}, got {_type_name(item)}")
+        if not name:
+            raise _Bad("mutex names must not be empty")
+        if mode not in ("shared", "exclusive"):
+            raise _Bad(f"mode of mutex '{name}' must be \"shared\" or "
+                       f"\"exclusive\", got {mode!r}")
+        out.append(MutexSpec(name, MutexMode(mode)))
+    names = [m.name for m in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise _Bad(f"mutex '{dup[0]}' is listed twice")
+    return tuple(out)
+
+
+def _tag_caps(v: Any) -> Dict[str, int]:
+    if not isinstance(v, dict):
+        raise _Bad(f"must be a table of TAG = cap, got {_type_name(v)}")
+    caps = {}
+    for tag, cap in v.items():
+        try:
+            caps[tag] = _positive_int(cap)
+        except _Bad as e:
+            raise _Bad(f"cap of tag '{tag}' {e}") from None
+    return caps
+
+
+TASK_SCHEMA: Dict[str, Callable[[Any], Any]] = {
+    "cmd": _cmd,
+    "deps": _string_list,
+    "after": _string_list,
+    "inputs": _string_list,
+    "outputs": _string_list,
+    "env": _env_names,
+    "tags": _tag_names,
+    "mutex": _mutexes,
+    "cache": _bool,
+    "timeout": _positive_seconds,
+    "grace": _seconds,
+    "description": _string,
+}
+
+WORKSPACE_SCHEMA: Dict[str, Callable[[Any], Any]] = {
+    "members": _string_list,
+    "concurrency": _positive_int,
+    "env": _env_names,
+    "inputs": _string_list,
+    "grace": _seconds,
+    "tags": _tag_caps,
+    "remote_cache": lambda v: v,  # checked by _remote_cache
+}
+
+PROJECT_SCHEMA: Dict[str, Callable[[Any], Any]] = {
+    "name": _string,
+    "deps": _string_list,
+}
+
+REMOTE_SCHEMA: Dict[str, Callable[[Any], Any]] = {
+    "url": _string,
+    "protocol": _string,
+    "team": _string,
+    "read_only": _bool,
+    "timeout": _positive_seconds,
+}
+
+TOP_LEVEL_KEYS = ("workspace", "project", "tasks")
+
+
+class _Reader:
+    """Reads tables against a schema, appending problems instead of raising."""
+
+    def __init__(self, root: Path, problems: List[Problem]):
+        self.root = root
+        self.problems = problems
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def problem(self, file: Path, where: str, message: str) -> None:
+        self.problems.append(Problem(self.rel(file), where, message))
+
+    def table(self, file: Path, where: str, data: Any,
+              schema: Mapping[str, Callable[[Any], Any]]) -> Dict[str, Any]:
+        """Check ``data`` against ``schema``; return the converted keys."""
+        if not isinstance(data, dict):
+            self.problem(file, where, f"must be a table, got {_type_name(data)}")
+            return {}
+        out: Dict[str, Any] = {}
+        for key, value in data.items():
+            check = schema.get(key)
+            if check is None:
+                self.problem(file, where, f"unknown key '{key}'"
+                             + did_you_mean(key, schema))
+                continue
+            try:
+                out[key] = check(value)
+            except _Bad as e:
+                self.problem(file, f"{where} key '{key}'" if where else f"key '{key}'",
+                             str(e))
+        return out
+
+
+def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str, Any]:
+    """Parse one haz.toml; raise ConfigError with line and column on error."""
+    shown = str(path)
+    if root_for_messages is not None:
+        try:
+            shown = path.relative_to(root_for_messages).as_posix()
+        except ValueError:
+            pass
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib puts "(at line L, column C)" in the message.
+        raise ConfigError([Problem(shown, "", f"invalid TOML: {e}")]) from None
+    except OSError as e:
+        raise ConfigError([Problem(shown, "", f"cannot read: {e.strerror}")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem(shown, "", f"invalid TOML: not UTF-8 ({e.reason})")]) from None
+
+
+def find_root(start: Path) -> Tuple[Path, Dict[str, Any]]:
+    """CFG-001: the nearest directory upward holding haz.toml with [workspace]."""
+    start = start.resolve()
+    if not start.is_dir():
+        raise NoWorkspaceError(str(start), " (it is not a directory)")
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            data = parse_toml(candidate)
+            if isinstance(data.get("workspace"), dict):
+                return directory, data
+    raise NoWorkspaceError(str(start))
+
+
+def _remote_cache(reader: _Reader, file: Path, data: Any) -> Optional[RemoteCacheConfig]:
+    where = "[workspace.remote_cache]"
+    if isinstance(data, dict) and "token" in data:
+        # REMOTE-001: secrets only from the environment; never echo the value.
+        reader.problem(file, where, "a token must not be written in haz.toml; "
+                       "set HAZ_REMOTE_CACHE_TOKEN in the environment instead")
+        data = {k: v for k, v in data.items() if k != "token"}
+    if isinstance(data, dict) and "signature_key" in data:
+        reader.problem(file, where, "a signature key must not be written in "
+                       "haz.toml; set HAZ_REMOTE_CACHE_SIGNATURE_KEY instead")
+        data = {k: v for k, v in data.items() if k != "signature_key"}
+    values = reader.table(file, where, data, REMOTE_SCHEMA)
+    protocol = values.get("protocol", "http")
+    if protocol not in ("http", "turbo"):
+        reader.problem(file, f"{where} key 'protocol'",
+                       f"must be \"http\" or \"turbo\", got {protocol!r}")
+    return RemoteCacheConfig(**values)
+
+
+def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSettings:
+    values = reader.table(file, "[workspace]", data, WORKSPACE_SCHEMA)
+    remote = None
+    if "remote_cache" in values:
+        remote = _remote_cache(reader, file, values.pop("remote_cache"))
+    for pattern in values.get("inputs", ()):
+        why = check_pattern(pattern)
+        if why:
+            reader.problem(file, "[workspace] key 'inputs'", f"'{pattern}': {why}")
+    for pattern in values.get("members", ()):
+        why = check_pattern(pattern)
+        if why:
+            reader.problem(file, "[workspace] key 'members'", f"'{pattern}': {why}")
+    return WorkspaceSettings(remote_cache=remote, **values)
+
+
+def _find_members(root: Path, patterns: Tuple[str, ...]) -> List[Path]:
+    """CFG-002: directories matched by the member globs that hold a haz.toml."""
+    found = set()
+    includes = [p for p in patterns if not p.startswith("!")]
+    excludes = GlobSet.compile([p[1:] for p in patterns if p.startswith("!")])
+    for pattern in includes:
+        if check_pattern(pattern):
+            continue  # reported by _workspace_settings
+        for hit in _glob.glob(os.path.join(_glob.escape(str(root)), pattern),
+                              recursive=True):
+            path = Path(hit)
+            if not (path / CONFIG_NAME).is_file():
+                continue
+            rel = path.resolve().relative_to(root).as_posix()
+            if rel in (".", "") or rel.split("/")[0] in (".git", ".haz"):
+                continue
+            if excludes and excludes.match(rel):
+                continue
+            found.add(path.resolve())
+    return sorted(found)
+
+
+def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Optional[TaskDef]:
+    where = f"[tasks.{name}]"
+    if not NAME_RE.match(name) or ":" in name:
+        reader.problem(file, where, f"task name '{name}' must match "
+                       "[A-Za-z0-9][A-Za-z0-9._@/-]* and contain no ':'")
+        return None
+    values = reader.table(file, where, data, TASK_SCHEMA)
+    if not isinstance(data, dict):
+        return None
+    if "cmd" not in data and not values.get("deps") and "deps" not in data:
+        reader.problem(file, where, "has neither 'cmd' nor 'deps'; give it a "
+                       "command to run, or deps to group")
+    for key in ("inputs", "outputs"):
+        for pattern in values.get(key, ()):
+            why = check_pattern(pattern)
+            if why:
+                reader.problem(file, f"{where} key '{key}'", f"'{pattern}': {why}")
+            elif key == "outputs" and pattern.lstrip("!").startswith("$root/"):
+                reader.problem(file, f"{where} key 'outputs'",
+                               f"'{pattern}': outputs must be inside the project "
+                               "directory ($root/ is for inputs)")
+    if "inputs" in values:
+        values["inputs"] = tuple(values["inputs"])
+    return TaskDef(project=project, name=name, cmd=values.pop("cmd", None), **values)
+
+
+def _project(reader: _Reader, root: Path, directory: Path, data: Dict[str, Any],
+             is_root: bool) -> Optional[Project]:
+    file = directory / CONFIG_NAME
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            reader.problem(file, "", f"unknown table '{key}'"
+                           + did_you_mean(key, TOP_LEVEL_KEYS))
+    if "workspace" in data and not is_root:
+        reader.problem(file, "[workspace]", "only the workspace root may have a "
+                       f"[workspace] table (the root is {reader.rel(root / CONFIG_NAME)})")
+    settings = reader.table(file, "[project]", data.get("project", {}), PROJECT_SCHEMA)
+    default_name = "root" if is_root else directory.name
+    name = settings.get("name", default_name)
+    if not NAME_RE.match(name) or ":" in name:
+        reader.problem(file, "[project] key 'name'" if "name" in settings else "",
+                       f"project name '{name}' must match [A-Za-z0-9][A-Za-z0-9._@/-]* "
+                       "and contain no ':'" + ("" if "name" in settings else
+                                               "; set [project] name = \"...\""))
+        return None
+    tasks_data = data.get("tasks", {})
+    tasks: Dict[str, TaskDef] = {}
+    if not isinstance(tasks_data, dict):
+        reader.problem(file, "[tasks]", f"must be a table, got {_type_name(tasks_data)}")
+    else:
+        for task_name, task_data in tasks_data.items():
+            task = _task(reader, file, name, task_name, task_data)
+            if task is not None:
+                tasks[task_name] = task
+    rel = directory.relative_to(root).as_posix()
+    return Project(name=name, dir=directory, rel_dir="" if rel == "." else rel,
+                   config_file=file, deps=settings.get("deps", ()), tasks=tasks)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Everything read from disk, before the graph is built."""
+
+    root: Path
+    settings: WorkspaceSettings
+    projects: Mapping[str, Project]
+    problems: List[Problem] = field(default_factory=list)
+    # Directory names of projects whose haz.toml could not be parsed: a
+    # reference to them is not reported as unknown on top of the syntax error.
+    unreadable: Tuple[str, ...] = ()
+
+
+def read_config(start: Path) -> LoadedConfig:
+    """CFG-001..003: find the root, read every haz.toml, check every key.
+
+    Problems are collected in the result, not raised, so that the graph can
+    add its own and every mistake of a load is reported together (CFG-005).
+    """
+    root, root_data = find_root(start)
+    problems: List[Problem] = []
+    reader = _Reader(root, problems)
+    root_file = root / CONFIG_NAME
+    settings = _workspace_settings(reader, root_file, root_data["workspace"])
+
+    sources: List[Tuple[Path, Dict[str, Any], bool]] = []
+    unreadable: List[str] = []
+    if "tasks" in root_data or "project" in root_data:
+        sources.append((root, root_data, True))
+    else:
+        for key in root_data:
+            if key not in TOP_LEVEL_KEYS:
+                reader.problem(root_file, "", f"unknown table '{key}'"
+                               + did_you_mean(key, TOP_LEVEL_KEYS))
+    for directory in _find_members(root, settings.members):
+        try:
+            data = parse_toml(directory / CONFIG_NAME, root)
+        except ConfigError as e:
+            problems.extend(e.problems)
+            unreadable.append(directory.name)
+            continue
+        sources.append((directory, data, False))
+
+    projects: Dict[str, Project] = {}
+    for directory, data, is_root in sources:
+        project = _project(reader, root, directory, data, is_root)
+        if project is None:
+            continue
+        if project.name in projects:
+            other = projects[project.name]
+            reader.problem(project.config_file, "[project] key 'name'",
+                           f"project name '{project.name}' is also used by "
+                           f"{reader.rel(other.config_file)}; set a unique "
+                           "[project] name")
+            continue
+        projects[project.name] = project
+
+    for project in projects.values():
+        for dep in project.deps:
+            if dep == project.name:
+                reader.problem(project.config_file, "[project] key 'deps'",
+                               f"project '{dep}' depends on itself")
+            elif dep not in projects and dep not in unreadable:
+                reader.problem(project.config_file, "[project] key 'deps'",
+                               f"unknown project '{dep}'" + did_you_mean(dep, projects))
+    return LoadedConfig(root, settings, projects, problems, tuple(unreadable))

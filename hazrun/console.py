@@ -1,0 +1,72 @@
+"""hazrun's own messages to the terminal, and the colour decision (CLI-000/001)."""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import IO, Any, Optional
+
+
+def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
+    """``--color``: always / never / auto (NO_COLOR, FORCE_COLOR, a terminal)."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@dataclass
+class Console:
+    """Writes to the binary stdout/stderr under one lock.
+
+    Every write is one ``write`` call of whole lines, so messages and task
+    output lines never tear each other.
+    """
+
+    out: IO[bytes]
+    err: IO[bytes]
+    color_out: bool = False
+    color_err: bool = False
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+
+    @classmethod
+    def for_streams(cls, stdout: Any, stderr: Any, mode: str) -> "Console":
+        return cls(getattr(stdout, "buffer", stdout), getattr(stderr, "buffer", stderr),
+                   color_enabled(mode, stdout), color_enabled(mode, stderr))
+
+    def write(self, stream: IO[bytes], data: bytes) -> None:
+        with self.lock:
+            stream.write(data)
+            stream.flush()
+
+    def print(self, text: str = "") -> None:
+        self.write(self.out, (text + "\n").encode("utf-8", "surrogateescape"))
+
+    def message(self, text: str) -> None:
+        """A line of hazrun's own on stderr (progress, summary)."""
+        self.write(self.err, (text + "\n").encode("utf-8", "surrogateescape"))
+
+    def _tagged(self, kind: str, color: str, text: str) -> None:
+        tag = f"hazrun: {kind}: "
+        if self.color_err:
+            tag = f"{color}hazrun: {kind}:\x1b[0m "
+        lines = text.splitlines() or [""]
+        self.message("\n".join(tag + line for line in lines))
+
+    def error(self, text: str) -> None:
+        """CLI-000: ``hazrun: error: ...``, one prefix per line."""
+        self._tagged("error", "\x1b[31m", text)
+
+    def warning(self, text: str) -> None:
+        """CLI-000: ``hazrun: warning: ...``."""
+        self._tagged("warning", "\x1b[33m", text)

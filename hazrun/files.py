@@ -1,0 +1,100 @@
+"""The files of a workspace and the input files of each task (CFG-006).
+
+The workspace is listed once per run: from ``git ls-files -co
+--exclude-standard`` when the root is inside a git work tree (so ignored
+files are never inputs), by walking the file system otherwise.  Anything
+under a ``.git/`` or ``.haz/`` directory is never listed.  Each task's inputs
+are then selected from that sorted list by bisection on the globs' literal
+prefixes, so selection costs what the matched directories hold.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .config import TaskDef
+from .globs import GlobSet, files_under
+
+NEVER = (".git", ".haz")
+
+
+def _excluded(rel: str) -> bool:
+    return any(part in NEVER for part in rel.split("/"))
+
+
+def _git_files(root: Path) -> Optional[List[str]]:
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [git, "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, check=False)
+    except OSError:
+        return None
+    if proc.returncode != 0:
+        return None  # not a work tree
+    out = []
+    for raw in proc.stdout.split(b"\0"):
+        if not raw:
+            continue
+        rel = os.fsdecode(raw)
+        if _excluded(rel):
+            continue
+        # Tracked files deleted from the work tree and submodule roots are
+        # listed by git but are not files here.
+        path = root / rel
+        if path.is_symlink() or path.is_file():
+            out.append(rel)
+    return out
+
+
+def _walk_files(root: Path) -> List[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in NEVER
+                       and not os.path.islink(os.path.join(dirpath, d))]
+        rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        out.extend(prefix + f for f in filenames)
+        # Symlinks to directories are listed as files (their target is the
+        # content), as git does.
+        out.extend(prefix + d for d in os.listdir(dirpath)
+                   if d not in NEVER and os.path.islink(os.path.join(dirpath, d))
+                   and os.path.isdir(os.path.join(dirpath, d)))
+    return out
+
+
+def list_workspace_files(root: Path) -> List[str]:
+    """Every candidate input file of the workspace, root-relative, sorted."""
+    files = _git_files(root)
+    if files is None:
+        files = _walk_files(root)
+    return sorted(set(files))
+
+
+def task_input_globs(task: TaskDef, project_rel_dir: str) -> GlobSet:
+    """The task's input patterns, root-relative; the default is the project."""
+    if task.inputs is None:
+        return GlobSet.compile(["**"], project_rel_dir)
+    return GlobSet.compile(task.inputs, project_rel_dir)
+
+
+def task_output_globs(task: TaskDef, project_rel_dir: str) -> GlobSet:
+    return GlobSet.compile(task.outputs, project_rel_dir)
+
+
+def select_inputs(files: Sequence[str], task: TaskDef, project_rel_dir: str) -> List[str]:
+    """CFG-006: the task's input files; its own outputs are never inputs."""
+    if task.inputs is None:
+        chosen = list(files_under(files, project_rel_dir))
+    else:
+        chosen = task_input_globs(task, project_rel_dir).select(files)
+    outputs = task_output_globs(task, project_rel_dir)
+    if outputs:
+        chosen = [f for f in chosen if not outputs.match(f)]
+    return chosen

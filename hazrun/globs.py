@@ -1,0 +1,181 @@
+"""The one glob matcher, shared by task inputs, outputs and workspace inputs.
+
+Syntax (CFG-006): ``**`` matches any number of path segments (zero
+included), ``*`` and ``?`` match within one segment, ``[abc]`` a character
+class, a leading ``!`` excludes, and ``$root/`` makes a pattern relative to
+the workspace root instead of the project directory.  A pattern without
+wildcards also matches everything beneath it, so ``outputs = ["dist"]``
+means the whole directory, as it would in ``.gitignore``.
+
+Every pattern is compiled to a root-relative regular expression once, so
+matching is a regex match on a root-relative POSIX path.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Pattern, Sequence, Tuple
+
+ROOT_PREFIX = "$root/"
+_WILDCARDS = set("*?[")
+
+
+class GlobSyntaxError(ValueError):
+    """A pattern that is malformed or escapes its base directory."""
+
+
+def _has_wildcard(segment: str) -> bool:
+    return any(c in _WILDCARDS for c in segment)
+
+
+def _segment_regex(segment: str) -> str:
+    out = []
+    i = 0
+    while i < len(segment):
+        c = segment[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = segment.find("]", i + 2 if segment[i + 1:i + 2] in ("!", "^") else i + 1)
+            if end < 0:
+                raise GlobSyntaxError(f"unclosed '[' in '{segment}'")
+            body = segment[i + 1:end]
+            if body[:1] in ("!", "^"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Glob:
+    """One compiled pattern: root-relative, with its literal directory prefix."""
+
+    text: str           # as the user wrote it (without the leading '!')
+    negated: bool
+    rooted: str         # root-relative form, e.g. 'packages/a/src/**'
+    prefix: str         # literal leading directories, '' or ending in '/'
+    regex: Pattern[str]
+
+    def match(self, path: str) -> bool:
+        return self.regex.match(path) is not None
+
+
+def normalize_pattern(pattern: str, base: str) -> Tuple[bool, str]:
+    """Return (negated, root-relative pattern) or raise GlobSyntaxError.
+
+    ``base`` is the project directory relative to the root ('' for the root).
+    """
+    negated = pattern.startswith("!")
+    body = pattern[1:] if negated else pattern
+    if not body:
+        raise GlobSyntaxError("empty pattern")
+    if body.startswith(ROOT_PREFIX):
+        body, base = body[len(ROOT_PREFIX):], ""
+    if body.startswith("/"):
+        raise GlobSyntaxError("absolute paths are not allowed; use a path "
+                              "relative to the project, or $root/...")
+    segments = [s for s in body.split("/") if s not in ("", ".")]
+    if any(s == ".." for s in segments):
+        raise GlobSyntaxError("'..' would escape the project directory; use "
+                              "$root/... for files elsewhere in the workspace")
+    if not segments:
+        raise GlobSyntaxError("pattern names no file")
+    rooted = "/".join(([base] if base else []) + segments)
+    return negated, rooted
+
+
+def compile_glob(pattern: str, base: str = "") -> Glob:
+    """Compile one pattern relative to ``base`` (root-relative directory)."""
+    negated, rooted = normalize_pattern(pattern, base)
+    segments = rooted.split("/")
+    parts: List[str] = []
+    prefix_segments: List[str] = []
+    literal = True
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "**":
+            literal = False
+            # '**' matches zero or more whole segments.
+            parts.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        if _has_wildcard(seg):
+            literal = False
+        elif literal and not last:
+            prefix_segments.append(seg)
+        parts.append(_segment_regex(seg) + ("" if last else "/"))
+    body = "".join(parts)
+    # A literal pattern also names everything beneath it (a directory).
+    regex = re.compile(body + ("(?:/.*)?" if literal else "") + r"\Z", re.S)
+    prefix = "".join(s + "/" for s in prefix_segments)
+    if literal:
+        prefix = rooted  # candidates are the path itself and what is under it
+    return Glob(pattern[1:] if negated else pattern, negated, rooted, prefix, regex)
+
+
+@dataclass(frozen=True)
+class GlobSet:
+    """Include and exclude patterns; a path matches an include and no exclude."""
+
+    includes: Tuple[Glob, ...] = ()
+    excludes: Tuple[Glob, ...] = ()
+
+    @classmethod
+    def compile(cls, patterns: Iterable[str], base: str = "") -> "GlobSet":
+        globs = [compile_glob(p, base) for p in patterns]
+        return cls(tuple(g for g in globs if not g.negated),
+                   tuple(g for g in globs if g.negated))
+
+    def __bool__(self) -> bool:
+        return bool(self.includes)
+
+    def match(self, path: str) -> bool:
+        """True if the root-relative POSIX ``path`` is selected."""
+        return (any(g.match(path) for g in self.includes)
+                and not any(g.match(path) for g in self.excludes))
+
+    def select(self, files: Sequence[str]) -> List[str]:
+        """The members of ``files`` (sorted, root-relative) that match.
+
+        Each include narrows its candidates to its literal prefix by
+        bisection, so selecting from a large workspace listing costs what
+        the matched directories hold, not the whole listing.
+        """
+        found = set()
+        for g in self.includes:
+            for path in _under(files, g.prefix):
+                if g.match(path):
+                    found.add(path)
+        if self.excludes:
+            found = {p for p in found if not any(g.match(p) for g in self.excludes)}
+        return sorted(found)
+
+
+def _under(files: Sequence[str], prefix: str) -> Sequence[str]:
+    """The slice of sorted ``files`` that starts with ``prefix``."""
+    if not prefix:
+        return files
+    lo = bisect.bisect_left(files, prefix)
+    # Every string starting with prefix sorts before prefix + U+10FFFF.
+    hi = bisect.bisect_left(files, prefix + "\U0010ffff", lo)
+    return files[lo:hi]
+
+
+def files_under(files: Sequence[str], directory: str) -> Sequence[str]:
+    """The files of sorted ``files`` inside root-relative ``directory``."""
+    return _under(files, directory + "/") if directory else files
+
+
+def check_pattern(pattern: str, base: str = "") -> Optional[str]:
+    """Return why ``pattern`` is invalid, or None."""
+    try:
+        compile_glob(pattern, base)
+    except GlobSyntaxError as e:
+        return str(e)
+    return None

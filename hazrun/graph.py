@@ -1,0 +1,287 @@
+"""The task graph: labels, hard and soft edges, canonical order, targets.
+
+GRAPH-001..004 and the reference rules of CFG-004.  Every algorithm here is
+linear in nodes + edges (canonical order adds a log factor for its heap):
+reference resolution, Tarjan's strongly connected components for cycle
+reports, Kahn's sort and the closure of targets.
+"""
+from __future__ import annotations
+
+import enum
+import heapq
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+from .config import LoadedConfig, Project, TaskDef
+from .errors import ConfigError, Problem, UsageError, did_you_mean
+
+
+class EdgeKind(str, enum.Enum):
+    """GRAPH-002."""
+
+    HARD = "hard"   # deps: must succeed first
+    SOFT = "soft"   # after: ordering only
+
+
+@dataclass
+class TaskGraph:
+    """Tasks by label with their predecessors and successors of each kind."""
+
+    tasks: Dict[str, TaskDef] = field(default_factory=dict)
+    hard_preds: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    soft_preds: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    hard_succs: Dict[str, List[str]] = field(default_factory=dict)
+    soft_succs: Dict[str, List[str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self.tasks
+
+    def edges(self) -> Iterable[Tuple[str, str, EdgeKind]]:
+        """Every edge as (predecessor, successor, kind)."""
+        for label in self.tasks:
+            for p in self.hard_preds[label]:
+                yield p, label, EdgeKind.HARD
+            for p in self.soft_preds[label]:
+                yield p, label, EdgeKind.SOFT
+
+    def canonical_order(self, subset: Optional[Iterable[str]] = None) -> List[str]:
+        """GRAPH-003: Kahn's sort over all edges, smallest label first.
+
+        With ``subset``, the order of just those tasks over the edges among
+        them (a run's task set).  Python compares str by code point, which
+        is the byte order of their UTF-8 encodings.
+        """
+        nodes = set(self.tasks) if subset is None else set(subset)
+        indegree = {}
+        for label in nodes:
+            indegree[label] = (sum(1 for p in self.hard_preds[label] if p in nodes)
+                               + sum(1 for p in self.soft_preds[label] if p in nodes))
+        heap = [label for label, d in indegree.items() if d == 0]
+        heapq.heapify(heap)
+        order = []
+        while heap:
+            label = heapq.heappop(heap)
+            order.append(label)
+            for succ in self.hard_succs[label] + self.soft_succs[label]:
+                if succ in nodes:
+                    indegree[succ] -= 1
+                    if indegree[succ] == 0:
+                        heapq.heappush(heap, succ)
+        assert len(order) == len(nodes), "internal error: cycle in a validated graph"
+        return order
+
+    def closure(self, targets: Iterable[str]) -> Set[str]:
+        """GRAPH-004: the targets plus all their hard predecessors."""
+        seen: Set[str] = set()
+        stack = list(targets)
+        while stack:
+            label = stack.pop()
+            if label in seen:
+                continue
+            seen.add(label)
+            stack.extend(self.hard_preds[label])
+        return seen
+
+    def select(self, targets: Sequence[str]) -> Set[str]:
+        """GRAPH-004: resolve ``task`` / ``project:task`` targets to a run's set."""
+        by_name: Dict[str, List[str]] = {}
+        for label, task in self.tasks.items():
+            by_name.setdefault(task.name, []).append(label)
+        chosen: List[str] = []
+        unknown: List[str] = []
+        for target in targets:
+            if ":" in target:
+                if target in self.tasks:
+                    chosen.append(target)
+                else:
+                    unknown.append(f"unknown target '{target}'"
+                                   + did_you_mean(target, self.tasks))
+            elif target in by_name:
+                chosen.extend(by_name[target])
+            else:
+                unknown.append(f"unknown target '{target}': no project has a task "
+                               f"of that name" + did_you_mean(target, by_name))
+        if unknown:
+            raise UsageError("; ".join(unknown)
+                             + " (hazrun list shows every task)")
+        return self.closure(chosen)
+
+
+def _resolve(ref: str, project: Project, projects: Mapping[str, Project],
+             problem, unreadable: Sequence[str] = ()) -> List[str]:
+    """CFG-004: one deps/after reference -> labels."""
+    if ref.startswith("^"):
+        name = ref[1:]
+        if not name:
+            problem(f"'{ref}' names no task")
+        # A self-dependency of the project is reported by config already.
+        return [f"{d}:{name}" for d in project.deps
+                if d != project.name and d in projects and name in projects[d].tasks]
+    if ":" in ref:
+        proj_name, _, name = ref.partition(":")
+        other = projects.get(proj_name)
+        if other is None:
+            if proj_name in unreadable:
+                return []  # its syntax error is reported already
+            problem(f"'{ref}': unknown project '{proj_name}'"
+                    + did_you_mean(proj_name, projects))
+            return []
+        if name not in other.tasks:
+            problem(f"'{ref}': project '{proj_name}' has no task '{name}'"
+                    + did_you_mean(name, other.tasks))
+            return []
+        return [ref]
+    if ref not in project.tasks:
+        problem(f"'{ref}': project '{project.name}' has no task '{ref}'"
+                + did_you_mean(ref, project.tasks)
+                + " (use 'project:task' for another project's task, "
+                "'^task' for the projects this one depends on)")
+        return []
+    return [f"{project.name}:{ref}"]
+
+
+def build_graph(config: LoadedConfig) -> TaskGraph:
+    """Resolve every reference and check for cycles (CFG-004/005, GRAPH-*).
+
+    Raises ConfigError with every problem found.
+    """
+    problems: List[Problem] = list(config.problems)
+    graph = TaskGraph()
+    owner: Dict[str, Project] = {}
+    for project in config.projects.values():
+        for task in project.tasks.values():
+            graph.tasks[task.label] = task
+            owner[task.label] = project
+
+    def rel(project: Project) -> str:
+        return project.config_file.relative_to(config.root).as_posix()
+
+    for label, task in graph.tasks.items():
+        project = owner[label]
+        resolved = {}
+        for kind, refs in (("deps", task.deps), ("after", task.after)):
+            where = f"[tasks.{task.name}] key '{kind}'"
+            out: List[str] = []
+            for ref in refs:
+                def problem(msg: str, _w: str = where) -> None:
+                    problems.append(Problem(rel(project), _w, msg))
+                for target in _resolve(ref, project, config.projects, problem,
+                                       config.unreadable):
+                    if target == label:
+                        problem(f"'{ref}': task '{label}' depends on itself")
+                    elif target not in out:
+                        out.append(target)
+            resolved[kind] = out
+        hard = resolved["deps"]
+        # A task both in deps and after is a hard edge only.
+        soft = [p for p in resolved["after"] if p not in hard]
+        graph.hard_preds[label] = tuple(sorted(hard))
+        graph.soft_preds[label] = tuple(sorted(soft))
+    for label in graph.tasks:
+        graph.hard_succs.setdefault(label, [])
+        graph.soft_succs.setdefault(label, [])
+    for label in sorted(graph.tasks):
+        for p in graph.hard_preds.get(label, ()):
+            graph.hard_succs[p].append(label)
+        for p in graph.soft_preds.get(label, ()):
+            graph.soft_succs[p].append(label)
+    for label in graph.tasks:
+        graph.hard_preds.setdefault(label, ())
+        graph.soft_preds.setdefault(label, ())
+
+    if not problems:
+        # Cycles are looked for only in a graph whose references all
+        # resolved: a missing edge could hide or invent one.
+        for cycle in find_cycles(graph):
+            first = owner[cycle[0]]
+            problems.append(Problem(rel(first), f"[tasks.{graph.tasks[cycle[0]].name}]",
+                                    "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
+    if problems:
+        raise ConfigError(problems)
+    return graph
+
+
+def find_cycles(graph: TaskGraph) -> List[List[str]]:
+    """One cycle per strongly connected component with a cycle (kind-erased).
+
+    Tarjan's algorithm, iterative so deep graphs do not hit the recursion
+    limit; each cycle starts at its smallest label so reports are stable.
+    """
+    succs = {l: sorted(set(graph.hard_succs[l]) | set(graph.soft_succs[l]))
+             for l in graph.tasks}
+    return [c for c in (_cycle_in(scc, succs) for scc in _sccs(sorted(graph.tasks), succs))
+            if c]
+
+
+def _sccs(nodes: List[str], succs: Mapping[str, List[str]]) -> List[List[str]]:
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    on_stack: Set[str] = set()
+    stack: List[str] = []
+    result: List[List[str]] = []
+    counter = 0
+    for start in nodes:
+        if start in index:
+            continue
+        work = [(start, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            children = succs[node]
+            if i < len(children):
+                work.append((node, i + 1))
+                child = children[i]
+                if child not in index:
+                    work.append((child, 0))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == node:
+                        break
+                result.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return result
+
+
+def _cycle_in(component: List[str], succs: Mapping[str, List[str]]) -> List[str]:
+    """A simple cycle through the smallest node of an SCC, or [] if none."""
+    members = set(component)
+    start = min(component)
+    if len(component) == 1 and start not in succs[start]:
+        return []
+    # BFS from start inside the component back to start: shortest cycle.
+    parent: Dict[str, str] = {}
+    frontier = [start]
+    seen = {start}
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for child in succs[node]:
+                if child not in members:
+                    continue
+                if child == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return list(reversed(path))
+                if child not in seen:
+                    seen.add(child)
+                    parent[child] = node
+                    nxt.append(child)
+        frontier = nxt
+    raise AssertionError("internal error: strongly connected component without a cycle")
