@@ -39,13 +39,17 @@ def _segment_regex(segment: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = segment.find("]", i + 2 if segment[i + 1:i + 2] in ("!", "^") else i + 1)
+            # As in fnmatch: a ']' right after '[' (or '[!') is a member.
+            j = i + 1
+            negate = segment[j:j + 1] in ("!", "^")
+            if negate:
+                j += 1
+            end = segment.find("]", j + 1)
             if end < 0:
                 raise GlobSyntaxError(f"unclosed '[' in '{segment}'")
-            body = segment[i + 1:end]
-            if body[:1] in ("!", "^"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
+            body = "".join("\\" + ch if ch in "\\[]^" else ch
+                           for ch in segment[j:end])
+            out.append("[" + ("^" if negate else "") + body + "]")
             i = end
         else:
             out.append(re.escape(c))
@@ -112,7 +116,10 @@ def compile_glob(pattern: str, base: str = "") -> Glob:
         parts.append(_segment_regex(seg) + ("" if last else "/"))
     body = "".join(parts)
     # A literal pattern also names everything beneath it (a directory).
-    regex = re.compile(body + ("(?:/.*)?" if literal else "") + r"\Z", re.S)
+    try:
+        regex = re.compile(body + ("(?:/.*)?" if literal else "") + r"\Z", re.S)
+    except re.error as e:  # e.g. a reversed range such as [z-a]
+        raise GlobSyntaxError(f"invalid character class: {e.msg}") from None
     prefix = "".join(s + "/" for s in prefix_segments)
     if literal:
         prefix = rooted  # candidates are the path itself and what is under it
