@@ -192,13 +192,14 @@ def build_graph(config: LoadedConfig) -> TaskGraph:
         graph.hard_preds.setdefault(label, ())
         graph.soft_preds.setdefault(label, ())
 
-    if not problems:
-        # Cycles are looked for only in a graph whose references all
-        # resolved: a missing edge could hide or invent one.
-        for cycle in find_cycles(graph):
-            first = owner[cycle[0]]
-            problems.append(Problem(rel(first), f"[tasks.{graph.tasks[cycle[0]].name}]",
-                                    "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
+    # Cycles are looked for even when other problems were found (CFG-005:
+    # all errors of a load together).  A reference that did not resolve only
+    # leaves an edge out, and leaving edges out never makes a cycle, so every
+    # cycle found here is one the files really contain.
+    for cycle in find_cycles(graph):
+        first = owner[cycle[0]]
+        problems.append(Problem(rel(first), f"[tasks.{graph.tasks[cycle[0]].name}]",
+                                "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
     if problems:
         raise ConfigError(problems)
     return graph
