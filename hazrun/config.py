@@ -415,7 +415,9 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
     values = reader.table(file, where, data, TASK_SCHEMA)
     if not isinstance(data, dict):
         return None
-    if "cmd" not in data and not values.get("deps") and "deps" not in data:
+    # An empty deps list groups nothing; a deps of the wrong type is
+    # reported by the schema already.
+    if "cmd" not in data and ("deps" not in data or values.get("deps") == ()):
         reader.problem(file, where, "has neither 'cmd' nor 'deps'; give it a "
                        "command to run, or deps to group")
     for key in ("inputs", "outputs"):
