@@ -384,8 +384,10 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
     return WorkspaceSettings(remote_cache=remote, **values)
 
 
-def _find_members(root: Path, patterns: Tuple[str, ...]) -> List[Path]:
+def _find_members(reader: _Reader, root_file: Path,
+                  patterns: Tuple[str, ...]) -> List[Path]:
     """CFG-002: directories matched by the member globs that hold a haz.toml."""
+    root = reader.root
     found = set()
     includes = [p for p in patterns if not p.startswith("!")]
     excludes = GlobSet.compile([p[1:] for p in patterns if p.startswith("!")])
@@ -397,12 +399,25 @@ def _find_members(root: Path, patterns: Tuple[str, ...]) -> List[Path]:
             path = Path(hit)
             if not (path / CONFIG_NAME).is_file():
                 continue
-            rel = path.resolve().relative_to(root).as_posix()
+            rel = path.relative_to(root).as_posix()  # as the pattern matched it
+            if excludes and excludes.match(rel):
+                continue
+            resolved = path.resolve()
+            if resolved != root and root not in resolved.parents:
+                # A symlink out of the workspace: its files would have no
+                # root-relative path for inputs, outputs and the cache.
+                reader.problem(root_file, "[workspace] key 'members'",
+                               f"'{pattern}' matches {rel}, a link to "
+                               f"{resolved}, outside the workspace root; move "
+                               "the project into the workspace or exclude it "
+                               f"with '!{rel}'")
+                continue
+            rel = resolved.relative_to(root).as_posix()
             if rel in (".", "") or rel.split("/")[0] in (".git", ".haz"):
                 continue
             if excludes and excludes.match(rel):
                 continue
-            found.add(path.resolve())
+            found.add(resolved)
     return sorted(found)
 
 
@@ -501,7 +516,7 @@ def read_config(start: Path) -> LoadedConfig:
             if key not in TOP_LEVEL_KEYS:
                 reader.problem(root_file, "", f"unknown table '{key}'"
                                + did_you_mean(key, TOP_LEVEL_KEYS))
-    for directory in _find_members(root, settings.members):
+    for directory in _find_members(reader, root_file, settings.members):
         try:
             data = parse_toml(directory / CONFIG_NAME, root)
         except ConfigError as e:
