@@ -337,15 +337,34 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
 
 def find_root(start: Path) -> Tuple[Path, Dict[str, Any]]:
     """CFG-001: the nearest directory upward holding haz.toml with [workspace]."""
+    root, data, _ = _search_root(start)
+    return root, data
+
+
+def _search_root(start: Path) -> Tuple[Path, Dict[str, Any], List[Path]]:
+    """find_root, plus the directories passed over because their haz.toml
+    does not parse.
+
+    Such a file is most likely a project's: the search goes on upward so
+    that its syntax error is reported together with the rest of the load
+    (CFG-005).  With no root above it, its syntax error is the error.
+    """
     start = start.resolve()
     if not start.is_dir():
         raise NoWorkspaceError(str(start), " (it is not a directory)")
+    broken: List[Tuple[Path, ConfigError]] = []
     for directory in (start, *start.parents):
         candidate = directory / CONFIG_NAME
         if candidate.is_file():
-            data = parse_toml(candidate)
+            try:
+                data = parse_toml(candidate)
+            except ConfigError as e:
+                broken.append((directory, e))
+                continue
             if isinstance(data.get("workspace"), dict):
-                return directory, data
+                return directory, data, [d for d, _ in broken]
+    if broken:
+        raise broken[0][1]
     raise NoWorkspaceError(str(start))
 
 
@@ -501,7 +520,7 @@ def read_config(start: Path) -> LoadedConfig:
     Problems are collected in the result, not raised, so that the graph can
     add its own and every mistake of a load is reported together (CFG-005).
     """
-    root, root_data = find_root(start)
+    root, root_data, broken = _search_root(start)
     problems: List[Problem] = []
     reader = _Reader(root, problems)
     root_file = root / CONFIG_NAME
@@ -516,7 +535,8 @@ def read_config(start: Path) -> LoadedConfig:
             if key not in TOP_LEVEL_KEYS:
                 reader.problem(root_file, "", f"unknown table '{key}'"
                                + did_you_mean(key, TOP_LEVEL_KEYS))
-    for directory in _find_members(reader, root_file, settings.members):
+    members = _find_members(reader, root_file, settings.members)
+    for directory in members:
         try:
             data = parse_toml(directory / CONFIG_NAME, root)
         except ConfigError as e:
@@ -524,6 +544,13 @@ def read_config(start: Path) -> LoadedConfig:
             unreadable.append(directory.name)
             continue
         sources.append((directory, data, False))
+    for directory in broken:
+        if directory not in members:
+            # Not a member, so the loop above did not report its error.
+            try:
+                parse_toml(directory / CONFIG_NAME, root)
+            except ConfigError as e:
+                problems.extend(e.problems)
 
     projects: Dict[str, Project] = {}
     for directory, data, is_root in sources:
