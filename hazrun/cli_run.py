@@ -2,20 +2,126 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import signal
+from typing import Callable, Dict, List, Optional
 
 from .console import Console
 from .errors import UsageError
+
+OUTPUT_MODES = ("live", "buffered", "errors-only", "none")
+
+
+def _tag_cap(text: str):
+    tag, sep, cap = text.partition("=")
+    if not sep or not tag or not cap.isdigit() or int(cap) < 1:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not TAG=N with N a whole number of at least 1")
+    return tag, int(cap)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
+    return value
 
 
 def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command("run", "run tasks and what they depend on",
                 "Run the targets and every task they depend on (deps), in "
                 "dependency order and in parallel. Tasks whose inputs did not "
-                "change are restored from the cache instead of run.")
+                "change are restored from the cache instead of run.\n\n"
+                "exit status: 0 every task succeeded or was cached; 1 a task "
+                "failed; 2 usage or configuration error; 3 a runtime invariant "
+                "(output overlap, runtime cycle) was violated; 130/143 "
+                "interrupted by SIGINT/SIGTERM.")
     p.add_argument("targets", nargs="+", metavar="TARGET",
                    help="'task' (that task in every project) or 'project:task'")
+    p.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                   help="run at most N tasks at once (default: [workspace] "
+                        "concurrency, else the CPUs available)")
+    p.add_argument("--output", choices=OUTPUT_MODES, default="live",
+                   help="live: lines as they come, prefixed [project:task]; "
+                        "buffered: each task's output in one block when it ends; "
+                        "errors-only: only the blocks of failed tasks; none")
+    p.add_argument("--no-prefix", action="store_true",
+                   help="do not prefix task output lines with [project:task]")
+    p.add_argument("--fail-fast", action="store_true",
+                   help="at the first failure, stop the run: running tasks are "
+                        "stopped, the rest cancelled")
+    p.add_argument("--force", action="store_true",
+                   help="run every task even if the cache has it (results are stored)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither look up nor store results")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run nothing: print each task with its cache key and "
+                        "hit/miss (with -v, why it misses)")
+    p.add_argument("--summary-json", metavar="FILE",
+                   help="write the run's summary as JSON to FILE (also when it fails)")
+    p.add_argument("--tag-cap", type=_tag_cap, action="append", default=[],
+                   metavar="TAG=N", help="at most N tasks tagged TAG at once "
+                                         "(overrides [workspace.tags]; repeatable)")
+    p.add_argument("--grace", type=_seconds, metavar="S",
+                   help="seconds between SIGTERM and SIGKILL when stopping a task "
+                        "(default: the task's grace, [workspace] grace, 10)")
+
+
+def _observers(args: argparse.Namespace, console: Console):
+    from .output import (BufferedOutput, LiveOutput, Observers, Prefixer,
+                         StatusLines, Summary)
+    prefixer = Prefixer(console, enabled=not args.no_prefix)
+    observers = []
+    if args.output == "live":
+        observers.append(LiveOutput(prefixer))
+    elif args.output in ("buffered", "errors-only"):
+        observers.append(BufferedOutput(prefixer, errors_only=args.output == "errors-only"))
+    observers += [StatusLines(console), Summary(console)]
+    return Observers(observers)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    raise UsageError("'run' is not implemented yet")
+    from .exit_code import exit_code_for
+    from .output import write_summary_json
+    from .process import become_subreaper
+    from .scheduler import CancelToken, RunOptions, run_graph
+    from .workspace import load_workspace
+
+    if args.force and args.no_cache:
+        raise UsageError("--force and --no-cache contradict each other: --force "
+                         "stores results, --no-cache does not; choose one")
+    ws = load_workspace(args.directory)
+    options = RunOptions(jobs=args.jobs, tag_caps=dict(args.tag_cap),
+                         fail_fast=args.fail_fast, force=args.force,
+                         no_cache=args.no_cache, grace=args.grace,
+                         cache_dir=args.cache_dir)
+    if args.dry_run:
+        from .cli_dryrun import dry_run
+        return dry_run(ws, args, options, console)
+    ws.graph.select(args.targets)  # unknown targets: exit 2 before anything
+    token = CancelToken()
+
+    def on_signal(signum, frame):
+        token.cancel(signum)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        options.subreaper = become_subreaper()
+        options.parent_death_signal = True
+        outcome = run_graph(ws, args.targets, _observers(args, console), options, token)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if args.summary_json:
+        try:
+            write_summary_json(args.summary_json, outcome, token.signal)
+        except OSError as e:
+            console.error(f"cannot write the summary to {args.summary_json}: {e.strerror}")
+    return exit_code_for(outcome, token.signal)

@@ -38,6 +38,7 @@ class Console:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        self.closed: set = set()
 
     @classmethod
     def for_streams(cls, stdout: Any, stderr: Any, mode: str) -> "Console":
@@ -45,9 +46,23 @@ class Console:
                    color_enabled(mode, stdout), color_enabled(mode, stderr))
 
     def write(self, stream: IO[bytes], data: bytes) -> None:
+        self.write_block(stream, (data,))
+
+    def write_block(self, stream: IO[bytes], chunks) -> None:
+        """Write every chunk with no other write in between (EXEC-017).
+
+        A reader that went away (``hazrun run | head``) must not stop the
+        run half way: output to a closed pipe is dropped from then on.
+        """
         with self.lock:
-            stream.write(data)
-            stream.flush()
+            if id(stream) in self.closed:
+                return
+            try:
+                for chunk in chunks:
+                    stream.write(chunk)
+                stream.flush()
+            except (BrokenPipeError, ValueError):
+                self.closed.add(id(stream))
 
     def print(self, text: str = "") -> None:
         self.write(self.out, (text + "\n").encode("utf-8", "surrogateescape"))

@@ -1,0 +1,140 @@
+"""The event loop: one thread, one selector (EXEC-003).
+
+It waits on every registered pipe, on a self-pipe that other threads and
+signal handlers write to, and on the nearest timer; pool work runs in a
+ThreadPoolExecutor and its completion is handed back to the loop thread
+through a queue plus a byte on the self-pipe.  Nothing here sleeps to poll.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import os
+import selectors
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+Callback = Callable[[], None]
+
+
+class Timer:
+    """A handle to cancel a scheduled call."""
+
+    __slots__ = ("deadline", "callback", "cancelled")
+
+    def __init__(self, deadline: float, callback: Callback):
+        self.deadline = deadline
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class EventLoop:
+    """Selector, self-pipe, timers and a thread pool, driven by one thread."""
+
+    def __init__(self, workers: int = 4):
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._timers: List[Tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        # Completed pool work; appended by pool threads, drained by the loop.
+        self._done: Deque[Callback] = collections.deque()
+        self.pool = ThreadPoolExecutor(max_workers=workers,
+                                       thread_name_prefix="hazrun-pool")
+        self._wake_hooks: List[Callback] = []
+        self.closed = False
+
+    # -- registration ---------------------------------------------------
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        self.selector.register(fd, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self.selector.unregister(fd)
+
+    def call_at(self, deadline: float, callback: Callback) -> Timer:
+        timer = Timer(deadline, callback)
+        heapq.heappush(self._timers, (deadline, next(self._seq), timer))
+        return timer
+
+    def call_later(self, delay: float, callback: Callback) -> Timer:
+        return self.call_at(time.monotonic() + delay, callback)
+
+    def on_wake(self, hook: Callback) -> None:
+        """Run ``hook`` on the loop thread after every wake-up (cancellation)."""
+        self._wake_hooks.append(hook)
+
+    def submit(self, fn: Callable[..., Any], *args: Any,
+               done: Callable[[Future], None]) -> Future:
+        """Run ``fn(*args)`` in the pool; call ``done(future)`` on the loop."""
+        future = self.pool.submit(fn, *args)
+
+        def finished(f: Future) -> None:
+            self._done.append(lambda: done(f))
+            self.wake()
+        future.add_done_callback(finished)
+        return future
+
+    def wake(self) -> None:
+        """Thread- and signal-safe: make the loop's wait return."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full, so the loop will wake anyway
+
+    @property
+    def wake_fd(self) -> int:
+        return self._wake_w
+
+    # -- running --------------------------------------------------------
+    def run_once(self) -> None:
+        """Wait for the next events and dispatch them.
+
+        Shape: wait on the selector until a pipe, the self-pipe or the
+        nearest timer is due; then run pipe callbacks, drained pool
+        completions, wake hooks and due timers, in that order.
+        """
+        timeout = None
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if self._timers:
+            timeout = max(0.0, self._timers[0][0] - time.monotonic())
+        if self._done:
+            timeout = 0.0
+        woke = False
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                woke = True
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            else:
+                key.data()
+        while self._done:
+            self._done.popleft()()
+        if woke:
+            for hook in self._wake_hooks:
+                hook()
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback()
+
+    def close(self, wait: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.shutdown(wait=wait)
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

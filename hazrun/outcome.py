@@ -1,0 +1,88 @@
+"""The values a run produces: task states, causes, results, violations.
+
+States and causes are enums whose values are the spec's words (EXEC-009,
+CLI-003), so they serialise as written in the spec.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+
+class TaskState(str, enum.Enum):
+    """EXEC-009: every task of a run ends in exactly one of these."""
+
+    SUCCEEDED = "succeeded"   # ran fresh and exited 0
+    CACHED = "cached"         # restored from a cache hit
+    FAILED = "failed"         # exit code, signal, timeout or spawn error
+    SKIPPED = "skipped"       # never started: failure cascade or violation
+    CANCELLED = "cancelled"   # caught by cancellation
+
+    @property
+    def ok(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.CACHED)
+
+
+class Cause(str, enum.Enum):
+    """Why a task ended failed, skipped or cancelled (CLI-003)."""
+
+    EXIT_CODE = "exit_code"
+    SIGNAL = "signal"
+    TIMEOUT = "timeout"
+    SPAWN_ERROR = "spawn_error"
+    UPSTREAM_FAILED = "upstream_failed"
+    RUNTIME_CYCLE = "runtime_cycle"
+    OUTPUT_OVERLAP = "output_overlap"
+    SIGNALLED = "signalled"
+    NOT_STARTED = "not_started"
+    UPSTREAM_CANCELLED = "upstream_cancelled"
+
+
+class ViolationKind(str, enum.Enum):
+    """Runtime invariant violations (EXEC-019/020)."""
+
+    RUNTIME_CYCLE = "runtime_cycle"
+    OUTPUT_OVERLAP = "output_overlap"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How one task of the run ended."""
+
+    label: str
+    state: TaskState
+    cause: Optional[Cause] = None
+    exit_code: Optional[int] = None      # only when the process ran and exited
+    signal: Optional[str] = None         # e.g. "SIGKILL" when killed by one
+    duration_s: float = 0.0
+    key: Optional[str] = None            # null when never computed
+    upstream: Optional[str] = None       # for the upstream_* causes
+    detail: str = ""                     # e.g. the spawn error's text
+    saved_s: float = 0.0                 # cached: the original run's duration
+
+
+@dataclass(frozen=True)
+class Violation:
+    """EXEC-019/020: a runtime invariant broken by what tasks wrote."""
+
+    kind: ViolationKind
+    tasks: Tuple[str, ...]
+    path: str
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`hazrun.run_graph` returns: results in canonical order."""
+
+    order: List[str]
+    results: Dict[str, TaskResult]
+    violations: List[Violation] = field(default_factory=list)
+    duration_s: float = 0.0
+    cancelled: bool = False              # the run's own cancellation fired
+
+    def in_order(self) -> List[TaskResult]:
+        return [self.results[label] for label in self.order]
+
+    def count(self, state: TaskState) -> int:
+        return sum(1 for r in self.results.values() if r.state is state)

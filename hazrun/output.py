@@ -1,0 +1,354 @@
+"""Observers of a run: live and buffered task output, status lines, summary.
+
+The scheduler reports events to a :class:`RunObserver`; these
+implementations format them and hand whole lines to one :class:`Console`,
+the single owner of stdout and stderr (EXEC-016/017, CLI-001).  Pool
+threads never print.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .console import Console
+from .exit_code import exit_code_for, signal_name
+from .outcome import Cause, RunOutcome, TaskResult, TaskState
+from .process import Stream
+
+MAX_LINE = 64 * 1024          # EXEC-016: longer lines go out in pieces
+SPOOL_MEMORY = 1024 * 1024    # EXEC-017: buffered output spills to disk past this
+
+
+class RunObserver:
+    """The port through which a run reports what happens (no-op defaults)."""
+
+    def run_started(self, order: Sequence[str]) -> None:
+        """The run's tasks in canonical order, before anything is admitted."""
+
+    def task_started(self, label: str) -> None:
+        """A task's process was spawned (a cache miss)."""
+
+    def task_output(self, label: str, stream: Stream, data: bytes) -> None:
+        """Complete lines (each ends in ``\\n``) a task wrote, or replayed
+        from the cache for a hit."""
+
+    def task_finished(self, result: TaskResult) -> None:
+        """A task that was admitted reached its final state."""
+
+    def task_skipped(self, result: TaskResult) -> None:
+        """A task that never started was skipped or cancelled (reported at
+        cascade time, EXEC-011)."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know that does not fail the run."""
+
+    def run_finished(self, outcome: RunOutcome) -> None:
+        """Every task is final and every process is gone."""
+
+
+class Observers(RunObserver):
+    """Fans each event out to several observers, in order."""
+
+    def __init__(self, observers: Iterable[RunObserver]):
+        self.observers = list(observers)
+
+    def run_started(self, order):
+        for o in self.observers:
+            o.run_started(order)
+
+    def task_started(self, label):
+        for o in self.observers:
+            o.task_started(label)
+
+    def task_output(self, label, stream, data):
+        for o in self.observers:
+            o.task_output(label, stream, data)
+
+    def task_finished(self, result):
+        for o in self.observers:
+            o.task_finished(result)
+
+    def task_skipped(self, result):
+        for o in self.observers:
+            o.task_skipped(result)
+
+    def warning(self, message):
+        for o in self.observers:
+            o.warning(message)
+
+    def run_finished(self, outcome):
+        for o in self.observers:
+            o.run_finished(outcome)
+
+
+class LineSplitter:
+    """Cuts a byte stream into complete lines (EXEC-016).
+
+    ``feed`` returns the complete lines so far; a line longer than 64 KiB is
+    cut into 64 KiB pieces, each then ended with a newline so every piece
+    gets its own prefix.  Bytes are never decoded.
+    """
+
+    __slots__ = ("partial",)
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self.partial + data if self.partial else data
+        cut = buf.rfind(b"\n") + 1
+        complete, self.partial = buf[:cut], buf[cut:]
+        pieces = []
+        while len(self.partial) >= MAX_LINE:
+            pieces.append(self.partial[:MAX_LINE] + b"\n")
+            self.partial = self.partial[MAX_LINE:]
+        if len(complete) > MAX_LINE:
+            complete = _cap_lines(complete)
+        return complete + b"".join(pieces) if pieces else complete
+
+    def flush(self) -> bytes:
+        """The unterminated last line, given its newline (EXEC-016)."""
+        rest, self.partial = self.partial, b""
+        return rest + b"\n" if rest else b""
+
+
+def _cap_lines(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    if max(map(len, lines)) <= MAX_LINE:
+        return data
+    out = []
+    for line in lines[:-1]:
+        while len(line) > MAX_LINE:
+            out.append(line[:MAX_LINE])
+            line = line[MAX_LINE:]
+        out.append(line)
+    return b"\n".join(out) + b"\n"
+
+
+_COLOURS = ("\x1b[36m", "\x1b[33m", "\x1b[32m", "\x1b[35m", "\x1b[34m",
+            "\x1b[96m", "\x1b[93m", "\x1b[92m", "\x1b[95m", "\x1b[94m")
+_RESET = "\x1b[0m"
+
+
+def _colour_for(project: str) -> str:
+    # crc32 is stable across runs (hash() is salted), so a project keeps
+    # its colour from one run to the next.
+    return _COLOURS[zlib.crc32(project.encode()) % len(_COLOURS)]
+
+
+class Prefixer:
+    """Builds ``[project:task] `` prefixes, coloured by project if enabled."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console = console
+        self.enabled = enabled
+        self._cache: Dict[Tuple[str, bool], bytes] = {}
+
+    def prefix(self, label: str, colour: bool) -> bytes:
+        if not self.enabled:
+            return b""
+        key = (label, colour)
+        found = self._cache.get(key)
+        if found is None:
+            text = f"[{label}]"
+            if colour:
+                text = _colour_for(label.split(":", 1)[0]) + text + _RESET
+            found = self._cache[key] = (text + " ").encode()
+        return found
+
+    def format(self, label: str, stream: Stream, data: bytes) -> bytes:
+        """Prefix every line of ``data`` (complete lines)."""
+        colour = self.console.color_out if stream is Stream.STDOUT else self.console.color_err
+        prefix = self.prefix(label, colour)
+        if not prefix:
+            return data
+        lines = data.split(b"\n")
+        lines.pop()  # data ends with a newline
+        return prefix + (b"\n" + prefix).join(lines) + b"\n"
+
+    def target(self, stream: Stream) -> IO[bytes]:
+        return self.console.out if stream is Stream.STDOUT else self.console.err
+
+
+class LiveOutput(RunObserver):
+    """EXEC-016: each line as it comes, prefixed, in one locked write."""
+
+    def __init__(self, prefixer: Prefixer):
+        self.prefixer = prefixer
+        self.console = prefixer.console
+
+    def task_output(self, label, stream, data):
+        self.console.write(self.prefixer.target(stream),
+                           self.prefixer.format(label, stream, data))
+
+
+class BufferedOutput(RunObserver):
+    """EXEC-017: a task's stdout block, then its stderr block, on completion.
+
+    Each task's bytes are spooled in memory up to 1 MiB, then to a temporary
+    file.  With ``errors_only`` a block is printed only for a failed task.
+    """
+
+    def __init__(self, prefixer: Prefixer, errors_only: bool = False):
+        self.prefixer = prefixer
+        self.console = prefixer.console
+        self.errors_only = errors_only
+        self.spools: Dict[Tuple[str, Stream], IO[bytes]] = {}
+
+    def task_output(self, label, stream, data):
+        spool = self.spools.get((label, stream))
+        if spool is None:
+            spool = self.spools[(label, stream)] = tempfile.SpooledTemporaryFile(
+                max_size=SPOOL_MEMORY)
+        spool.write(data)
+
+    def task_finished(self, result):
+        show = not self.errors_only or result.state is TaskState.FAILED
+        for stream in (Stream.STDOUT, Stream.STDERR):
+            spool = self.spools.pop((result.label, stream), None)
+            if spool is None:
+                continue
+            with spool:
+                if show:
+                    spool.seek(0)
+                    self.console.write_block(self.prefixer.target(stream),
+                                             self._blocks(result.label, stream, spool))
+
+    def _blocks(self, label: str, stream: Stream, spool: IO[bytes]) -> Iterator[bytes]:
+        splitter = LineSplitter()
+        while True:
+            chunk = spool.read(SPOOL_MEMORY)
+            if not chunk:
+                break
+            lines = splitter.feed(chunk)
+            if lines:
+                yield self.prefixer.format(label, stream, lines)
+        rest = splitter.flush()
+        if rest:
+            yield self.prefixer.format(label, stream, rest)
+
+
+def _describe_end(result: TaskResult) -> str:
+    """``exit code 2``, ``killed by SIGKILL``, ``timed out`` ..."""
+    cause = result.cause
+    if cause is Cause.EXIT_CODE:
+        return f"exit code {result.exit_code}"
+    if cause is Cause.SIGNAL:
+        return f"killed by {result.signal}"
+    if cause is Cause.TIMEOUT:
+        return f"timed out after {result.duration_s:.1f}s"
+    if cause is Cause.SPAWN_ERROR:
+        return f"could not start: {result.detail}"
+    if cause in (Cause.UPSTREAM_FAILED, Cause.UPSTREAM_CANCELLED):
+        verb = "failed" if cause is Cause.UPSTREAM_FAILED else "was cancelled"
+        return f"{result.upstream} {verb}"
+    if cause is Cause.SIGNALLED:
+        return "stopped" + (f" by {result.signal}" if result.signal else "")
+    if cause is Cause.NOT_STARTED:
+        return "not started"
+    if cause in (Cause.RUNTIME_CYCLE, Cause.OUTPUT_OVERLAP):
+        return f"run stopped by a {cause.value.replace('_', ' ')}"
+    return result.state.value
+
+
+class StatusLines(RunObserver):
+    """hazrun's own lines on stderr: failures, skips at cascade time,
+    cancellations and warnings, as they happen."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def task_finished(self, result):
+        if result.state is TaskState.FAILED:
+            self.console.message(f"hazrun: {result.label} failed: {_describe_end(result)}")
+        elif result.state is TaskState.CANCELLED:
+            self.console.message(f"hazrun: {result.label} cancelled: {_describe_end(result)}")
+
+    def task_skipped(self, result):
+        if result.cause is Cause.NOT_STARTED:
+            return  # covered by the summary's count
+        self.console.message(f"hazrun: {result.label} {result.state.value}: "
+                             f"{_describe_end(result)}")
+
+    def warning(self, message):
+        self.console.warning(message)
+
+
+def format_summary(outcome: RunOutcome, colour: bool = False) -> List[str]:
+    """CLI-001: counts per state, wall time, time saved, each failure."""
+    counts = {state: outcome.count(state) for state in TaskState}
+    total = len(outcome.order)
+    parts = [f"{counts[s]} {s.value}" for s in TaskState if counts[s]]
+    saved = sum(r.saved_s for r in outcome.results.values())
+    line = (f"hazrun: {total} task{'s' if total != 1 else ''}: "
+            f"{', '.join(parts) or 'nothing to do'} in {outcome.duration_s:.2f}s")
+    if saved:
+        line += f" (saved {saved:.2f}s by the cache)"
+    if colour:
+        good = not counts[TaskState.FAILED] and not counts[TaskState.CANCELLED] \
+            and not outcome.violations
+        line = ("\x1b[32m" if good else "\x1b[31m") + line + _RESET
+    lines = [line]
+    for r in outcome.in_order():
+        if r.state is TaskState.FAILED:
+            lines.append(f"hazrun:   failed: {r.label} ({_describe_end(r)})")
+    for v in outcome.violations:
+        lines.append(f"hazrun:   {v.kind.value.replace('_', ' ')}: "
+                     f"{' -> '.join(v.tasks)} ({v.path})")
+    return lines
+
+
+class Summary(RunObserver):
+    """Prints the end-of-run summary to stderr (CLI-001)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def run_finished(self, outcome):
+        self.console.message("\n".join(format_summary(outcome, self.console.color_err)))
+
+
+def summary_json(outcome: RunOutcome, signal: Optional[int]) -> dict:
+    """CLI-003: the summary document."""
+    return {
+        "version": 1,
+        "exit_code": exit_code_for(outcome, signal),
+        "signal": signal_name(signal),
+        "duration_s": round(outcome.duration_s, 3),
+        "tasks": [{
+            "label": r.label,
+            "state": r.state.value,
+            "cause": r.cause.value if r.cause else None,
+            "exit_code": r.exit_code,
+            "signal": r.signal,
+            "duration_s": round(r.duration_s, 3),
+            "key": r.key,
+            "upstream": r.upstream,
+        } for r in outcome.in_order()],
+        "violations": [{"kind": v.kind.value, "tasks": list(v.tasks), "path": v.path}
+                       for v in outcome.violations],
+    }
+
+
+def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
+                       extra: Optional[dict] = None) -> None:
+    """Write the CLI-003 document atomically (temp file + rename)."""
+    doc = summary_json(outcome, signal)
+    if extra:
+        doc.update(extra)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".hazrun-summary-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

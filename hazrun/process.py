@@ -1,0 +1,424 @@
+"""Spawning, watching and ending the process trees of tasks.
+
+The only module that touches pids, signals and psutil (STYLE 4).  Each task
+runs in its own session and process group (so Ctrl-C at the terminal does
+not reach it: hazrun decides how tasks end), with stdin from /dev/null and
+stdout/stderr as two pipes that the event loop reads as they fill.
+
+A child is *done* when its main process has been reaped, both pipes are at
+end of file and nothing is left in its process group: only then are its
+mutexes released (MUTEX-004) and its result reported.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+
+import psutil
+
+from .loop import EventLoop, Timer
+
+# Poll interval where the kernel gives no exit notification (no pidfd) and
+# while waiting for stragglers of a process group to go.
+POLL_S = 0.05
+READ_SIZE = 1 << 16
+# How long the pipes may stay open after the task's whole process group is
+# gone (held by a process that left the group).
+LINGER_S = 2.0
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
+
+
+class Stream(str, enum.Enum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """What to run: a string runs under /bin/sh -c, a tuple is exec'd."""
+
+    cmd: Union[str, Tuple[str, ...]]
+    cwd: Path
+    env: Mapping[str, str]
+    pass_fds: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the main process ended: an exit code or a signal number."""
+
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+
+    @classmethod
+    def from_wait(cls, status: int) -> "ExitStatus":
+        if os.WIFSIGNALED(status):
+            return cls(signal=os.WTERMSIG(status))
+        return cls(exit_code=os.WEXITSTATUS(status))
+
+
+class SpawnError(Exception):
+    """The program could not be started (EXEC-009 ``spawn_error``)."""
+
+
+def become_subreaper() -> bool:
+    """EXEC-014: make this process adopt orphaned descendants (Linux only).
+
+    Called by the command line, not the library: it changes the process.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _pdeathsig_wrapper() -> List[str]:
+    """argv prefix that makes the child get SIGTERM when hazrun dies.
+
+    ``setpriv --pdeathsig`` sets PR_SET_PDEATHSIG and execs the command in
+    the same process, so the signal is armed without a ``preexec_fn`` (which
+    is unsafe in a threaded parent).  Linux with util-linux only.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    path = shutil.which("setpriv")
+    return [path, "--pdeathsig", "TERM", "--"] if path else []
+
+
+class ProcessSet:
+    """Every child of a run: spawning, reaping, and the final sweep."""
+
+    def __init__(self, loop: EventLoop, subreaper: bool = False,
+                 parent_death_signal: bool = False):
+        self.loop = loop
+        self.subreaper = subreaper
+        self.children: Dict[int, "Child"] = {}
+        self._wrapper = _pdeathsig_wrapper() if parent_death_signal else []
+        self._poll_timer: Optional[Timer] = None
+
+    def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
+              on_done: Callable[["Child"], None]) -> "Child":
+        """Start ``spec``; raise SpawnError if it cannot be started."""
+        if isinstance(spec.cmd, str):
+            argv = ["/bin/sh", "-c", spec.cmd]
+        else:
+            argv = list(spec.cmd)
+            # Resolve the program here so a missing one is a spawn error
+            # even behind the setpriv wrapper.
+            if "/" not in argv[0]:
+                found = shutil.which(argv[0], path=spec.env.get("PATH", os.defpath))
+                if found is None:
+                    raise SpawnError(f"{argv[0]}: command not found")
+                argv[0] = found
+        try:
+            popen = subprocess.Popen(
+                self._wrapper + argv, cwd=str(spec.cwd), env=dict(spec.env),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=spec.pass_fds, close_fds=True)
+        except OSError as e:
+            what = e.filename if e.filename else argv[0]
+            raise SpawnError(f"{what}: {e.strerror or e}") from None
+        child = Child(self, popen, on_output, on_done)
+        self.children[popen.pid] = child
+        child.watch()
+        return child
+
+    # Reaping ---------------------------------------------------------
+    def reap(self) -> None:
+        """Collect exit statuses.
+
+        As a subreaper, orphans re-parented to hazrun are reaped here too
+        (with waitpid(-1)), and statuses of our own children found on the
+        way are handed to them.  Without it, only our own pids are waited
+        for, so a library caller's other children are never touched.
+        """
+        if self.subreaper:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                child = self.children.get(pid)
+                if child is not None:
+                    child.exited(status)
+        for child in list(self.children.values()):
+            if child.status is None:
+                try:
+                    pid, status = os.waitpid(child.pid, os.WNOHANG)
+                except ChildProcessError:
+                    continue
+                if pid:
+                    child.exited(status)
+
+    def poll_soon(self) -> None:
+        """Re-check every child shortly (no exit notification available)."""
+        if self._poll_timer is None or self._poll_timer.cancelled:
+            self._poll_timer = self.loop.call_later(POLL_S, self._poll)
+
+    def _poll(self) -> None:
+        self._poll_timer = None
+        self.reap()
+        pending = False
+        for child in list(self.children.values()):
+            child.advance()
+            pending = pending or child.needs_polling()
+        if pending:
+            self.poll_soon()
+
+    def terminate_all(self, grace: float) -> None:
+        for child in list(self.children.values()):
+            child.terminate(grace)
+
+    def kill_all(self) -> None:
+        for child in list(self.children.values()):
+            child.kill()
+
+    def sweep_orphans(self) -> int:
+        """EXEC-015: end adopted orphans (double-forked daemons) and reap them.
+
+        Only meaningful as a subreaper; returns how many were ended.
+        """
+        if not self.subreaper:
+            return 0
+        me = psutil.Process()
+        ended = 0
+        for _ in range(200):
+            try:
+                strays = [p for p in me.children(recursive=True)
+                          if p.pid not in self.children]
+            except psutil.Error:
+                strays = []
+            strays = [p for p in strays if _alive(p)]
+            if not strays:
+                break
+            for p in strays:
+                try:
+                    p.kill()
+                    ended += 1
+                except psutil.Error:
+                    pass
+            time.sleep(POLL_S / 5)
+            self.reap()
+        self.reap()
+        return ended
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class Child:
+    """One task's process tree, seen from the loop."""
+
+    def __init__(self, owner: ProcessSet, popen: subprocess.Popen,
+                 on_output: Callable[[Stream, bytes], None],
+                 on_done: Callable[["Child"], None]):
+        self.owner = owner
+        self.loop = owner.loop
+        self.popen = popen
+        self.pid = popen.pid
+        self.pgid = popen.pid  # start_new_session: leader of its own group
+        self.started = time.monotonic()
+        self.ended: Optional[float] = None
+        self.status: Optional[ExitStatus] = None
+        self.done = False
+        self.left_behind = False   # group members outlived the main process
+        self._on_output = on_output
+        self._on_done = on_done
+        self._open: Dict[int, Stream] = {}
+        self._pidfd: Optional[int] = None
+        self._tree: Dict[int, psutil.Process] = {}
+        self._terminating = False
+        self._kill_timer: Optional[Timer] = None
+        self._linger_timer: Optional[Timer] = None
+        self._grace = 0.0
+
+    # Watching ---------------------------------------------------------
+    def watch(self) -> None:
+        for pipe, stream in ((self.popen.stdout, Stream.STDOUT),
+                             (self.popen.stderr, Stream.STDERR)):
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            self._open[fd] = stream
+            self.loop.add_reader(fd, lambda fd=fd: self._read(fd))
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self._pidfd = pidfd_open(self.pid)
+                self.loop.add_reader(self._pidfd, self._pidfd_ready)
+            except OSError:
+                self._pidfd = None
+        if self._pidfd is None:
+            self.owner.poll_soon()
+
+    def _read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._on_output(self._open[fd], data)
+            return
+        self._close_pipe(fd)
+        self.advance()
+
+    def _close_pipe(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
+        del self._open[fd]
+        os.close(fd)
+
+    def _pidfd_ready(self) -> None:
+        self.loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self.owner.reap()
+        self.advance()
+
+    def exited(self, status: int) -> None:
+        """Record the main process's wait status (called by the reaper)."""
+        if self.status is None:
+            self.status = ExitStatus.from_wait(status)
+            self.ended = time.monotonic()
+            # Keep Popen from waiting on a pid that is already reaped.
+            self.popen.returncode = os.waitstatus_to_exitcode(status)
+
+    def needs_polling(self) -> bool:
+        return not self.done and (self._pidfd is None or self.status is not None)
+
+    def advance(self) -> None:
+        """Move towards done: main reaped, pipes closed, group empty."""
+        if self.done:
+            return
+        if self.status is None:
+            if self._pidfd is None:
+                self.owner.poll_soon()
+            return
+        if _group_alive(self.pgid):
+            if not self._terminating:
+                # The main process is gone but its group lives on (a
+                # background job): end it, it must not outlive its task.
+                self.left_behind = True
+                self.terminate(self._grace or 10.0)
+            self.owner.poll_soon()
+            return
+        if self._open:
+            # Everything of the group is gone; the pipes still deliver what
+            # is buffered, then end of file.  If a process that left the
+            # group (setsid) holds them, stop waiting after a while: the
+            # orphan sweep ends it.
+            if self._linger_timer is None:
+                self._linger_timer = self.loop.call_later(
+                    min(self._grace or LINGER_S, LINGER_S), self._stop_reading)
+            return
+        self._finish()
+
+    def _stop_reading(self) -> None:
+        for fd in list(self._open):
+            self._close_pipe(fd)
+        self.left_behind = True
+        self.advance()
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+        self.owner.children.pop(self.pid, None)
+        for stream in (self.popen.stdout, self.popen.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._on_done(self)
+
+    # Ending (EXEC-014) ------------------------------------------------
+    def set_grace(self, grace: float) -> None:
+        self._grace = grace
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM to the group and every descendant; SIGKILL after grace."""
+        if self.done:
+            return
+        if self._terminating:
+            return
+        self._terminating = True
+        self._snapshot()
+        self._signal(signal.SIGTERM)
+        self._kill_timer = self.loop.call_later(grace, self.kill)
+        self.owner.poll_soon()
+
+    def kill(self) -> None:
+        """SIGKILL to whatever is still alive of the tree, snapshotted again
+        first because children fork while dying."""
+        if self.done:
+            return
+        self._terminating = True
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        self._kill_timer = None
+        self._snapshot()
+        self._signal(signal.SIGKILL)
+        self.owner.poll_soon()
+
+    def _snapshot(self) -> None:
+        try:
+            main = psutil.Process(self.pid)
+            procs = [main] + main.children(recursive=True)
+        except psutil.Error:
+            procs = []
+        for known in list(self._tree.values()):
+            try:
+                procs.extend(known.children(recursive=True))
+            except psutil.Error:
+                pass
+        for p in procs:
+            self._tree.setdefault(p.pid, p)
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in list(self._tree.values()):
+            try:
+                p.send_signal(sig)  # psutil checks the pid was not reused
+            except psutil.Error:
+                self._tree.pop(p.pid, None)
+
+    @property
+    def terminating(self) -> bool:
+        return self._terminating
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

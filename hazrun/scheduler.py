@@ -1,0 +1,609 @@
+"""run_graph: the run's state machine (EXEC-001..015, EXEC-018).
+
+Each task of the run moves through phases on the loop thread:
+
+    waiting -> ready -> preparing (pool: key + lookup)
+        -> restoring (pool) -> final: cached
+        -> running (its process tree) -> completing (pool: outputs + store)
+        -> final: succeeded / failed / cancelled
+
+and ends in exactly one final state (EXEC-009).  Transitions are methods
+named after the events that cause them (``_prepared``, ``_restored``,
+``_child_done``, ``_completed``).  The cost of an event is proportional to
+the edges it touches, never to the size of the graph.
+"""
+from __future__ import annotations
+
+import enum
+import heapq
+import os
+import signal as _signal
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+from .config import TaskDef
+from .exit_code import signal_name
+from .loop import EventLoop, Timer
+from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation
+from .output import LineSplitter, RunObserver
+from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
+from .workspace import Workspace
+
+SECRET_VARIABLES = ("HAZ_REMOTE_CACHE_TOKEN", "HAZ_REMOTE_CACHE_SIGNATURE_KEY")
+
+
+class Phase(enum.Enum):
+    """Where a task is in the run (internal; the final states are TaskState)."""
+
+    WAITING = "waiting"         # some predecessor in the run is not final
+    READY = "ready"             # may be admitted when caps allow
+    PREPARING = "preparing"     # admitted: computing its key, looking it up
+    RESTORING = "restoring"     # cache hit: restoring outputs
+    RUNNING = "running"         # its process tree is alive
+    COMPLETING = "completing"   # exited 0: collecting outputs, storing
+    FINAL = "final"
+
+
+class CancelToken:
+    """Cancels a run from another thread or a signal handler (EXEC-012).
+
+    The first ``cancel`` stops the run gracefully; a second one skips the
+    remaining grace periods and kills at once (EXEC-014).
+    """
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self.count = 0
+        self._wake_fds: List[int] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self.count > 0
+
+    @property
+    def forced(self) -> bool:
+        return self.count > 1
+
+    def cancel(self, signum: Optional[int] = None) -> None:
+        """Safe to call from a signal handler: sets fields, writes a byte."""
+        if self.signal is None and signum is not None:
+            self.signal = signum
+        self.count += 1
+        for fd in list(self._wake_fds):
+            try:
+                os.write(fd, b"\0")
+            except OSError:
+                pass
+
+
+@dataclass
+class RunOptions:
+    """How to run; the command line's options map one to one onto these."""
+
+    jobs: Optional[int] = None               # EXEC-004; None: workspace or CPUs
+    tag_caps: Mapping[str, int] = field(default_factory=dict)   # EXEC-005 overrides
+    fail_fast: bool = False                  # EXEC-010
+    force: bool = False                      # CACHE-005: skip lookups, store
+    no_cache: bool = False                   # CACHE-005: neither
+    grace: Optional[float] = None            # EXEC-014: --grace
+    environ: Optional[Mapping[str, str]] = None   # default os.environ
+    cache_dir: Optional[Path] = None
+    subreaper: bool = False                  # set by the command line
+    parent_death_signal: bool = False        # set by the command line
+
+
+def available_cpus() -> int:
+    """EXEC-004: CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(eq=False)
+class _Task:
+    label: str
+    index: int                  # position in canonical order
+    task: TaskDef
+    cwd: Path
+    rel_dir: str
+    hard_preds: Tuple[str, ...]
+    succs: List[Tuple[str, bool]]   # (label, is_hard) within the run
+    waiting: int
+    phase: Phase = Phase.WAITING
+    key: Any = None             # KeyInfo once computed
+    stream_hash: Optional[str] = None
+    child: Optional[Child] = None
+    started: float = 0.0
+    splitters: Dict[Stream, LineSplitter] = field(default_factory=dict)
+    logs: Dict[Stream, Any] = field(default_factory=dict)
+    timer: Optional[Timer] = None
+    timed_out: bool = False
+    stopped: bool = False       # terminated by cancellation (EXEC-014)
+    result: Optional[TaskResult] = None
+
+    def __lt__(self, other: "_Task") -> bool:
+        return self.index < other.index
+
+
+class Scheduler:
+    """One run of a task set.  Use :func:`run_graph`."""
+
+    def __init__(self, workspace: Workspace, labels: Set[str], observer: RunObserver,
+                 options: RunOptions, cancel: CancelToken, cache: Any):
+        self.ws = workspace
+        self.observer = observer
+        self.options = options
+        self.token = cancel
+        self.cache = cache
+        self.environ = dict(os.environ if options.environ is None else options.environ)
+        graph = workspace.graph
+        self.order = graph.canonical_order(labels)
+        self.tasks: Dict[str, _Task] = {}
+        for i, label in enumerate(self.order):
+            task = graph.tasks[label]
+            project = workspace.projects[task.project]
+            preds = [p for p in graph.hard_preds[label]] + \
+                [p for p in graph.soft_preds[label] if p in labels]
+            succs = [(s, True) for s in graph.hard_succs[label] if s in labels] + \
+                [(s, False) for s in graph.soft_succs[label] if s in labels]
+            self.tasks[label] = _Task(label, i, task, project.dir, project.rel_dir,
+                                      graph.hard_preds[label], succs, len(preds))
+        settings = workspace.settings
+        self.jobs = options.jobs or settings.concurrency or available_cpus()
+        self.tag_caps = dict(settings.tags)
+        self.tag_caps.update(options.tag_caps)
+        self.tag_load: Dict[str, int] = {t: 0 for t in self.tag_caps}
+        self.admitted = 0
+        self.ready: List[_Task] = []                   # heap, canonical order
+        self.blocked: Dict[str, List[_Task]] = {}      # by the tag cap that held it
+        self.unfinished = len(self.order)
+        self.pending_pool = 0
+        self.cancelling = False
+        self.violations: List[Violation] = []
+        self.keyed = not options.no_cache
+        self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
+        self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
+                                parent_death_signal=options.parent_death_signal)
+
+    # -- the main loop ----------------------------------------------------
+    def run(self) -> RunOutcome:
+        """Admit what is ready, then wait for the next event, until every
+        task is final and every process and pool job is done."""
+        start = time.monotonic()
+        self.token._wake_fds.append(self.loop.wake_fd)
+        self.loop.on_wake(self._check_cancel)
+        self.observer.run_started(self.order)
+        try:
+            for t in self.tasks.values():
+                if t.waiting == 0:
+                    self._make_ready(t)
+            self._check_cancel()
+            self._admit()
+            while self.unfinished or self.procs.children or self.pending_pool:
+                self.loop.run_once()
+                self._admit()
+        except BaseException:
+            # A bug or an interrupt in the loop: leave no process behind.
+            self.procs.kill_all()
+            self._drain_children(deadline=time.monotonic() + 5)
+            raise
+        finally:
+            self.token._wake_fds.remove(self.loop.wake_fd)
+            self.procs.sweep_orphans()
+            self.loop.close()
+        outcome = RunOutcome(self.order, {l: self.tasks[l].result for l in self.order},
+                             self.violations, time.monotonic() - start,
+                             cancelled=self.token.cancelled)
+        self.observer.run_finished(outcome)
+        return outcome
+
+    def _drain_children(self, deadline: float) -> None:
+        while self.procs.children and time.monotonic() < deadline:
+            try:
+                self.loop.run_once()
+            except Exception:
+                break
+
+    # -- readiness and admission (EXEC-001, 004, 005, 006) ---------------
+    def _make_ready(self, t: _Task) -> None:
+        if self.cancelling:
+            self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED),
+                        started=False)
+            return
+        t.phase = Phase.READY
+        heapq.heappush(self.ready, t)
+
+    def _admit(self) -> None:
+        """Admit ready tasks in canonical order while a slot is free.
+
+        A task held back by a full tag cap is parked under that tag and
+        looked at again only when the tag frees room, so it never blocks
+        later tasks that fit (EXEC-005) and costs nothing per event.
+        """
+        while self.ready and self.admitted < self.jobs and not self.cancelling:
+            t = heapq.heappop(self.ready)
+            full = self._full_tag(t)
+            if full is not None:
+                heapq.heappush(self.blocked.setdefault(full, []), t)
+                continue
+            self._take_slot(t)
+            self._prepare(t)
+
+    def _full_tag(self, t: _Task) -> Optional[str]:
+        for tag in t.task.tags:
+            cap = self.tag_caps.get(tag)
+            if cap is not None and self.tag_load[tag] >= cap:
+                return tag
+        return None
+
+    def _take_slot(self, t: _Task) -> None:
+        self.admitted += 1
+        for tag in t.task.tags:
+            if tag in self.tag_load:
+                self.tag_load[tag] += 1
+
+    def _give_slot(self, t: _Task) -> None:
+        self.admitted -= 1
+        for tag in t.task.tags:
+            if tag in self.tag_load:
+                self.tag_load[tag] -= 1
+                parked = self.blocked.get(tag)
+                if parked:
+                    # One freed place: the first parked task goes back to the
+                    # ready heap, where canonical order decides.
+                    heapq.heappush(self.ready, heapq.heappop(parked))
+
+    # -- the pipeline (EXEC-002) -------------------------------------------
+    def _prepare(self, t: _Task) -> None:
+        t.phase = Phase.PREPARING
+        t.started = time.monotonic()
+        if not self.keyed:
+            self._prepared(t, None, None)
+            return
+        preds = {p: self.tasks[p].stream_hash for p in t.hard_preds}
+        lookup = self.cache.read and t.task.cache and not self.options.force
+        self._submit(self._key_and_lookup, t, preds, lookup,
+                     done=lambda f: self._prepared_future(t, f))
+
+    def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool):
+        key = self.cache.compute_key(t.label, preds)
+        manifest = self.cache.lookup(key) if lookup else None
+        return key, manifest
+
+    def _prepared_future(self, t: _Task, future: Future) -> None:
+        try:
+            key, manifest = future.result()
+        except Exception as e:  # an unreadable input, a vanished file ...
+            self._warn(f"{t.label}: cache key not computed ({_why(e)}); "
+                       "running it without the cache")
+            key, manifest = None, None
+        self._prepared(t, key, manifest)
+
+    def _prepared(self, t: _Task, key: Any, manifest: Any) -> None:
+        t.key = key
+        if self.cancelling:
+            # EXEC-012: a lookup that returns after the trigger never spawns.
+            self._give_slot(t)
+            self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
+                                      key=self._key_hex(t)), started=False)
+            return
+        if manifest is not None:
+            t.phase = Phase.RESTORING
+            self._submit(self.cache.restore, t.label, manifest,
+                         done=lambda f: self._restored(t, f))
+            return
+        self._spawn(t)
+
+    def _restored(self, t: _Task, future: Future) -> None:
+        try:
+            restored = future.result()
+        except Exception as e:
+            # CACHE-004: a failed check is a miss with a warning.
+            self._warn(f"{t.label}: cache entry not restored ({_why(e)}); running it")
+            if self.cancelling:
+                self._give_slot(t)
+                self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
+                                          key=self._key_hex(t)), started=False)
+            else:
+                self._spawn(t)
+            return
+        # EXEC-017: a hit prints what the original run printed.
+        for stream, data in ((Stream.STDOUT, restored.stdout), (Stream.STDERR, restored.stderr)):
+            data = _as_bytes(data)
+            if data:
+                splitter = LineSplitter()
+                lines = splitter.feed(data) + splitter.flush()
+                self.observer.task_output(t.label, stream, lines)
+        t.stream_hash = restored.materialised.stream_hash
+        self._give_slot(t)
+        self._final(t, TaskResult(t.label, TaskState.CACHED, key=self._key_hex(t),
+                                  duration_s=time.monotonic() - t.started,
+                                  saved_s=restored.duration_s))
+
+    def _spawn(self, t: _Task) -> None:
+        spec = SpawnSpec(t.task.cmd, t.cwd, self._task_env(t))
+        if t.task.cmd is None:
+            # A group task (deps only): nothing to run, it succeeds.
+            t.phase = Phase.COMPLETING
+            self._submit(self._complete, t, done=lambda f: self._completed(t, f, None))
+            return
+        t.phase = Phase.RUNNING
+        storing = self.keyed and self.cache.write and t.task.cache and t.key is not None
+        for stream in Stream:
+            t.splitters[stream] = LineSplitter()
+            if storing:
+                t.logs[stream] = _spool()
+        try:
+            t.child = self.procs.spawn(spec, lambda s, d: self._output(t, s, d),
+                                       lambda c: self._child_done(t, c))
+        except SpawnError as e:
+            self._close_logs(t)
+            self._give_slot(t)
+            self._final(t, TaskResult(t.label, TaskState.FAILED, Cause.SPAWN_ERROR,
+                                      key=self._key_hex(t), detail=str(e),
+                                      duration_s=time.monotonic() - t.started))
+            return
+        t.child.set_grace(self._grace(t))
+        self.observer.task_started(t.label)
+        if t.task.timeout is not None:
+            t.timer = self.loop.call_later(t.task.timeout, lambda: self._timed_out(t))
+
+    def _task_env(self, t: _Task) -> Dict[str, str]:
+        """EXEC-008: hazrun's environment plus HAZ_*, minus secrets."""
+        env = dict(self.environ)
+        for name in SECRET_VARIABLES:
+            env.pop(name, None)
+        env["HAZ_PROJECT"] = t.task.project
+        env["HAZ_TASK"] = t.task.name
+        env["HAZ_ROOT"] = str(self.ws.root)
+        return env
+
+    def _grace(self, t: _Task) -> float:
+        """EXEC-014: --grace, the task's grace, [workspace] grace, 10 s."""
+        if self.options.grace is not None:
+            return self.options.grace
+        if t.task.grace is not None:
+            return t.task.grace
+        return self.ws.settings.grace
+
+    def _output(self, t: _Task, stream: Stream, data: bytes) -> None:
+        log = t.logs.get(stream)
+        if log is not None:
+            log.write(data)
+        lines = t.splitters[stream].feed(data)
+        if lines:
+            self.observer.task_output(t.label, stream, lines)
+
+    def _timed_out(self, t: _Task) -> None:
+        """EXEC-018: stop it as in EXEC-014; it ends failed/timeout."""
+        t.timer = None
+        if t.child is not None and not t.child.done and not t.stopped:
+            t.timed_out = True
+            t.child.terminate(self._grace(t))
+
+    def _child_done(self, t: _Task, child: Child) -> None:
+        if t.timer is not None:
+            t.timer.cancel()
+            t.timer = None
+        for stream, splitter in t.splitters.items():
+            rest = splitter.flush()
+            if rest:
+                self.observer.task_output(t.label, stream, rest)
+        status = child.status
+        duration = (child.ended or time.monotonic()) - child.started
+        sig = signal_name(status.signal)
+        key = self._key_hex(t)
+        if child.left_behind:
+            self._warn(f"{t.label}: its command exited but left processes running "
+                       "(a background job?); they were stopped")
+        if t.stopped:
+            result = TaskResult(t.label, TaskState.CANCELLED, Cause.SIGNALLED,
+                                exit_code=status.exit_code, signal=sig,
+                                duration_s=duration, key=key)
+        elif t.timed_out:
+            result = TaskResult(t.label, TaskState.FAILED, Cause.TIMEOUT,
+                                exit_code=status.exit_code, signal=sig,
+                                duration_s=duration, key=key)
+        elif status.signal is not None:
+            result = TaskResult(t.label, TaskState.FAILED, Cause.SIGNAL, signal=sig,
+                                duration_s=duration, key=key)
+        elif status.exit_code != 0:
+            result = TaskResult(t.label, TaskState.FAILED, Cause.EXIT_CODE,
+                                exit_code=status.exit_code, duration_s=duration, key=key)
+        else:
+            t.phase = Phase.COMPLETING
+            self._submit(self._complete, t, done=lambda f: self._completed(t, f, duration))
+            return
+        self._close_logs(t)
+        self._give_slot(t)
+        self._final(t, result)
+
+    def _complete(self, t: _Task):
+        """Pool: the outputs it made (CACHE-002), then the store (CACHE-005)."""
+        materialised = self.cache.collect_outputs(t.label)
+        warning = None
+        if t.logs and t.key is not None:
+            duration = time.monotonic() - t.started
+            try:
+                for log in t.logs.values():
+                    log.seek(0)
+                self.cache.store(t.label, t.key, materialised, t.logs[Stream.STDOUT],
+                                 t.logs[Stream.STDERR], duration)
+            except Exception as e:  # StoreError: read-only, disk full ...
+                warning = f"{t.label}: not stored in the cache ({_why(e)})"
+        return materialised, warning
+
+    def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
+        self._close_logs(t)
+        try:
+            materialised, warning = future.result()
+        except Exception as e:
+            self._warn(f"{t.label}: outputs not collected ({_why(e)})")
+            # Successors must not hit on a stream hash nobody computed.
+            t.stream_hash = "unknown-" + uuid.uuid4().hex
+        else:
+            if warning:
+                self._warn(warning)
+            t.stream_hash = materialised.stream_hash
+            if t.task.outputs and not materialised.outputs and t.task.cmd is not None:
+                self._warn(f"{t.label}: exited 0 but its outputs match no file: "
+                           + ", ".join(t.task.outputs))
+        if duration is None:
+            duration = time.monotonic() - t.started
+        self._give_slot(t)
+        self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
+                                  exit_code=0 if t.task.cmd is not None else None,
+                                  duration_s=duration))
+
+    # -- final states and cascades (EXEC-009..013) -----------------------
+    def _final(self, t: _Task, result: TaskResult, started: bool = True) -> None:
+        """Record ``t``'s result, cascade to its hard descendants if it did
+        not succeed, and release its successors."""
+        assert t.phase is not Phase.FINAL, f"internal error: {t.label} finalised twice"
+        t.phase = Phase.FINAL
+        t.result = result
+        self.unfinished -= 1
+        if started:
+            self.observer.task_finished(result)
+        else:
+            self.observer.task_skipped(result)
+        if not result.state.ok:
+            self._cascade(t, result)
+        self._release(t)
+        if result.state is TaskState.FAILED and self.options.fail_fast:
+            self._start_cancel()
+
+    def _cascade(self, t: _Task, result: TaskResult) -> None:
+        """EXEC-010/011/013: skip (or cancel) every hard descendant not final."""
+        if result.state is TaskState.CANCELLED:
+            state, cause = TaskState.CANCELLED, Cause.UPSTREAM_CANCELLED
+            upstream = result.upstream if result.cause is Cause.UPSTREAM_CANCELLED else t.label
+        elif result.state is TaskState.SKIPPED and result.cause is not Cause.UPSTREAM_FAILED:
+            state, cause, upstream = TaskState.SKIPPED, result.cause, None
+        else:
+            state, cause = TaskState.SKIPPED, Cause.UPSTREAM_FAILED
+            upstream = result.upstream if result.state is TaskState.SKIPPED else t.label
+        for label, hard in t.succs:
+            s = self.tasks[label]
+            if hard and s.phase is not Phase.FINAL:
+                assert s.phase in (Phase.WAITING, Phase.READY), \
+                    f"internal error: {label} started before its dependency {t.label}"
+                if s.phase is Phase.READY:
+                    self._unready(s)
+                self._final(s, TaskResult(label, state, cause, upstream=upstream),
+                            started=False)
+
+    def _unready(self, t: _Task) -> None:
+        # Rare (only violations reach a ready task): rebuild the heaps.
+        self.ready = [x for x in self.ready if x is not t]
+        heapq.heapify(self.ready)
+        for tag, parked in self.blocked.items():
+            if t in parked:
+                parked.remove(t)
+                heapq.heapify(parked)
+
+    def _release(self, t: _Task) -> None:
+        for label, _hard in t.succs:
+            s = self.tasks[label]
+            if s.phase is Phase.FINAL:
+                continue
+            s.waiting -= 1
+            if s.waiting == 0:
+                self._make_ready(s)
+
+    # -- cancellation (EXEC-012..015) ----------------------------------------
+    def _check_cancel(self) -> None:
+        if self.token.cancelled and not self.cancelling:
+            self._start_cancel()
+        if self.token.forced:
+            self.procs.kill_all()  # EXEC-014: a second signal skips the grace
+
+    def _start_cancel(self) -> None:
+        """Stop admitting; the ready set is cancelled; running trees end."""
+        if self.cancelling:
+            return
+        self.cancelling = True
+        parked = [t for heap in self.blocked.values() for t in heap]
+        self.blocked.clear()
+        pending = sorted(self.ready + parked)
+        self.ready = []
+        for t in pending:
+            if t.phase is Phase.READY:
+                self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED),
+                            started=False)
+        for t in self.tasks.values():
+            if t.phase is Phase.RUNNING and t.child is not None and not t.child.done:
+                t.stopped = True
+                t.child.terminate(self._grace(t))
+
+    # -- helpers --------------------------------------------------------------
+    def _submit(self, fn, *args, done) -> None:
+        self.pending_pool += 1
+
+        def finished(future: Future) -> None:
+            self.pending_pool -= 1
+            done(future)
+        self.loop.submit(fn, *args, done=finished)
+
+    def _warn(self, message: str) -> None:
+        self.observer.warning(message)
+
+    def _key_hex(self, t: _Task) -> Optional[str]:
+        return getattr(t.key, "key", None)
+
+    def _close_logs(self, t: _Task) -> None:
+        for log in t.logs.values():
+            log.close()
+        t.logs = {}
+
+
+def _spool():
+    import tempfile
+    return tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+
+
+def _as_bytes(data: Any) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    data.seek(0)
+    return data.read()
+
+
+def _why(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text
+
+
+def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[RunObserver] = None,
+              options: Optional[RunOptions] = None, cancel: Optional[CancelToken] = None,
+              cache: Any = None) -> RunOutcome:
+    """Run ``targets`` (``task`` or ``project:task``) and their hard
+    dependencies; return the outcome.  Never prints: events go to
+    ``observer``.  ``cancel`` stops the run from another thread.
+
+    Raises :class:`hazrun.errors.UsageError` for unknown targets.
+    """
+    options = options or RunOptions()
+    labels = workspace.graph.select(list(targets))
+    if cache is None:
+        from .cache import Cache
+        environ = os.environ if options.environ is None else options.environ
+        cache = Cache(workspace, options.cache_dir, environ,
+                      read=not (options.no_cache or options.force),
+                      write=not options.no_cache)
+    scheduler = Scheduler(workspace, labels, observer or RunObserver(), options,
+                          cancel or CancelToken(), cache)
+    try:
+        return scheduler.run()
+    finally:
+        close = getattr(cache, "close", None)
+        if close is not None:
+            close()
