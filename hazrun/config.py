@@ -405,24 +405,34 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
 
 def _find_members(reader: _Reader, root_file: Path,
                   patterns: Tuple[str, ...]) -> List[Path]:
-    """CFG-002: directories matched by the member globs that hold a haz.toml."""
-    root = reader.root
+    """CFG-002: directories matched by the member globs that hold a haz.toml.
+
+    String paths and one realpath per parent directory, not pathlib per
+    member: this runs once per project of workspaces with thousands.
+    """
+    root = str(reader.root)
+    prefix = root.rstrip("/") + "/"
+    real_parents: Dict[str, str] = {}
     found = set()
     includes = [p for p in patterns if not p.startswith("!")]
     excludes = GlobSet.compile([p[1:] for p in patterns if p.startswith("!")])
     for pattern in includes:
         if check_pattern(pattern):
             continue  # reported by _workspace_settings
-        for hit in _glob.glob(os.path.join(_glob.escape(str(root)), pattern),
+        for hit in _glob.glob(os.path.join(_glob.escape(root), pattern),
                               recursive=True):
-            path = Path(hit)
-            if not (path / CONFIG_NAME).is_file():
+            hit = os.path.normpath(hit)
+            if not os.path.isfile(os.path.join(hit, CONFIG_NAME)):
                 continue
-            rel = path.relative_to(root).as_posix()  # as the pattern matched it
+            rel = hit[len(prefix):] if hit != root else ""  # as the pattern matched it
             if excludes and excludes.match(rel):
                 continue
-            resolved = path.resolve()
-            if resolved != root and root not in resolved.parents:
+            parent, name = os.path.split(hit)
+            if parent not in real_parents:
+                real_parents[parent] = os.path.realpath(parent)
+            resolved = (os.path.realpath(hit) if os.path.islink(hit)
+                        else os.path.join(real_parents[parent], name))
+            if resolved != root and not resolved.startswith(prefix):
                 # A symlink out of the workspace: its files would have no
                 # root-relative path for inputs, outputs and the cache.
                 reader.problem(root_file, "[workspace] key 'members'",
@@ -431,13 +441,13 @@ def _find_members(reader: _Reader, root_file: Path,
                                "the project into the workspace or exclude it "
                                f"with '!{rel}'")
                 continue
-            rel = resolved.relative_to(root).as_posix()
-            if rel in (".", "") or rel.split("/")[0] in (".git", ".haz"):
+            rel = resolved[len(prefix):] if resolved != root else ""
+            if rel == "" or rel.split("/")[0] in (".git", ".haz"):
                 continue
             if excludes and excludes.match(rel):
                 continue
             found.add(resolved)
-    return sorted(found)
+    return sorted(Path(p) for p in found)
 
 
 def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Optional[TaskDef]:

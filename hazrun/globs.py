@@ -13,6 +13,7 @@ matching is a regex match on a root-relative POSIX path.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Pattern, Sequence, Tuple
@@ -95,8 +96,13 @@ def normalize_pattern(pattern: str, base: str) -> Tuple[bool, str]:
     return negated, rooted
 
 
+@functools.lru_cache(maxsize=8192)
 def compile_glob(pattern: str, base: str = "") -> Glob:
-    """Compile one pattern relative to ``base`` (root-relative directory)."""
+    """Compile one pattern relative to ``base`` (root-relative directory).
+
+    Memoised: a workspace repeats the same few patterns in every project,
+    and a Glob is immutable.
+    """
     negated, rooted = normalize_pattern(pattern, base)
     segments = rooted.split("/")
     parts: List[str] = []

@@ -211,9 +211,28 @@ def find_cycles(graph: TaskGraph) -> List[List[str]]:
     Tarjan's algorithm, iterative so deep graphs do not hit the recursion
     limit; each cycle starts at its smallest label so reports are stable.
     """
+    # Kahn's sort first: it places every task of an acyclic graph, cheaply.
+    # Only what it cannot place (tasks on a cycle, or after one) needs the
+    # strongly connected components.
+    indegree = {l: len(graph.hard_preds[l]) + len(graph.soft_preds[l])
+                for l in graph.tasks}
+    ready = [l for l, d in indegree.items() if d == 0]
+    while ready:
+        label = ready.pop()
+        for succ in graph.hard_succs[label]:
+            indegree[succ] -= 1
+            if indegree[succ] == 0:
+                ready.append(succ)
+        for succ in graph.soft_succs[label]:
+            indegree[succ] -= 1
+            if indegree[succ] == 0:
+                ready.append(succ)
+    stuck = sorted(l for l, d in indegree.items() if d > 0)
+    if not stuck:
+        return []
     succs = {l: sorted(set(graph.hard_succs[l]) | set(graph.soft_succs[l]))
              for l in graph.tasks}
-    return [c for c in (_cycle_in(scc, succs) for scc in _sccs(sorted(graph.tasks), succs))
+    return [c for c in (_cycle_in(scc, succs) for scc in _sccs(stuck, succs))
             if c]
 
 
