@@ -325,10 +325,18 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
             pass
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            text = f.read().decode("utf-8")
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        # tomllib puts "(at line L, column C)" in the message.
-        raise ConfigError([Problem(shown, "", f"invalid TOML: {e}")]) from None
+        # tomllib puts "(at line L, column C)" in the message, except at the
+        # end of the document, where the line and column are added here.
+        message = str(e)
+        if message.endswith("(at end of document)"):
+            line = text.count("\n") + 1
+            column = len(text) - text.rfind("\n")
+            message = (message[:-len("(at end of document)")]
+                       + f"(at end of document, line {line}, column {column})")
+        raise ConfigError([Problem(shown, "", f"invalid TOML: {message}")]) from None
     except OSError as e:
         raise ConfigError([Problem(shown, "", f"cannot read: {e.strerror}")]) from None
     except UnicodeDecodeError as e:
