@@ -86,17 +86,74 @@ def become_subreaper() -> bool:
         return False
 
 
-def _pdeathsig_wrapper() -> List[str]:
-    """argv prefix that makes the child get SIGTERM when hazrun dies.
+# The watchdog: a small process that outlives hazrun only to end its tasks.
+# hazrun tells it each task's process group on its stdin ("+PGID" / "-PGID");
+# at end of file -- hazrun exited or was killed, even by SIGKILL -- it sends
+# SIGTERM to every group still registered, then SIGKILL after a grace.
+_WATCHDOG = r"""
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line[:1] == "+": groups.add(int(line[1:]))
+    elif line[:1] == "-": groups.discard(int(line[1:]))
+def alive(g):
+    try:
+        os.killpg(g, 0)
+        return True
+    except OSError:
+        return False
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for g in list(groups):
+        try: os.killpg(g, sig)
+        except OSError: groups.discard(g)
+    deadline = time.monotonic() + float(sys.argv[1])
+    while groups and time.monotonic() < deadline:
+        groups = {g for g in groups if alive(g)}
+        time.sleep(0.05)
+"""
 
-    ``setpriv --pdeathsig`` sets PR_SET_PDEATHSIG and execs the command in
-    the same process, so the signal is armed without a ``preexec_fn`` (which
-    is unsafe in a threaded parent).  Linux with util-linux only.
+
+class Watchdog:
+    """Ends the tasks' process groups if hazrun dies without doing so.
+
+    A parent-death signal (PR_SET_PDEATHSIG) would need a ``preexec_fn``,
+    which is unsafe in a threaded parent, and would reach only the direct
+    child; the watchdog reaches each task's whole process group and works
+    on every POSIX system.  Descendants that left their group (setsid) are
+    out of its reach.
     """
-    if not sys.platform.startswith("linux"):
-        return []
-    path = shutil.which("setpriv")
-    return [path, "--pdeathsig", "TERM", "--"] if path else []
+
+    def __init__(self, grace: float = 2.0):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", _WATCHDOG, str(grace)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+    def _send(self, line: str) -> None:
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        """Nothing is left to watch: let it exit, and reap it."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class ProcessSet:
@@ -107,7 +164,7 @@ class ProcessSet:
         self.loop = loop
         self.subreaper = subreaper
         self.children: Dict[int, "Child"] = {}
-        self._wrapper = _pdeathsig_wrapper() if parent_death_signal else []
+        self.watchdog = Watchdog() if parent_death_signal else None
         self._poll_timer: Optional[Timer] = None
 
     def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
@@ -117,16 +174,9 @@ class ProcessSet:
             argv = ["/bin/sh", "-c", spec.cmd]
         else:
             argv = list(spec.cmd)
-            # Resolve the program here so a missing one is a spawn error
-            # even behind the setpriv wrapper.
-            if "/" not in argv[0]:
-                found = shutil.which(argv[0], path=spec.env.get("PATH", os.defpath))
-                if found is None:
-                    raise SpawnError(f"{argv[0]}: command not found")
-                argv[0] = found
         try:
             popen = subprocess.Popen(
-                self._wrapper + argv, cwd=str(spec.cwd), env=dict(spec.env),
+                argv, cwd=str(spec.cwd), env=dict(spec.env),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=spec.pass_fds, close_fds=True)
@@ -135,29 +185,19 @@ class ProcessSet:
             raise SpawnError(f"{what}: {e.strerror or e}") from None
         child = Child(self, popen, on_output, on_done)
         self.children[popen.pid] = child
+        if self.watchdog is not None:
+            self.watchdog.watch(child.pgid)
         child.watch()
         return child
 
     # Reaping ---------------------------------------------------------
     def reap(self) -> None:
-        """Collect exit statuses.
+        """Collect the exit statuses of our tasks' main processes.
 
-        As a subreaper, orphans re-parented to hazrun are reaped here too
-        (with waitpid(-1)), and statuses of our own children found on the
-        way are handed to them.  Without it, only our own pids are waited
-        for, so a library caller's other children are never touched.
+        Only our own pids are waited for: a ``waitpid(-1)`` would also take
+        the statuses of processes that other threads started (the cache's
+        ``git``), or a library caller's own children.
         """
-        if self.subreaper:
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                child = self.children.get(pid)
-                if child is not None:
-                    child.exited(status)
         for child in list(self.children.values()):
             if child.status is None:
                 try:
@@ -166,6 +206,22 @@ class ProcessSet:
                     continue
                 if pid:
                     child.exited(status)
+
+    def reap_group(self, pgid: int) -> None:
+        """As a subreaper, reap adopted zombies of a task's process group,
+        which would otherwise keep the group alive for ever."""
+        if not self.subreaper:
+            return
+        try:
+            adopted = psutil.Process().children()
+        except psutil.Error:
+            return
+        for p in adopted:
+            try:
+                if os.getpgid(p.pid) == pgid and p.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(p.pid, os.WNOHANG)
+            except (OSError, psutil.Error):
+                pass
 
     def poll_soon(self) -> None:
         """Re-check every child shortly (no exit notification available)."""
@@ -190,6 +246,13 @@ class ProcessSet:
         for child in list(self.children.values()):
             child.kill()
 
+    def close(self) -> None:
+        """EXEC-015: end adopted orphans, then stop the watchdog."""
+        self.sweep_orphans()
+        if self.watchdog is not None:
+            self.watchdog.close()
+            self.watchdog = None
+
     def sweep_orphans(self) -> int:
         """EXEC-015: end adopted orphans (double-forked daemons) and reap them.
 
@@ -201,10 +264,14 @@ class ProcessSet:
         ended = 0
         for _ in range(200):
             try:
+                keep = set(self.children)
+                if self.watchdog is not None:
+                    keep.add(self.watchdog.proc.pid)
                 strays = [p for p in me.children(recursive=True)
-                          if p.pid not in self.children]
+                          if p.pid not in keep]
             except psutil.Error:
                 strays = []
+            self._reap_strays(keep)
             strays = [p for p in strays if _alive(p)]
             if not strays:
                 break
@@ -215,9 +282,23 @@ class ProcessSet:
                 except psutil.Error:
                     pass
             time.sleep(POLL_S / 5)
-            self.reap()
-        self.reap()
+            self._reap_strays(keep)
+        self._reap_strays(keep)
         return ended
+
+    def _reap_strays(self, keep: Set[int]) -> None:
+        try:
+            procs = psutil.Process().children()
+        except psutil.Error:
+            return
+        for p in procs:
+            if p.pid in keep:
+                continue
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(p.pid, os.WNOHANG)
+            except (OSError, psutil.Error):
+                pass
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -316,6 +397,8 @@ class Child:
                 self.owner.poll_soon()
             return
         if _group_alive(self.pgid):
+            self.owner.reap_group(self.pgid)
+        if _group_alive(self.pgid):
             if not self._terminating:
                 # The main process is gone but its group lives on (a
                 # background job): end it, it must not outlive its task.
@@ -348,6 +431,8 @@ class Child:
             self._kill_timer.cancel()
             self._kill_timer = None
         self.owner.children.pop(self.pid, None)
+        if self.owner.watchdog is not None:
+            self.owner.watchdog.forget(self.pgid)
         for stream in (self.popen.stdout, self.popen.stderr):
             try:
                 stream.close()

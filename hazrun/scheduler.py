@@ -195,7 +195,7 @@ class Scheduler:
             raise
         finally:
             self.token._wake_fds.remove(self.loop.wake_fd)
-            self.procs.sweep_orphans()
+            self.procs.close()
             self.loop.close()
         outcome = RunOutcome(self.order, {l: self.tasks[l].result for l in self.order},
                              self.violations, time.monotonic() - start,
@@ -273,6 +273,7 @@ class Scheduler:
 
     def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool):
         key = self.cache.compute_key(t.label, preds)
+        self.cache.record(t.label, key)  # for explain (CLI-002 -v)
         manifest = self.cache.lookup(key) if lookup else None
         return key, manifest
 
@@ -313,13 +314,21 @@ class Scheduler:
             else:
                 self._spawn(t)
             return
-        # EXEC-017: a hit prints what the original run printed.
-        for stream, data in ((Stream.STDOUT, restored.stdout), (Stream.STDERR, restored.stderr)):
-            data = _as_bytes(data)
-            if data:
-                splitter = LineSplitter()
-                lines = splitter.feed(data) + splitter.flush()
-                self.observer.task_output(t.label, stream, lines)
+        # EXEC-017: a hit prints what the original run printed, through the
+        # same observers as a fresh run, streamed in bounded pieces.
+        for stream, log in ((Stream.STDOUT, restored.stdout), (Stream.STDERR, restored.stderr)):
+            splitter = LineSplitter()
+            while True:
+                chunk = log.read(1 << 20)
+                if not chunk:
+                    break
+                lines = splitter.feed(chunk)
+                if lines:
+                    self.observer.task_output(t.label, stream, lines)
+            rest = splitter.flush()
+            if rest:
+                self.observer.task_output(t.label, stream, rest)
+        restored.close()
         t.stream_hash = restored.materialised.stream_hash
         self._give_slot(t)
         self._final(t, TaskResult(t.label, TaskState.CACHED, key=self._key_hex(t),
@@ -548,6 +557,9 @@ class Scheduler:
 
         def finished(future: Future) -> None:
             self.pending_pool -= 1
+            take = getattr(self.cache, "take_warnings", None)
+            for warning in (take() if take else ()):
+                self._warn(warning)
             done(future)
         self.loop.submit(fn, *args, done=finished)
 
@@ -566,15 +578,6 @@ class Scheduler:
 def _spool():
     import tempfile
     return tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
-
-
-def _as_bytes(data: Any) -> bytes:
-    if data is None:
-        return b""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    data.seek(0)
-    return data.read()
 
 
 def _why(e: BaseException) -> str:

@@ -74,3 +74,50 @@ def hazrun_env():
     env.pop("MFLAGS", None)
     env["NO_COLOR"] = "1"
     return env
+
+
+def run_hazrun(root, *args, env=None, timeout=90, check_no_traceback=True):
+    """Run hazrun in a child process on workspace ``root``; return the result
+    with ``stdout``/``stderr`` as text (undecodable bytes escaped)."""
+    import subprocess
+    environ = dict(env if env is not None else os.environ)
+    environ["PYTHONPATH"] = str(REPO) + os.pathsep + environ.get("PYTHONPATH", "")
+    environ.pop("MAKEFLAGS", None)
+    environ.pop("MFLAGS", None)
+    environ.setdefault("NO_COLOR", "1")
+    proc = subprocess.run(hazrun_cmd("-C", str(root), *args), env=environ,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    proc.stdout = proc.stdout.decode("utf-8", "surrogateescape")
+    proc.stderr = proc.stderr.decode("utf-8", "surrogateescape")
+    if check_no_traceback:
+        assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def intervals(log_path):
+    """Parse lines 'start|end LABEL NANOS' into {label: [start, end]}."""
+    spans = {}
+    for line in Path(log_path).read_text().splitlines():
+        kind, label, ns = line.split()
+        spans.setdefault(label, [None, None])[0 if kind == "start" else 1] = int(ns)
+    return spans
+
+
+def max_overlap(spans):
+    """The largest number of spans open at one instant."""
+    events = []
+    for start, end in spans.values():
+        events.append((start, 1))
+        events.append((end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+def timed(label, body, log):
+    """A shell command that logs its start and end around ``body``."""
+    return (f'echo "start {label} $(date +%s%N)" >> {log}; {body}; '
+            f'echo "end {label} $(date +%s%N)" >> {log}')

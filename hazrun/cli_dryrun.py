@@ -1,0 +1,62 @@
+"""``hazrun run --dry-run``: keys and hit/miss without running (CLI-002)."""
+from __future__ import annotations
+
+import argparse
+from typing import Dict, Optional
+
+from .console import Console
+from .scheduler import RunOptions
+from .workspace import Workspace
+
+
+def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
+            console: Console) -> int:
+    """Print, in canonical order, each task with its key and hit/miss.
+
+    A task whose hard predecessor misses cannot know its key (the
+    predecessor's outputs are not made yet): it prints ``?`` and
+    ``miss (upstream)``.  With ``-v``, each miss says what changed since
+    the last run of that task.
+    """
+    from .cache import Cache, Materialised
+
+    labels = ws.graph.select(args.targets)
+    order = ws.graph.canonical_order(labels)
+    cache = Cache(ws, options.cache_dir, read=not (options.no_cache or options.force),
+                  write=False)
+    streams: Dict[str, Optional[str]] = {}
+    width = max((len(l) for l in order), default=0)
+    lines = []
+    try:
+        for label in order:
+            preds = ws.graph.hard_preds[label]
+            if any(streams.get(p) is None for p in preds):
+                streams[label] = None
+                lines.append(f"{label:<{width}}  {'?':<64}  miss (upstream)")
+                continue
+            task = ws.task(label)
+            try:
+                key = cache.compute_key(label, {p: streams[p] for p in preds})
+            except Exception as e:
+                streams[label] = None
+                lines.append(f"{label:<{width}}  {'?':<64}  miss ({e})")
+                continue
+            manifest = cache.lookup(key) if (cache.read and task.cache) else None
+            for warning in cache.take_warnings():
+                console.warning(warning)
+            if manifest is not None:
+                streams[label] = Materialised.of(manifest.outputs).stream_hash
+                lines.append(f"{label:<{width}}  {key.key}  hit")
+                continue
+            streams[label] = None
+            why = ("cache = false" if not task.cache else
+                   "--no-cache" if options.no_cache else
+                   "--force" if options.force else "")
+            lines.append(f"{label:<{width}}  {key.key}  miss" + (f" ({why})" if why else ""))
+            if args.verbose and not why:
+                lines.extend(f"    {reason}" for reason in cache.explain(label, key))
+    finally:
+        cache.close()
+    if lines:
+        console.print("\n".join(lines))
+    return 0

@@ -1,0 +1,254 @@
+"""Cancellation, termination of process trees, timeouts (EXEC-012..015,
+EXEC-018) with real signals sent to a real hazrun process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import REPO, hazrun_cmd, run_hazrun
+
+ROOT = '[workspace]\nmembers = ["p/*"]\n'
+
+
+def start_hazrun(root, *args):
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    return subprocess.Popen(hazrun_cmd("-C", str(root), *args), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_pids(directory: Path):
+    pids = []
+    for f in directory.glob("*.pid"):
+        pids += [int(x) for x in f.read_text().split()]
+    return pids
+
+
+def gone(pid):
+    """The pid names no process at all: neither running nor a zombie."""
+    return not psutil.pid_exists(pid)
+
+
+def kill_leftovers(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def tree_ws(make_ws, tmp_path):
+    """Tasks that leave grandchildren, ignore TERM, escape with setsid, or
+    double-fork a daemon; each records every pid it starts."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    ws = make_ws({
+        "haz.toml": ROOT,
+        # A shell with two grandchildren.
+        "p/a/haz.toml": f'[tasks.run]\ncmd = "sleep 1000 & echo $! >> {pids}/a.pid; '
+                        f'sleep 1000 & echo $! >> {pids}/a.pid; echo $$ >> {pids}/a.pid; wait"\n',
+        # Ignores SIGTERM, so only SIGKILL after the grace ends it.
+        "p/b/haz.toml": f'[tasks.run]\ncmd = "trap \'\' TERM; echo $$ >> {pids}/b.pid; '
+                        f'sleep 1000 & echo $! >> {pids}/b.pid; wait; wait"\n',
+        # A child that leaves the process group with setsid.
+        "p/c/haz.toml": f'[tasks.run]\ncmd = "setsid sh -c \'echo $$ >> {pids}/c.pid; exec sleep 1000\' & '
+                        f'echo $$ >> {pids}/c.pid; wait"\n',
+        # A double-forked daemon: its parent exits, it is re-parented.
+        "p/d/haz.toml": f'[tasks.run]\ncmd = "(setsid sh -c \'echo $$ >> {pids}/d.pid; exec sleep 1000\' &); '
+                        f'echo $$ >> {pids}/d.pid; sleep 1000"\n',
+        "p/e/haz.toml": '[project]\ndeps = ["a"]\n[tasks.run]\ncmd = "true"\ndeps = ["^run"]\n',
+        "p/f/haz.toml": '[tasks.run]\ncmd = "true"\nafter = ["a:run"]\n',
+    })
+    return ws, pids
+
+
+def _expected_pid_count():
+    return {"a": 3, "b": 2, "c": 2, "d": 2}
+
+
+def _all_started(pids):
+    counts = {name: len((pids / f"{name}.pid").read_text().split())
+              if (pids / f"{name}.pid").exists() else 0 for name in "abcd"}
+    return all(counts[k] >= v for k, v in _expected_pid_count().items())
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_exec_014_signal_ends_every_tree(tree_ws, tmp_path, sig, code):
+    ws, pids = tree_ws
+    summary = tmp_path / "s.json"
+    proc = start_hazrun(ws, "run", "run", "-j4", "--grace", "1", "--no-cache",
+                        "--summary-json", str(summary))
+    recorded = []
+    try:
+        wait_for(lambda: _all_started(pids), what="every task to start")
+        recorded = read_pids(pids)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == code, err
+        # EXEC-015: hazrun returned only after every tree was gone.
+        wait_for(lambda: all(gone(p) for p in recorded), timeout=5,
+                 what="recorded processes to be gone")
+        doc = json.loads(summary.read_text())
+        assert doc["exit_code"] == code
+        assert doc["signal"] == signal.Signals(sig).name
+        tasks = {t["label"]: t for t in doc["tasks"]}
+        for label in ("a:run", "b:run", "c:run", "d:run"):
+            assert (tasks[label]["state"], tasks[label]["cause"]) == ("cancelled", "signalled")
+        # EXEC-013: hard descendants of a cancelled task.
+        assert (tasks["e:run"]["state"], tasks["e:run"]["cause"],
+                tasks["e:run"]["upstream"]) == ("cancelled", "upstream_cancelled", "a:run")
+        # A soft successor of a cancelled task is never started either.
+        assert (tasks["f:run"]["state"], tasks["f:run"]["cause"]) == ("cancelled", "not_started")
+        assert b"Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(recorded)
+
+
+def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/b/haz.toml": f'[tasks.run]\ncmd = "trap \'\' TERM; echo $$ > {pids}/b.pid; '
+                                  'while true; do sleep 0.1; done"\n'})
+    proc = start_hazrun(ws, "run", "run", "--grace", "60", "--no-cache")
+    recorded = []
+    try:
+        wait_for(lambda: (pids / "b.pid").exists() and (pids / "b.pid").read_text().strip())
+        recorded = read_pids(pids)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the TERM-ignoring task was not given its grace"
+        proc.send_signal(signal.SIGINT)
+        # Far less than the 60 s grace: the second signal kills at once.
+        proc.communicate(timeout=20)
+        assert proc.returncode == 130
+        assert all(gone(p) for p in recorded)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(recorded)
+
+
+def test_exec_012_ready_tasks_are_not_started(make_ws, tmp_path):
+    marker = tmp_path / "started"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "touch {marker}; sleep 1000"\n',
+                  "p/b/haz.toml": f'[tasks.run]\ncmd = "echo never > {tmp_path}/b-ran"\n',
+                  "p/c/haz.toml": f'[tasks.run]\ncmd = "echo never > {tmp_path}/c-ran"\n'})
+    summary = tmp_path / "s.json"
+    proc = start_hazrun(ws, "run", "run", "-j1", "--no-cache", "--summary-json", str(summary))
+    try:
+        wait_for(marker.exists)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    tasks = {t["label"]: t for t in json.loads(summary.read_text())["tasks"]}
+    assert (tasks["a:run"]["state"], tasks["a:run"]["cause"]) == ("cancelled", "signalled")
+    for label in ("b:run", "c:run"):
+        assert (tasks[label]["state"], tasks[label]["cause"]) == ("cancelled", "not_started")
+    assert not (tmp_path / "b-ran").exists() and not (tmp_path / "c-ran").exists()
+
+
+def test_exec_018_timeout(make_ws, tmp_path):
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "sleep 60"\ntimeout = 1\n',
+                  "p/b/haz.toml": '[project]\ndeps = ["a"]\n[tasks.run]\ncmd = "true"\ndeps = ["^run"]\n'})
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "run", "--no-cache", "--grace", "2",
+                      "--summary-json", str(summary))
+    assert proc.returncode == 1
+    tasks = {t["label"]: t for t in json.loads(summary.read_text())["tasks"]}
+    assert (tasks["a:run"]["state"], tasks["a:run"]["cause"]) == ("failed", "timeout")
+    assert (tasks["b:run"]["state"], tasks["b:run"]["cause"]) == ("skipped", "upstream_failed")
+    assert "a:run failed: timed out" in proc.stderr
+
+
+def test_exec_009_killed_from_outside_is_failed_signal(make_ws, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = ["sh", "-c", "echo $$ > {pids}/a.pid; exec sleep 1000"]\n'})
+    summary = tmp_path / "s.json"
+    proc = start_hazrun(ws, "run", "run", "--no-cache", "--summary-json", str(summary))
+    try:
+        wait_for(lambda: (pids / "a.pid").exists() and (pids / "a.pid").read_text().strip())
+        os.kill(read_pids(pids)[0], signal.SIGKILL)  # as the OOM killer would
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    task = json.loads(summary.read_text())["tasks"][0]
+    assert (task["state"], task["cause"], task["signal"]) == ("failed", "signal", "SIGKILL")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
+def test_exec_015_sigkill_to_hazrun_leaves_no_task_running(make_ws, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "sleep 1000 & echo $! >> {pids}/a.pid; '
+                                  f'echo $$ >> {pids}/a.pid; wait"\n'})
+    proc = start_hazrun(ws, "run", "run", "--no-cache")
+    recorded = []
+    try:
+        wait_for(lambda: (pids / "a.pid").exists() and
+                 len((pids / "a.pid").read_text().split()) == 2)
+        recorded = read_pids(pids)
+        proc.kill()
+        proc.wait()
+        # The watchdog ends the task's process group after hazrun's death.
+        wait_for(lambda: all(gone(p) for p in recorded), timeout=15,
+                 what="the tasks of a SIGKILLed hazrun to end")
+    finally:
+        kill_leftovers(recorded)
+        # The watchdog itself exits once it has done its job.
+        for p in psutil.process_iter(["cmdline"]):
+            if "groups = set()" in " ".join(p.info["cmdline"] or []):
+                try:
+                    p.wait(timeout=10)
+                except psutil.Error:
+                    pass
+
+
+def test_exec_015_background_job_left_by_a_task_is_stopped(make_ws, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "sleep 1000 >/dev/null 2>&1 & echo $! > {pids}/a.pid"\n'})
+    proc = run_hazrun(ws, "run", "run", "--no-cache", "--grace", "1", timeout=60)
+    recorded = read_pids(pids)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert "left processes running" in proc.stderr
+        assert all(gone(p) for p in recorded)
+    finally:
+        kill_leftovers(recorded)

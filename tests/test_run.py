@@ -1,0 +1,392 @@
+"""`hazrun run` with real processes: order, concurrency, cascade, output,
+summary (EXEC-001..011, EXEC-016/017, EXEC-021, CLI-001/003)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from conftest import intervals, max_overlap, run_hazrun, timed, write_files
+
+ROOT_TOML = '[workspace]\nmembers = ["p/*"]\n'
+
+
+def project(tasks: str, deps=()) -> str:
+    head = f"[project]\ndeps = {json.dumps(list(deps))}\n" if deps else ""
+    return head + tasks
+
+
+def test_exec_001_dependency_order(make_ws, tmp_path):
+    log = tmp_path / "order.log"
+    ws = make_ws({
+        "haz.toml": ROOT_TOML,
+        "p/a/haz.toml": f'[tasks.build]\ncmd = "{timed("a", "sleep 0.2", log)}"\n',
+        "p/b/haz.toml": project(f'[tasks.build]\ncmd = "{timed("b", "sleep 0.1", log)}"\n'
+                                'deps = ["^build"]\n', deps=["a"]),
+        "p/c/haz.toml": project(f'[tasks.build]\ncmd = "{timed("c", "true", log)}"\n'
+                                'deps = ["^build"]\n', deps=["b"]),
+    })
+    proc = run_hazrun(ws, "run", "build", "-j4", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    spans = intervals(log)
+    assert spans["a"][1] <= spans["b"][0]
+    assert spans["b"][1] <= spans["c"][0]
+
+
+def _independent(make_ws, log, n=4, sleep="0.4", extra=""):
+    files = {"haz.toml": ROOT_TOML + extra}
+    for i in range(n):
+        files[f"p/t{i}/haz.toml"] = f'[tasks.work]\ncmd = "{timed(f"t{i}", "sleep " + sleep, log)}"\n'
+    return make_ws(files)
+
+
+def test_exec_004_j1_runs_one_at_a_time(make_ws, tmp_path):
+    log = tmp_path / "j1.log"
+    ws = _independent(make_ws, log, n=3, sleep="0.2")
+    proc = run_hazrun(ws, "run", "work", "-j1", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    spans = intervals(log)
+    assert len(spans) == 3
+    assert max_overlap(spans) == 1
+    # EXEC-006: admitted in canonical order.
+    assert sorted(spans, key=lambda l: spans[l][0]) == ["t0", "t1", "t2"]
+
+
+def test_exec_004_j2_overlaps_at_most_two(make_ws, tmp_path):
+    log = tmp_path / "j2.log"
+    ws = _independent(make_ws, log, n=4, sleep="0.5")
+    proc = run_hazrun(ws, "run", "work", "-j2", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert max_overlap(intervals(log)) == 2
+
+
+def test_exec_004_workspace_concurrency(make_ws, tmp_path):
+    log = tmp_path / "conc.log"
+    ws = _independent(make_ws, log, n=3, sleep="0.3", extra="concurrency = 1\n")
+    proc = run_hazrun(ws, "run", "work", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert max_overlap(intervals(log)) == 1
+
+
+def test_exec_005_tag_cap_without_head_of_line_blocking(make_ws, tmp_path):
+    log = tmp_path / "tags.log"
+    files = {"haz.toml": ROOT_TOML + "[workspace.tags]\ndb = 1\n"}
+    # a0..a2 tagged db (cap 1) sort before z, which is untagged: z must not
+    # wait behind the held-back db tasks.
+    for i in range(3):
+        files[f"p/a{i}/haz.toml"] = (f'[tasks.t]\ncmd = "{timed(f"a{i}", "sleep 0.4", log)}"\n'
+                                     'tags = ["db"]\n')
+    files["p/z/haz.toml"] = f'[tasks.t]\ncmd = "{timed("z", "sleep 0.4", log)}"\n'
+    ws = make_ws(files)
+    proc = run_hazrun(ws, "run", "t", "-j3", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    spans = intervals(log)
+    db = {k: v for k, v in spans.items() if k.startswith("a")}
+    assert max_overlap(db) == 1
+    first_db_end = min(end for _, end in db.values())
+    assert spans["z"][0] < first_db_end, "z waited behind tasks held by the tag cap"
+
+
+def test_exec_005_tag_cap_command_line_override(make_ws, tmp_path):
+    log = tmp_path / "tags2.log"
+    files = {"haz.toml": ROOT_TOML + "[workspace.tags]\ndb = 3\n"}
+    for i in range(3):
+        files[f"p/a{i}/haz.toml"] = (f'[tasks.t]\ncmd = "{timed(f"a{i}", "sleep 0.3", log)}"\n'
+                                     'tags = ["db"]\n')
+    ws = make_ws(files)
+    proc = run_hazrun(ws, "run", "t", "-j3", "--tag-cap", "db=1", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert max_overlap(intervals(log)) == 1
+
+
+def _cascade_ws(make_ws, tmp_path):
+    return make_ws({
+        "haz.toml": ROOT_TOML,
+        "p/a/haz.toml": '[tasks.build]\ncmd = "echo failing; exit 3"\n',
+        "p/b/haz.toml": project('[tasks.build]\ncmd = "echo b"\ndeps = ["^build"]\n', ["a"]),
+        "p/c/haz.toml": project('[tasks.build]\ncmd = "echo c"\ndeps = ["^build"]\n', ["b"]),
+        "p/d/haz.toml": '[tasks.build]\ncmd = "sleep 0.3; echo d ran"\n',
+        "p/e/haz.toml": '[tasks.build]\ncmd = "echo e ran"\nafter = ["a:build"]\n',
+    })
+
+
+def test_exec_010_failure_cascade(make_ws, tmp_path):
+    ws = _cascade_ws(make_ws, tmp_path)
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "build", "--no-cache", "--summary-json", str(summary))
+    assert proc.returncode == 1
+    doc = json.loads(summary.read_text())
+    tasks = {t["label"]: t for t in doc["tasks"]}
+    assert tasks["a:build"]["state"] == "failed"
+    assert tasks["a:build"]["cause"] == "exit_code"
+    assert tasks["a:build"]["exit_code"] == 3
+    for label in ("b:build", "c:build"):
+        assert tasks[label]["state"] == "skipped"
+        assert tasks[label]["cause"] == "upstream_failed"
+        # EXEC-011: the task whose failure skipped it, also transitively.
+        assert tasks[label]["upstream"] == "a:build"
+        assert tasks[label]["exit_code"] is None
+    # An unrelated task and a soft successor still run.
+    assert tasks["d:build"]["state"] == "succeeded"
+    assert tasks["e:build"]["state"] == "succeeded"
+    assert "[d:build] d ran" in proc.stdout
+    assert "[e:build] e ran" in proc.stdout
+    assert "b:build skipped: a:build failed" in proc.stderr
+    assert "failed: a:build (exit code 3)" in proc.stderr  # CLI-001 summary
+
+
+def test_exec_011_skip_reported_at_cascade_time(make_ws, tmp_path):
+    """The skip is reported when a fails, while an unrelated task still runs."""
+    from hazrun import load_workspace
+    from hazrun.output import RunObserver
+    from hazrun.scheduler import RunOptions, run_graph
+
+    marker = tmp_path / "release"
+    ws = make_ws({
+        "haz.toml": ROOT_TOML,
+        "p/a/haz.toml": '[tasks.build]\ncmd = "exit 1"\n',
+        "p/b/haz.toml": project('[tasks.build]\ncmd = "true"\ndeps = ["^build"]\n', ["a"]),
+        "p/slow/haz.toml": f'[tasks.build]\ncmd = "while [ ! -e {marker} ]; do sleep 0.05; done"\n',
+    })
+
+    events = []
+
+    class Recorder(RunObserver):
+        def task_finished(self, result):
+            events.append(("finished", result.label))
+
+        def task_skipped(self, result):
+            events.append(("skipped", result.label, result.upstream))
+            marker.write_text("go")  # only now may the slow task end
+
+    outcome = run_graph(load_workspace(ws), ["build"], Recorder(),
+                        RunOptions(no_cache=True, jobs=3))
+    assert ("skipped", "b:build", "a:build") in events
+    assert events.index(("skipped", "b:build", "a:build")) < events.index(("finished", "slow:build"))
+    assert outcome.results["b:build"].state.value == "skipped"
+
+
+def test_exec_010_fail_fast(make_ws, tmp_path):
+    ws = make_ws({
+        "haz.toml": ROOT_TOML,
+        "p/a/haz.toml": '[tasks.build]\ncmd = "sleep 0.3; exit 1"\n',
+        "p/b/haz.toml": project('[tasks.build]\ncmd = "true"\ndeps = ["^build"]\n', ["a"]),
+        "p/c/haz.toml": '[tasks.build]\ncmd = "sleep 30"\n',
+        "p/d/haz.toml": '[tasks.build]\ncmd = "true"\nafter = ["c:build"]\n',
+    })
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "build", "-j2", "--no-cache", "--fail-fast", "--grace", "5",
+                      "--summary-json", str(summary))
+    assert proc.returncode == 1
+    tasks = {t["label"]: t for t in json.loads(summary.read_text())["tasks"]}
+    assert tasks["a:build"]["state"] == "failed"
+    assert (tasks["b:build"]["state"], tasks["b:build"]["cause"]) == ("skipped", "upstream_failed")
+    assert (tasks["c:build"]["state"], tasks["c:build"]["cause"]) == ("cancelled", "signalled")
+    assert (tasks["d:build"]["state"], tasks["d:build"]["cause"]) == ("cancelled", "not_started")
+
+
+def test_exec_009_spawn_error(make_ws, tmp_path):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = ["no-such-program-hazrun"]\n'})
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "x", "--no-cache", "--summary-json", str(summary))
+    assert proc.returncode == 1
+    task = json.loads(summary.read_text())["tasks"][0]
+    assert (task["state"], task["cause"], task["exit_code"]) == ("failed", "spawn_error", None)
+    assert "no-such-program-hazrun" in proc.stderr
+
+
+def test_exec_009_killed_by_signal_is_failure(make_ws, tmp_path):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "kill -9 $$"\n'})
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "x", "--no-cache", "--summary-json", str(summary))
+    assert proc.returncode == 1
+    task = json.loads(summary.read_text())["tasks"][0]
+    assert (task["state"], task["cause"], task["signal"]) == ("failed", "signal", "SIGKILL")
+
+
+def test_exec_003_list_cmd_is_exec_directly(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = ["printf", "%s|\\n", "a b", "$HOME"]\n'})
+    proc = run_hazrun(ws, "run", "x", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert "[root:x] a b|\n[root:x] $HOME|\n" in proc.stdout
+
+
+def test_exec_008_environment_and_stdin(make_ws):
+    ws = make_ws({
+        "haz.toml": ROOT_TOML,
+        # cat on stdin must end at once: stdin is /dev/null.
+        "p/app/haz.toml": '[tasks.env]\ncmd = "cat; echo P=$HAZ_PROJECT T=$HAZ_TASK R=$HAZ_ROOT; '
+                          'echo X=$FROM_PARENT; pwd; echo err >&2"\n',
+    })
+    env = dict(os.environ, FROM_PARENT="yes", HAZ_REMOTE_CACHE_TOKEN="s3cret")
+    proc = run_hazrun(ws, "run", "env", "--no-cache", env=env, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[app:env] P=app T=env R={ws}" in proc.stdout
+    assert "[app:env] X=yes" in proc.stdout
+    assert f"[app:env] {ws / 'p' / 'app'}" in proc.stdout
+    # stderr goes to stderr, prefixed.
+    assert "[app:env] err" in proc.stderr and "err" not in proc.stdout
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_exec_008_secrets_are_removed_from_the_task_environment(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\n'
+                              'cmd = "echo T=${HAZ_REMOTE_CACHE_TOKEN-unset} K=${HAZ_REMOTE_CACHE_SIGNATURE_KEY-unset}"\n'})
+    env = dict(os.environ, HAZ_REMOTE_CACHE_TOKEN="t0k", HAZ_REMOTE_CACHE_SIGNATURE_KEY="k3y")
+    proc = run_hazrun(ws, "run", "x", "--no-cache", env=env)
+    assert "[root:x] T=unset K=unset" in proc.stdout
+
+
+def _two_talkers(make_ws):
+    talk = "for i in 1 2 3 4 5; do echo {n}-$i; sleep 0.05; done"
+    return make_ws({
+        "haz.toml": ROOT_TOML,
+        "p/a/haz.toml": f'[tasks.t]\ncmd = "{talk.format(n="a")}; echo a-err >&2"\n',
+        "p/b/haz.toml": f'[tasks.t]\ncmd = "{talk.format(n="b")}; exit 4"\n',
+    })
+
+
+def test_exec_016_live_output_prefixed_and_interleaved_whole(make_ws):
+    ws = _two_talkers(make_ws)
+    proc = run_hazrun(ws, "run", "t", "-j2", "--no-cache")
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert [l for l in lines if l.startswith("[a:t]")] == [f"[a:t] a-{i}" for i in range(1, 6)]
+    assert [l for l in lines if l.startswith("[b:t]")] == [f"[b:t] b-{i}" for i in range(1, 6)]
+    assert len(lines) == 10
+    assert "[a:t] a-err" in proc.stderr
+
+
+def test_exec_017_buffered_blocks_are_contiguous(make_ws):
+    ws = _two_talkers(make_ws)
+    proc = run_hazrun(ws, "run", "t", "-j2", "--no-cache", "--output", "buffered")
+    lines = proc.stdout.splitlines()
+    a = lines.index("[a:t] a-1")
+    assert lines[a:a + 5] == [f"[a:t] a-{i}" for i in range(1, 6)]
+    b = lines.index("[b:t] b-1")
+    assert lines[b:b + 5] == [f"[b:t] b-{i}" for i in range(1, 6)]
+
+
+def test_exec_017_errors_only_and_none(make_ws):
+    ws = _two_talkers(make_ws)
+    proc = run_hazrun(ws, "run", "t", "-j2", "--no-cache", "--output", "errors-only")
+    assert "[b:t] b-3" in proc.stdout
+    assert "a-" not in proc.stdout and "a-err" not in proc.stderr
+    proc = run_hazrun(ws, "run", "t", "-j2", "--no-cache", "--output", "none")
+    assert proc.stdout == ""
+    assert proc.returncode == 1
+    assert "failed: b:t (exit code 4)" in proc.stderr
+
+
+def test_exec_016_no_prefix_and_colour(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "echo hi"\n'})
+    proc = run_hazrun(ws, "run", "x", "--no-cache", "--no-prefix")
+    assert proc.stdout == "hi\n"
+    env = dict(os.environ)
+    env.pop("NO_COLOR", None)
+    proc = run_hazrun(ws, "run", "x", "--no-cache", "--color", "always", env=env)
+    assert re.search(r"\x1b\[\d+m\[root:x\]\x1b\[0m hi", proc.stdout), repr(proc.stdout)
+    proc = run_hazrun(ws, "--color", "never", "run", "x", "--no-cache", env=env)
+    assert "\x1b[" not in proc.stdout + proc.stderr
+
+
+def test_exec_016_last_line_without_newline_and_non_utf8(make_ws, tmp_path):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "printf \'ok\\\\n\\\\377\\\\376raw\\\\nno-newline\'"\n'})
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=str(__import__("conftest").REPO), NO_COLOR="1")
+    raw = subprocess.run([sys.executable, "-m", "hazrun", "-C", str(ws), "run", "x", "--no-cache"],
+                         env=env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == b"[root:x] ok\n[root:x] \xff\xferaw\n[root:x] no-newline\n"
+
+
+def test_exec_016_long_lines_in_64k_pieces(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\n'
+                              'cmd = "head -c 150000 /dev/zero | tr \'\\\\0\' y; echo; echo after"\n'})
+    proc = run_hazrun(ws, "run", "x", "--no-cache")
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "[root:x] after"
+    pieces = lines[:-1]
+    assert all(l.startswith("[root:x] ") for l in pieces)
+    sizes = [len(l) - len("[root:x] ") for l in pieces]
+    assert sizes == [65536, 65536, 150000 - 2 * 65536]
+
+
+@pytest.mark.timeout(180)
+def test_exec_003_50mb_beside_small_writers(make_ws, tmp_path):
+    """A child writing 50 MB never blocks; every byte arrives; every output
+    line is one whole line of exactly one task."""
+    big = ("import sys\n"
+           "w = sys.stdout.write\n"
+           "for i in range(500000):\n"
+           "    w('%08d' % i + 'x' * 91 + '\\n')\n")
+    (tmp_path / "big.py").write_text(big)
+    files = {"haz.toml": ROOT_TOML,
+             "p/big/haz.toml": f'[tasks.t]\ncmd = ["{sys.executable}", "{tmp_path / "big.py"}"]\n'}
+    for n in range(3):
+        files[f"p/s{n}/haz.toml"] = ('[tasks.t]\ncmd = "for i in $(seq 1 40); do echo small-'
+                                     f'{n}-$i; sleep 0.01; done"\n')
+    ws = make_ws(files)
+    proc = run_hazrun(ws, "run", "t", "-j4", "--no-cache", timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    big_lines = 0
+    small = {n: [] for n in range(3)}
+    for line in proc.stdout.split("\n")[:-1]:
+        if line.startswith("[big:t] "):
+            body = line[len("[big:t] "):]
+            assert body == "%08d" % big_lines + "x" * 91, line[:120]
+            big_lines += 1
+        else:
+            m = re.fullmatch(r"\[s(\d):t\] small-(\d)-(\d+)", line)
+            assert m and m.group(1) == m.group(2), line[:120]
+            small[int(m.group(1))].append(int(m.group(3)))
+    assert big_lines == 500000
+    assert all(small[n] == list(range(1, 41)) for n in range(3))
+
+
+def test_cli_003_summary_json_schema_and_order(make_ws, tmp_path):
+    ws = make_ws({
+        "haz.toml": ROOT_TOML,
+        "p/b/haz.toml": '[tasks.build]\ncmd = "true"\n',
+        "p/a/haz.toml": project('[tasks.build]\ncmd = "true"\ndeps = ["^build"]\n', ["b"]),
+        "p/c/haz.toml": '[tasks.build]\ncmd = "exit 2"\n',
+    })
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "build", "--no-cache", "--summary-json", str(summary))
+    doc = json.loads(summary.read_text())
+    assert set(doc) == {"version", "exit_code", "signal", "duration_s", "tasks", "violations"}
+    assert doc["version"] == 1 and doc["exit_code"] == 1 == proc.returncode
+    assert doc["signal"] is None and doc["violations"] == []
+    assert [t["label"] for t in doc["tasks"]] == ["b:build", "a:build", "c:build"]
+    for t in doc["tasks"]:
+        assert set(t) == {"label", "state", "cause", "exit_code", "signal", "duration_s",
+                          "key", "upstream"}
+    ok = doc["tasks"][0]
+    assert (ok["state"], ok["cause"], ok["exit_code"], ok["upstream"]) == ("succeeded", None, 0, None)
+    assert ok["key"] is None  # --no-cache: never computed
+
+
+def test_cli_001_summary_counts(make_ws):
+    ws = _two_talkers(make_ws)
+    proc = run_hazrun(ws, "run", "t", "--no-cache", "--output", "none")
+    last = [l for l in proc.stderr.splitlines() if l.startswith("hazrun: 2 tasks")]
+    assert last and "1 succeeded" in last[0] and "1 failed" in last[0]
+
+
+def test_exec_009_outputs_matching_nothing_warns(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "true"\noutputs = ["dist/**"]\n'})
+    proc = run_hazrun(ws, "run", "x", "--no-cache")
+    assert proc.returncode == 0
+    assert "hazrun: warning: root:x: exited 0 but its outputs match no file: dist/**" in proc.stderr
+
+
+def test_exec_021_usage_errors_exit_2(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.build]\ncmd = "true"\n'})
+    proc = run_hazrun(ws, "run", "biuld")
+    assert proc.returncode == 2
+    assert "did you mean 'build'" in proc.stderr
+    proc = run_hazrun(ws, "run", "build", "-j", "0")
+    assert proc.returncode == 2
