@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import cli_run  # registers 'run'
     cli_run.add_parser(command)
+    from . import cli_cache  # registers 'cache'
+    cli_cache.add_parser(command)
 
     command("list", "list projects and tasks",
             "List the workspace's projects and its tasks in canonical order, "

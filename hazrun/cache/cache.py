@@ -1,0 +1,389 @@
+"""The cache of one run: keys, lookups, restores and stores (CACHE-001..006).
+
+A :class:`Cache` is made once per run and shared by the scheduler's pool
+threads; every method is thread-safe.  It never prints: problems come back
+as exceptions whose message is one line (CacheMissError, StoreError,
+InputError) or as warnings the caller drains with :meth:`take_warnings`.
+
+The pipeline of one task (EXEC-002) calls, in order::
+
+    key = cache.compute_key(label, pred_streams)
+    manifest = cache.lookup(key)                  # None: a miss
+    restored = cache.restore(label, manifest)     # a hit; CacheMissError: a miss
+    ... or run the task, then
+    materialised = cache.collect_outputs(label)   # stream hash for successors
+    cache.store(label, key, materialised, stdout, stderr, duration_s)
+    cache.record(label, key)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from .. import files as _files
+from ..globs import GlobSet
+from ..workspace import Workspace
+from . import explain as _explain
+from . import key as _key
+from . import restore as _restore
+from .hashing import StatCache, atomic_write
+from .model import (CacheMissError, KeyInfo, Manifest, Materialised,
+                    OutputEntry, Restored, StoreError)
+from .outputs import find_outputs
+from .store import CorruptBlob, CorruptManifest, Store, is_digest
+
+HAZ_DIR = ".haz"
+STAT_CACHE = "statcache.json"
+EXPLAIN_DIR = "explain"
+ENV_CACHE_DIR = "HAZ_CACHE_DIR"
+
+Log = Union[bytes, bytearray, memoryview, IO[bytes]]
+
+
+def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None] = None,
+                      environ: Mapping[str, str] = os.environ) -> Path:
+    """CACHE-003: ``cache_dir`` (relative: to the current directory), else
+    ``$HAZ_CACHE_DIR`` (relative: to the workspace root), else
+    ``<root>/.haz/cache``."""
+    if cache_dir is not None and str(cache_dir) != "":
+        return Path(os.path.abspath(cache_dir))
+    env = environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(os.path.abspath(os.path.join(root, env)))
+    return Path(root) / HAZ_DIR / "cache"
+
+
+class Cache:
+    """See the module docstring.  ``read=False`` never looks up (--force,
+    --no-cache); ``write=False`` never stores (--no-cache)."""
+
+    def __init__(self, workspace: Workspace, cache_dir: Optional[Path] = None,
+                 environ: Mapping[str, str] = os.environ, read: bool = True,
+                 write: bool = True):
+        self.workspace = workspace
+        self.root = Path(workspace.root)
+        self.root_real = os.path.realpath(self.root)
+        self.environ = dict(environ)  # one snapshot for every key of the run
+        self.path = resolve_cache_dir(self.root, cache_dir, environ)
+        self._store = Store(self.path)
+        self.read = read
+        self.write = write
+        self.haz_dir = self.root / HAZ_DIR
+        self.stat_cache = StatCache(self.haz_dir / STAT_CACHE)
+        self._lock = threading.Lock()        # guards everything below
+        self._listing: Optional[List[str]] = None
+        self._listing_set: frozenset = frozenset()
+        self._listing_lock = threading.Lock()  # held while listing (slow)
+        # Files produced during this run (collected or restored outputs) that
+        # the listing taken at the start lacks: path -> None (not yet asked
+        # whether git ignores it), True (an input candidate), False (ignored).
+        self._produced: Dict[str, Optional[bool]] = {}
+        self._merged: Optional[List[str]] = None
+        self._warnings: List[str] = []
+        self._records: Dict[str, Dict[str, Any]] = {}
+        self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
+        self._closed = False
+
+    # -- warnings ---------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            self._warnings.append(message)
+
+    def take_warnings(self) -> List[str]:
+        """Drain the warnings gathered so far (one line each)."""
+        with self._lock:
+            out, self._warnings = self._warnings, []
+        return out
+
+    def stats(self) -> Dict[str, int]:
+        """Counters of the stat cache (CACHE-006): files and bytes read, hits."""
+        sc = self.stat_cache
+        return {"files_hashed": sc.files_hashed, "bytes_hashed": sc.bytes_hashed,
+                "stat_hits": sc.hits}
+
+    # -- the workspace's files ------------------------------------------------
+
+    def _files(self) -> List[str]:
+        """The sorted listing taken once per Cache, plus produced files."""
+        if self._listing is None:
+            with self._listing_lock:
+                if self._listing is None:
+                    listing = _files.list_workspace_files(self.root)
+                    with self._lock:
+                        self._listing_set = frozenset(listing)
+                        self._listing = listing
+        with self._lock:
+            if not self._produced:
+                return self._listing
+            if self._merged is None:
+                self._merged = sorted(self._listing_set.union(self._produced))
+            return self._merged
+
+    def _note_produced(self, root_paths: Sequence[str]) -> None:
+        with self._lock:
+            if self._listing is None:
+                return  # the listing, when taken, will see them
+            new = [p for p in root_paths
+                   if p not in self._listing_set and p not in self._produced]
+            for p in new:
+                self._produced[p] = None
+            if new:
+                self._merged = None
+
+    def _candidates(self, paths: List[str]) -> List[str]:
+        """Drop produced files that git ignores, as the listing would have."""
+        with self._lock:
+            if not self._produced:
+                return paths
+            unknown = [p for p in paths if self._produced.get(p, True) is None]
+        if unknown:
+            ignored = _git_ignored(self.root, unknown)
+            with self._lock:
+                for p in unknown:
+                    self._produced[p] = p not in ignored
+        with self._lock:
+            return [p for p in paths if self._produced.get(p, True)]
+
+    def _rows(self, paths: List[str]) -> List[_key.Row]:
+        rows = []
+        for rel in paths:
+            state = self.stat_cache.probe(rel, os.path.join(self.root, rel))
+            if state is not None:  # gone since the listing: not an input
+                rows.append(_key.file_row(rel, state))
+        return rows
+
+    # -- CACHE-001 ------------------------------------------------------------
+
+    def compute_key(self, label: str, pred_streams: Mapping[str, str]) -> KeyInfo:
+        """The key of ``label``; ``pred_streams`` maps each hard predecessor's
+        label to its stream hash.  Raises InputError if an input cannot be
+        hashed."""
+        ws = self.workspace
+        task = ws.task(label)
+        project = ws.project_of(label)
+        expected = set(ws.graph.hard_preds[label])
+        if set(pred_streams) != expected:
+            raise AssertionError(f"internal error: key of {label} needs the stream "
+                                 f"hashes of {sorted(expected)}, got {sorted(pred_streams)}")
+        files = self._files()
+        inputs = self._candidates(_files.select_inputs(files, task, project.rel_dir))
+        ws_inputs: List[str] = []
+        if ws.settings.inputs:
+            ws_inputs = self._candidates(GlobSet.compile(ws.settings.inputs).select(files))
+        parts = _key.components(task, self.environ, ws.settings.env,
+                                self._rows(ws_inputs), self._rows(inputs), pred_streams)
+        return KeyInfo(label, _key.key_of(parts), parts)
+
+    # -- lookup and restore (CACHE-004) -----------------------------------------
+
+    def lookup(self, key: Union[KeyInfo, str]) -> Optional[Manifest]:
+        """The manifest stored under ``key``, or None (a miss).  An entry that
+        is corrupt or incomplete is a miss with a warning."""
+        if not self.read:
+            return None
+        k = key.key if isinstance(key, KeyInfo) else key
+        label = key.label if isinstance(key, KeyInfo) else None
+        if not is_digest(k):
+            raise AssertionError(f"internal error: not a cache key: {k!r}")
+        who = f"{label}: " if label else ""
+        try:
+            manifest = self._store.read_manifest(k)
+        except CorruptManifest as e:
+            self._warn(f"{who}ignoring corrupt cache entry {k[:12]} ({e}); "
+                       "the next successful run replaces it")
+            return None
+        except OSError as e:
+            self._warn(f"{who}cannot read cache entry {k[:12]}: {e.strerror}")
+            return None
+        if manifest is None:
+            return None
+        if label is not None and manifest.label != label:
+            self._warn(f"{who}ignoring cache entry {k[:12]}: it belongs to "
+                       f"{manifest.label}")
+            return None
+        wanted = [(e.digest, e.size) for e in manifest.outputs if e.digest is not None]
+        wanted += [(manifest.stdout.digest, manifest.stdout.size),
+                   (manifest.stderr.digest, manifest.stderr.size)]
+        for digest, size in wanted:
+            if self._store.blob_size(digest) != size:
+                self._warn(f"{who}ignoring incomplete cache entry {k[:12]}: blob "
+                           f"{digest[:12]} is missing or truncated")
+                return None
+        return manifest
+
+    def restore(self, label: str, manifest: Manifest) -> Restored:
+        """Write the manifest's outputs and return its logs, or raise
+        CacheMissError having written nothing."""
+        ws = self.workspace
+        task = ws.task(label)
+        project = ws.project_of(label)
+
+        def miss(reason: str) -> CacheMissError:
+            return CacheMissError(f"{label}: cache entry {manifest.key[:12]} not "
+                                  f"restored: {reason}")
+
+        if manifest.label != label:
+            raise miss(f"it belongs to {manifest.label}")
+        globs = _files.task_output_globs(task, project.rel_dir)
+        try:
+            with self._store.lock(exclusive=False):
+                stdout, stderr = _restore.restore(
+                    self._store, manifest, globs, project.rel_dir, str(project.dir),
+                    self.root_real)
+        except CacheMissError as e:
+            raise miss(str(e)) from None
+        except OSError as e:  # the lock
+            raise miss(f"{e.strerror} ({self.path})") from None
+        self._store.touch(manifest.key)
+        materialised = Materialised.of(manifest.outputs)
+        self._note_produced(materialised.root_paths(project.rel_dir))
+        return Restored(materialised, stdout, stderr, manifest.duration_s)
+
+    # -- after a fresh success (CACHE-002/003/005) -------------------------------
+
+    def collect_outputs(self, label: str) -> Materialised:
+        """The task's outputs as they are on disk now, hashed.  Raises
+        InputError if an output cannot be read."""
+        ws = self.workspace
+        task = ws.task(label)
+        project = ws.project_of(label)
+        if not task.outputs:
+            return Materialised.of(())
+        globs = _files.task_output_globs(task, project.rel_dir)
+        prefix = project.rel_dir + "/" if project.rel_dir else ""
+        entries = []
+        for rel in find_outputs(str(self.root), globs, project.rel_dir):
+            state = self.stat_cache.probe(rel, os.path.join(self.root, rel))
+            if state is None:
+                continue
+            path = rel[len(prefix):]
+            if state.symlink is not None:
+                entries.append(OutputEntry(path, 0, None, state.size, state.symlink))
+            else:
+                entries.append(OutputEntry(path, state.mode, state.digest, state.size))
+        materialised = Materialised.of(entries)
+        self._note_produced(materialised.root_paths(project.rel_dir))
+        return materialised
+
+    def store(self, label: str, key: KeyInfo, materialised: Materialised,
+              stdout: Log, stderr: Log, duration_s: float) -> None:
+        """Store a fresh success under ``key``; raises StoreError.  A no-op
+        with write=False or for a task with ``cache = false``.  Logs are read
+        from their start."""
+        if not self.write or not self.workspace.task(label).cache:
+            return
+        if key.label != label:
+            raise AssertionError(f"internal error: key of {key.label} used for {label}")
+        project = self.workspace.project_of(label)
+        try:
+            self._store.ensure()
+            with self._store.lock(exclusive=False):
+                for e in materialised.outputs:
+                    if e.digest is not None:
+                        self._store.put_file(os.path.join(project.dir, e.path),
+                                            e.digest, e.size)
+                out = self._store.put_stream(stdout)
+                err = self._store.put_stream(stderr)
+                self._store.put_manifest(Manifest(
+                    label=label, key=key.key, duration_s=float(duration_s), stdout=out,
+                    stderr=err, outputs=materialised.outputs, created=time.time()))
+        except CorruptBlob as e:
+            raise StoreError(f"{label}: not stored in the cache: {e}") from None
+        except OSError as e:
+            what = e.strerror or str(e)
+            where = e.filename or self.path
+            raise StoreError(f"{label}: not stored in the cache: {what}: {where}") from None
+
+    # -- explain (CLI-002) ----------------------------------------------------
+
+    def record(self, label: str, key: KeyInfo) -> None:
+        """Remember ``key``'s components as the last run of ``label``; written
+        by :meth:`close`."""
+        rec = _explain.compact(label, key.key, key.components)
+        with self._lock:
+            self._records[label] = rec
+
+    def _previous_record(self, label: str) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            if label in self._previous:
+                return self._previous[label]
+        rec = _explain.load(self.haz_dir / EXPLAIN_DIR, label)
+        with self._lock:
+            self._previous[label] = rec
+        return rec
+
+    def explain(self, label: str, key: KeyInfo) -> List[str]:
+        """What changed since the last recorded run of ``label``, as lines."""
+        new = _explain.compact(label, key.key, key.components)
+        return _explain.diff(self._previous_record(label), new)
+
+    # -- the end of a run ---------------------------------------------------
+
+    def close(self) -> None:
+        """Persist the stat cache and the explain records; failures become
+        warnings.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            records = dict(self._records)
+            present = None
+            if self._listing is not None:
+                present = set(self._listing_set).union(self._produced)
+        try:
+            _ensure_haz_dir(self.haz_dir)
+            if present is not None:
+                self.stat_cache.forget_missing(present)
+            self.stat_cache.save()
+        except OSError as e:
+            self._warn(f"cannot save the stat cache {self.haz_dir / STAT_CACHE}: "
+                       f"{e.strerror}")
+        directory = self.haz_dir / EXPLAIN_DIR
+        for label, rec in sorted(records.items()):
+            try:
+                atomic_write(_explain.record_path(directory, label), _explain.encode(rec),
+                             fsync=False)
+            except OSError as e:
+                self._warn(f"cannot record the run of {label} in {directory}: "
+                           f"{e.strerror}")
+                break
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ensure_haz_dir(haz_dir: Path) -> None:
+    """Create .haz/ with a .gitignore, so git never sees its contents."""
+    if haz_dir.is_dir():
+        return
+    haz_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (haz_dir / ".gitignore").write_text("*\n")
+    except OSError:
+        pass
+
+
+def _git_ignored(root: Path, paths: List[str]) -> frozenset:
+    """The subset of root-relative ``paths`` git ignores (none outside git)."""
+    git = shutil.which("git")
+    if git is None or not paths:
+        return frozenset()
+    try:
+        proc = subprocess.run(
+            [git, "check-ignore", "-z", "--stdin"], cwd=root,
+            input=b"".join(os.fsencode(p) + b"\0" for p in paths),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    except OSError:
+        return frozenset()
+    if proc.returncode not in (0, 1):
+        return frozenset()  # not a work tree: nothing is ignored
+    return frozenset(os.fsdecode(p) for p in proc.stdout.split(b"\0") if p)

@@ -1,0 +1,289 @@
+"""Content hashing and the stat cache (CACHE-006).
+
+:func:`probe` describes one path as it is on disk: a regular file by the
+blake3 digest of its content, a symlink by its target string.  Files are
+streamed in 1 MiB chunks, so memory stays bounded whatever their size, and
+the path is stat'ed again after reading: a file that changed while it was
+read is read again, so a digest never describes content that did not exist
+as a whole.
+
+:class:`StatCache` remembers, per root-relative path, the digest together
+with (size, mtime_ns, inode, ctime_ns).  A file whose stat is unchanged is
+not read again.  Two rules keep it honest about timestamps that are too
+coarse to see a change (the "racy timestamp" problem git describes):
+
+* an entry is only remembered when the file's mtime is older than the
+  moment hashing started by :data:`RACY_MARGIN_NS`; a file modified that
+  recently is hashed again on every use;
+* on load, an entry whose mtime is not older than the stat cache file's own
+  mtime (its last write, in the file system's clock) is dropped.
+
+The stat cache lives under ``.haz/``, not in the cache directory: it
+describes this work tree, not the shared store.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import blake3
+
+from .model import FORMAT_VERSION, InputError
+
+CHUNK = 1 << 20                # read size; also the per-thread buffer
+MULTITHREAD_MIN = 8 << 20      # files this big hash with blake3's thread pool
+RACY_MARGIN_NS = 2_000_000_000  # covers 2 s timestamps (FAT) and small skew
+ATTEMPTS = 3                   # reads of a file that keeps changing
+
+_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+    | getattr(os, "O_NONBLOCK", 0)  # a file swapped for a FIFO must not block us
+
+Sig = Tuple[int, int, int, int]   # size, mtime_ns, inode, ctime_ns
+
+_local = threading.local()
+
+
+def _buffer() -> memoryview:
+    """A per-thread read buffer, so hashing many small files allocates nothing."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(CHUNK))
+    return buf
+
+
+def signature(st: os.stat_result) -> Sig:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def hash_bytes(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def new_hasher(size_hint: int = 0) -> "blake3.blake3":
+    threads = blake3.blake3.AUTO if size_hint >= MULTITHREAD_MIN else 1
+    return blake3.blake3(max_threads=threads)
+
+
+def hash_fd(fd: int, size_hint: int = 0) -> Tuple[str, int]:
+    """Digest and length of what ``fd`` holds from its offset to its end."""
+    h = new_hasher(size_hint)
+    buf = _buffer()
+    total = 0
+    while True:
+        n = os.readv(fd, [buf])
+        if n == 0:
+            return h.hexdigest(), total
+        h.update(buf[:n])
+        total += n
+
+
+def hash_file(path: str) -> Tuple[str, int]:
+    """Digest and size of a regular file's content (no consistency check)."""
+    fd = os.open(path, _O_READ)
+    try:
+        return hash_fd(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """One path as found on disk."""
+
+    symlink: Optional[str]   # the target, for a symlink
+    mode: int                # st_mode & 0o7777 (0 for a symlink)
+    size: int
+    digest: str              # of the content; of the target string for a symlink
+    sig: Sig
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.mode & stat.S_IXUSR)
+
+
+def _lstat(path: str) -> Optional[os.stat_result]:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def probe(path: str, known: Callable[[Sig], Optional[str]] = lambda sig: None
+          ) -> Optional[FileState]:
+    """Describe ``path``; None if it is gone or neither a file nor a symlink.
+
+    ``known(sig)`` may return the digest remembered for that stat signature,
+    which is then trusted instead of reading the file.  Raises InputError
+    when the file cannot be read or keeps changing while it is read.
+    """
+    st = _lstat(path)
+    for _ in range(ATTEMPTS):
+        if st is None:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.EINVAL):
+                    st = _lstat(path)  # replaced by something else: look again
+                    continue
+                raise InputError(f"cannot read symlink {path}: {e.strerror}") from None
+            digest = hash_bytes(os.fsencode(target))
+            return FileState(target, 0, len(os.fsencode(target)), digest, signature(st))
+        if not stat.S_ISREG(st.st_mode):
+            return None  # directories, FIFOs, sockets and devices are no files
+        sig = signature(st)
+        digest = known(sig)
+        if digest is not None:
+            return FileState(None, st.st_mode & 0o7777, st.st_size, digest, sig)
+        try:
+            digest, size, after = _read_consistent(path, st)
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror}") from None
+        if after is not None and signature(after) == sig and size == st.st_size:
+            return FileState(None, st.st_mode & 0o7777, size, digest, sig)
+        st = after  # changed while read: describe it again
+    raise InputError(f"{path} kept changing while it was hashed; "
+                     "is something still writing it?")
+
+
+def _read_consistent(path: str, st: os.stat_result
+                     ) -> Tuple[str, int, Optional[os.stat_result]]:
+    """Hash the file ``st`` describes; return the digest, bytes read and a
+    fresh lstat for the caller to compare (``("", -1, ...)`` if the path now
+    names another file)."""
+    try:
+        fd = os.open(path, _O_READ)
+    except (FileNotFoundError, NotADirectoryError):
+        return "", -1, _lstat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # became a symlink
+            return "", -1, _lstat(path)
+        raise
+    try:
+        fst = os.fstat(fd)
+        if (fst.st_ino, fst.st_dev) != (st.st_ino, st.st_dev):
+            return "", -1, _lstat(path)
+        digest, size = hash_fd(fd, fst.st_size)
+    finally:
+        os.close(fd)
+    return digest, size, _lstat(path)
+
+
+class StatCache:
+    """Path -> (stat signature, digest), persisted under ``.haz/`` (CACHE-006).
+
+    Thread-safe: entries are read and written under one lock; hashing runs
+    outside it.
+    """
+
+    def __init__(self, file: Optional[Path]):
+        self.file = file
+        self._lock = threading.Lock()
+        self._entries: Dict[str, Tuple[int, int, int, int, str]] = {}
+        self._dirty = False
+        self.files_hashed = 0
+        self.bytes_hashed = 0
+        self.hits = 0
+        if file is not None:
+            self._load(file)
+
+    def _load(self, file: Path) -> None:
+        try:
+            with open(file, "rb") as f:
+                written = os.fstat(f.fileno()).st_mtime_ns
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return  # absent or unreadable: every file is hashed
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            return
+        entries = data.get("entries")
+        if not isinstance(entries, dict):
+            return
+        for rel, e in entries.items():
+            # The racy-timestamp rule: a file modified at or after the last
+            # write of this file may have changed within one timestamp tick.
+            if (isinstance(e, list) and len(e) == 5 and isinstance(e[4], str)
+                    and all(isinstance(x, int) for x in e[:4]) and e[1] < written):
+                self._entries[rel] = tuple(e)  # type: ignore[assignment]
+
+    def probe(self, rel: str, path: str) -> Optional[FileState]:
+        """:func:`probe` for root-relative ``rel`` at absolute ``path``."""
+        started = time.time_ns()
+        with self._lock:
+            entry = self._entries.get(rel)
+
+        def known(sig: Sig) -> Optional[str]:
+            if entry is not None and entry[:4] == sig:
+                return entry[4]
+            return None
+
+        state = probe(path, known)
+        if state is None or state.symlink is not None:
+            return state
+        with self._lock:
+            if entry is not None and entry[:4] == state.sig:
+                self.hits += 1
+                return state
+            self.files_hashed += 1
+            self.bytes_hashed += state.size
+            if state.sig[1] + RACY_MARGIN_NS < started:
+                self._entries[rel] = state.sig + (state.digest,)
+                self._dirty = True
+            elif rel in self._entries:
+                del self._entries[rel]
+                self._dirty = True
+        return state
+
+    def forget_missing(self, present: "set[str]") -> None:
+        """Drop entries of paths no longer in the workspace listing."""
+        with self._lock:
+            gone = [rel for rel in self._entries if rel not in present]
+            for rel in gone:
+                del self._entries[rel]
+            self._dirty = self._dirty or bool(gone)
+
+    def save(self) -> None:
+        """Write the stat cache atomically; raises OSError."""
+        if self.file is None:
+            return
+        with self._lock:
+            if not self._dirty:
+                return
+            data = {"format": FORMAT_VERSION,
+                    "entries": {rel: list(e) for rel, e in self._entries.items()}}
+            self._dirty = False
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=True)
+        atomic_write(self.file, text.encode("ascii"), fsync=False)
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,96 @@
+"""CACHE-001: the canonical, versioned encoding of a task's key.
+
+The key is blake3 over the canonical JSON (sorted keys, no spaces, ASCII
+escapes) of these components::
+
+    format            FORMAT_VERSION
+    definition        label, cmd, inputs (null = the whole project),
+                      outputs, env names
+    platform          os, arch
+    env               name -> null (unset) | digest of the value
+    workspace_inputs  [[path, flag, digest], ...]   [workspace] inputs
+    inputs            [[path, flag, digest], ...]   the task's input files
+    preds             hard predecessor label -> stream hash (CACHE-002)
+
+Paths are root-relative and sorted; ``flag`` is ``x`` for an executable
+file, ``-`` for another file and ``l`` for a symlink, whose digest is that
+of its target string.  Environment values enter only as digests, so the
+components can be kept on disk for :mod:`explain` without leaking them.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import blake3
+
+from ..config import TaskDef
+from .hashing import FileState
+from .model import FORMAT_VERSION
+
+Row = List[str]  # [path, flag, digest]
+
+
+def canonical(value: Any) -> bytes:
+    """The one JSON encoding every digest of this package is taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True).encode("ascii")
+
+
+def definition(task: TaskDef) -> Dict[str, Any]:
+    cmd = task.cmd if isinstance(task.cmd, str) or task.cmd is None else list(task.cmd)
+    return {
+        "label": task.label,
+        "cmd": cmd,
+        "inputs": None if task.inputs is None else list(task.inputs),
+        "outputs": list(task.outputs),
+        "env": sorted(task.env),
+    }
+
+
+def env_value_digest(value: str) -> str:
+    return blake3.blake3(b"hazrun-env\0" + value.encode("utf-8", "surrogateescape")
+                         ).hexdigest()
+
+
+def env_snapshot(names: Iterable[str], environ: Mapping[str, str]
+                 ) -> Dict[str, Optional[str]]:
+    """Unset (null) is distinct from empty (the digest of '')."""
+    out: Dict[str, Optional[str]] = {}
+    for name in sorted(set(names)):
+        value = environ.get(name)
+        out[name] = None if value is None else env_value_digest(value)
+    return out
+
+
+def platform_info() -> Dict[str, str]:
+    return {"os": sys.platform, "arch": platform.machine().lower() or "unknown"}
+
+
+def file_row(rel: str, state: FileState) -> Row:
+    flag = "l" if state.symlink is not None else ("x" if state.executable else "-")
+    return [rel, flag, state.digest]
+
+
+def components(task: TaskDef, environ: Mapping[str, str], workspace_env: Sequence[str],
+               workspace_rows: List[Row], input_rows: List[Row],
+               pred_streams: Mapping[str, str]) -> Dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "definition": definition(task),
+        "platform": platform_info(),
+        "env": env_snapshot(tuple(task.env) + tuple(workspace_env), environ),
+        "workspace_inputs": workspace_rows,
+        "inputs": input_rows,
+        "preds": {label: pred_streams[label] for label in sorted(pred_streams)},
+    }
+
+
+def key_of(parts: Mapping[str, Any]) -> str:
+    return blake3.blake3(b"hazrun-key\0" + canonical(parts)).hexdigest()
+
+
+def rows_by_path(rows: Iterable[Row]) -> Dict[str, Tuple[str, str]]:
+    return {r[0]: (r[1], r[2]) for r in rows}

@@ -1,0 +1,147 @@
+"""The values the cache hands out, and the errors it raises.
+
+Everything here is data: frozen dataclasses with no I/O, so the scheduler can
+pass them between threads freely.  Paths in :class:`OutputEntry` are
+project-relative POSIX paths; :meth:`Materialised.root_paths` turns them into
+the root-relative paths the runtime checks (EXEC-019/020) compare.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, Iterable, List, Optional, Tuple
+
+import blake3
+
+# Bumped whenever the key encoding, the manifest or a record changes shape;
+# every key, manifest, stat cache and explain record carries it, so a new
+# hazrun never trusts what an older one wrote (STYLE 9).
+FORMAT_VERSION = 1
+
+
+class CacheError(Exception):
+    """Base of the cache's errors; ``str()`` is a one-line message."""
+
+
+class CacheMissError(CacheError):
+    """CACHE-004: an entry that failed a check on restore; nothing was written.
+
+    The caller warns with the message and runs the task as on a miss.
+    """
+
+
+class StoreError(CacheError):
+    """CACHE-003: an entry could not be stored (read-only dir, disk full).
+
+    The caller warns with the message; the task still succeeded.
+    """
+
+
+class InputError(CacheError):
+    """CACHE-001/006: an input file could not be hashed (unreadable, or it kept
+    changing while it was read), so no key describes the workspace.
+
+    The caller warns and runs the task without looking it up or storing it.
+    """
+
+
+@dataclass(frozen=True)
+class OutputEntry:
+    """One materialised output (CACHE-002/003)."""
+
+    path: str                      # project-relative POSIX path, normalised
+    mode: int                      # st_mode & 0o7777; 0 for symlinks
+    digest: Optional[str]          # blake3 hex of the content; None for symlinks
+    size: int                      # bytes of content (of the target for symlinks)
+    symlink: Optional[str] = None  # link target for symlinks
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.symlink is not None
+
+
+def stream_hash(outputs: Iterable[OutputEntry]) -> str:
+    """CACHE-002: blake3 over the sorted (path, mode, digest | symlink target)."""
+    rows = []
+    for e in sorted(outputs, key=lambda e: e.path):
+        rows.append([e.path, "l", 0, e.symlink] if e.symlink is not None
+                    else [e.path, "f", e.mode, e.digest])
+    text = json.dumps([FORMAT_VERSION, rows], separators=(",", ":"), ensure_ascii=True)
+    return blake3.blake3(b"hazrun-stream\0" + text.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Materialised:
+    """What a task produced: its outputs, sorted by path, and their hash."""
+
+    outputs: Tuple[OutputEntry, ...]
+    stream_hash: str
+
+    @classmethod
+    def of(cls, outputs: Iterable[OutputEntry]) -> "Materialised":
+        entries = tuple(sorted(outputs, key=lambda e: e.path))
+        return cls(entries, stream_hash(entries))
+
+    def root_paths(self, project_rel_dir: str) -> List[str]:
+        """The outputs as root-relative paths (EXEC-019/020 claim checks)."""
+        prefix = project_rel_dir + "/" if project_rel_dir else ""
+        return [prefix + e.path for e in self.outputs]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A task's cache key (CACHE-001) and the pieces it was computed from.
+
+    ``components`` is JSON-able and holds no raw environment values: only
+    their digests.  :meth:`Cache.explain` compares it with the last run's.
+    """
+
+    label: str
+    key: str
+    components: Dict[str, Any] = field(compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class LogRef:
+    """A stored stdout or stderr: its blob digest and size."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """CACHE-003: one cache entry, as read back from the store."""
+
+    label: str
+    key: str
+    duration_s: float
+    stdout: LogRef
+    stderr: LogRef
+    outputs: Tuple[OutputEntry, ...]
+    created: float = 0.0           # seconds since the epoch
+
+
+@dataclass
+class Restored:
+    """What :meth:`Cache.restore` returns on success.
+
+    ``stdout`` and ``stderr`` are the verified logs of the original run as
+    binary files positioned at their start (spooled to disk beyond 1 MiB);
+    the caller reads and closes them (or calls :meth:`close`).
+    """
+
+    materialised: Materialised
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    duration_s: float
+
+    def close(self) -> None:
+        self.stdout.close()
+        self.stderr.close()
+
+    def __enter__(self) -> "Restored":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,270 @@
+"""CACHE-004: restoring a manifest's outputs, all of them or none.
+
+A restore runs in two phases.  The first checks every path of the manifest
+(relative, normalised, inside the project, matched by the task's output
+globs, no file where another needs a directory), then copies every blob,
+verifying its digest as it is read, into a temp file beside its
+destination.  Only when every output is staged does the second phase rename
+them into place.  A failure in the first phase removes the temp files and
+the directories it created, so the work tree is as it was.
+
+Directories are walked one component at a time through directory file
+descriptors opened with O_NOFOLLOW, and files are created relative to them,
+so no write goes through a symlink the walk did not check.  A symlink on
+the way is followed only when it resolves inside the workspace.  Renames
+replace whatever is at the destination (a symlink included) without
+following it.
+"""
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import stat
+import tempfile
+import uuid
+from typing import IO, List, Optional, Tuple
+
+from ..globs import GlobSet
+from .model import CacheMissError, Manifest, OutputEntry
+from .store import CorruptBlob, Store, _write_all
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+SPOOL = 1 << 20        # logs are kept in memory up to this size
+MAX_OPEN_DIRS = 64     # directory fds held at once during one restore
+NEVER = (".git", ".haz")
+
+
+class Rejected(Exception):
+    """Why a manifest cannot be restored; becomes CacheMissError."""
+
+
+def path_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a relative, normalised path inside the project."""
+    if not path or "\0" in path:
+        return "an empty path"
+    if path.startswith("/"):
+        return f"absolute path '{path}'"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return f"path '{path}' is not normalised or leaves the project"
+    if any(p in NEVER for p in parts):
+        return f"path '{path}' is inside .git or .haz"
+    return None
+
+
+def check_manifest_paths(outputs: Tuple[OutputEntry, ...], globs: GlobSet,
+                         project_rel_dir: str) -> None:
+    """Raise Rejected unless every output may be written where it says."""
+    prefix = project_rel_dir + "/" if project_rel_dir else ""
+    paths = set()
+    for e in outputs:
+        why = path_problem(e.path)
+        if why:
+            raise Rejected(why)
+        if not globs.match(prefix + e.path):
+            raise Rejected(f"'{e.path}' is not matched by the task's outputs")
+        if e.path in paths:
+            raise Rejected(f"'{e.path}' is listed twice")
+        paths.add(e.path)
+    for p in paths:
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in paths:
+                raise Rejected(f"'{'/'.join(parts[:i])}' is both a file and the "
+                               f"directory of '{p}'")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _Dirs:
+    """Directory fds under the project directory, opened without following
+    symlinks that leave the workspace; creates what is missing on request
+    and remembers what it created."""
+
+    def __init__(self, base: str, root_real: str):
+        self.base = base
+        self.root_real = root_real
+        self.fds: "collections.OrderedDict[str, int]" = collections.OrderedDict()
+        self.created: List[str] = []
+
+    def get(self, rel_dir: str, create: bool) -> int:
+        fd = self.fds.get(rel_dir)
+        if fd is not None:
+            self.fds.move_to_end(rel_dir)
+            return fd
+        fd = self._walk(rel_dir, create)
+        self.fds[rel_dir] = fd
+        if len(self.fds) > MAX_OPEN_DIRS:
+            _, old = self.fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def _walk(self, rel_dir: str, create: bool) -> int:
+        cur = self.base
+        fd = os.open(cur, _DIR_FLAGS)
+        try:
+            for part in rel_dir.split("/") if rel_dir else ():
+                nfd, cur = self._step(fd, cur, part, rel_dir, create)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _step(self, fd: int, cur: str, part: str, rel_dir: str, create: bool
+              ) -> Tuple[int, str]:
+        path = os.path.join(cur, part)
+        try:
+            return os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd), path
+        except FileNotFoundError:
+            if not create:
+                raise
+            os.mkdir(part, 0o777, dir_fd=fd)
+            self.created.append(path)
+            return os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd), path
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            raise Rejected(f"'{rel_dir}' cannot be created: '{path}' is not a directory")
+        real = os.path.realpath(path)
+        if not _inside(real, self.root_real):
+            raise Rejected(f"'{path}' is a symlink leading out of the workspace "
+                           f"(to {real}); refusing to write through it")
+        try:
+            return os.open(real, _DIR_FLAGS | _NOFOLLOW), real
+        except OSError:
+            raise Rejected(f"'{path}' is a symlink to something that is not a "
+                           "directory") from None
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def remove_created(self) -> None:
+        for path in reversed(self.created):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+def _split(path: str) -> Tuple[str, str]:
+    d, _, name = path.rpartition("/")
+    return d, name
+
+
+def _stage(store: Store, dirs: _Dirs, entry: OutputEntry) -> Tuple[str, str, str]:
+    """Write one output to a temp name beside its destination."""
+    rel_dir, name = _split(entry.path)
+    pfd = dirs.get(rel_dir, create=True)
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise Rejected(f"'{entry.path}' is a directory in the work tree")
+    tmp = f".{name[:64]}.hazrun-{uuid.uuid4().hex[:12]}.tmp"
+    if entry.symlink is not None:
+        os.symlink(entry.symlink, tmp, dir_fd=pfd)
+        return rel_dir, tmp, name
+    assert entry.digest is not None
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+                 | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=pfd)
+    try:
+        try:
+            store.copy_blob(entry.digest, entry.size, lambda b: _write_all(fd, b))
+            # Permission bits only: set-id and sticky bits are not restored.
+            os.fchmod(fd, entry.mode & 0o777)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_at(tmp, pfd)
+        raise
+    return rel_dir, tmp, name
+
+
+def _unlink_at(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def restore_outputs(store: Store, project_dir: str, root_real: str,
+                    outputs: Tuple[OutputEntry, ...]) -> None:
+    """Both phases; raises Rejected, CorruptBlob or OSError having written
+    nothing, or (only if a rename fails after every check passed) OSError."""
+    dirs = _Dirs(project_dir, root_real)
+    staged: List[Tuple[str, str, str]] = []
+    try:
+        try:
+            for entry in outputs:
+                staged.append(_stage(store, dirs, entry))
+        except BaseException:
+            for rel_dir, tmp, _ in staged:
+                try:
+                    _unlink_at(tmp, dirs.get(rel_dir, create=False))
+                except (OSError, Rejected):
+                    pass
+            dirs.close()
+            dirs.remove_created()
+            raise
+        for rel_dir, tmp, name in staged:
+            pfd = dirs.get(rel_dir, create=False)
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+    finally:
+        dirs.close()
+
+
+def restore_log(store: Store, digest: str, size: int) -> IO[bytes]:
+    """A verified copy of a stored log, positioned at its start."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL)
+    try:
+        store.copy_blob(digest, size, spool.write)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool  # type: ignore[return-value]
+
+
+def restore(store: Store, manifest: Manifest, globs: GlobSet, project_rel_dir: str,
+            project_dir: str, root_real: str) -> Tuple[IO[bytes], IO[bytes]]:
+    """CACHE-004 for one manifest; returns the verified stdout and stderr.
+
+    Raises CacheMissError with the reason; nothing is written then.
+    """
+    logs: List[IO[bytes]] = []
+    try:
+        check_manifest_paths(manifest.outputs, globs, project_rel_dir)
+        for ref in (manifest.stdout, manifest.stderr):
+            logs.append(restore_log(store, ref.digest, ref.size))
+        restore_outputs(store, project_dir, root_real, manifest.outputs)
+    except (Rejected, CorruptBlob) as e:
+        _close_all(logs)
+        raise CacheMissError(str(e)) from None
+    except FileNotFoundError as e:
+        _close_all(logs)
+        raise CacheMissError(f"a blob is missing ({os.path.basename(e.filename or '')})"
+                             ) from None
+    except OSError as e:
+        _close_all(logs)
+        where = f" ({e.filename})" if e.filename else ""
+        raise CacheMissError(f"{e.strerror or e}{where}") from None
+    except BaseException:
+        _close_all(logs)
+        raise
+    return logs[0], logs[1]
+
+
+def _close_all(files: List[IO[bytes]]) -> None:
+    for f in files:
+        f.close()

@@ -1,0 +1,411 @@
+"""CACHE-003: the on-disk store of manifests and content-addressed blobs.
+
+Layout under the cache directory::
+
+    CACHEDIR.TAG         tells backup tools this is a cache
+    lock                 flock: shared while storing/restoring, exclusive
+                         while pruning or cleaning
+    entries/ab/<key>.json  one manifest per key; its mtime is its use time
+    blobs/ab/<rest>      file contents, stdout and stderr, by blake3 digest
+    tmp/                 files being written
+
+Every file is written under ``tmp/``, fsynced, and renamed into place, so a
+reader (another thread, another hazrun process, or the next run after a
+crash) sees a manifest or blob whole or not at all.  Blobs are renamed
+before the manifest that names them.  A store never trusts what it finds:
+an existing blob is verified before it is reused, and a manifest is simply
+replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import threading
+import uuid
+from pathlib import Path
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
+
+from .hashing import CHUNK, _buffer, hash_file, new_hasher
+from .key import canonical
+from .model import FORMAT_VERSION, LogRef, Manifest, OutputEntry
+
+HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+CACHEDIR_TAG = (b"Signature: 8a477f597d28d172789f06886806bc55\n"
+                b"# This file is a cache directory tag created by hazrun.\n"
+                b"# For information about cache directory tags see https://bford.info/cachedir/\n")
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class CorruptManifest(ValueError):
+    """A manifest that is not what this hazrun writes; the message says why."""
+
+
+class CorruptBlob(ValueError):
+    """A blob whose content does not match its digest or size."""
+
+
+def is_digest(value: Any) -> bool:
+    return isinstance(value, str) and HEX64.match(value) is not None
+
+
+class Store:
+    """The files of one cache directory.  Methods raise OSError; the
+    :class:`~hazrun.cache.Cache` turns that into StoreError or a miss."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries = path / "entries"
+        self.blobs = path / "blobs"
+        self.tmp = path / "tmp"
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # -- layout ---------------------------------------------------------
+
+    def entry_path(self, key: str) -> Path:
+        assert is_digest(key), f"internal error: bad key {key!r}"
+        return self.entries / key[:2] / (key + ".json")
+
+    def blob_path(self, digest: str) -> Path:
+        assert is_digest(digest), f"internal error: bad digest {digest!r}"
+        return self.blobs / digest[:2] / digest[2:]
+
+    def ensure(self) -> None:
+        """Create the directory layout (once per Store)."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            for d in (self.entries, self.blobs, self.tmp):
+                d.mkdir(parents=True, exist_ok=True)
+            tag = self.path / "CACHEDIR.TAG"
+            if not tag.exists():
+                self._publish(self._write_tmp(CACHEDIR_TAG), tag)
+            self._ready = True
+
+    @contextlib.contextmanager
+    def lock(self, exclusive: bool) -> Iterator[None]:
+        """Shared for stores and restores, exclusive for prune and clean.
+
+        A cache directory where the lock file cannot be created (read-only)
+        is used without it for shared access.
+        """
+        try:
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
+        except OSError:
+            if exclusive:
+                raise
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    # -- writing --------------------------------------------------------
+
+    def _tmp_name(self) -> Path:
+        return self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}.tmp"
+
+    def _open_tmp(self) -> Tuple[int, Path]:
+        path = self._tmp_name()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW,
+                     0o666)
+        return fd, path
+
+    def _write_tmp(self, data: bytes) -> Path:
+        fd, path = self._open_tmp()
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path
+
+    def _publish(self, tmp: Path, dest: Path) -> None:
+        try:
+            os.replace(tmp, dest)
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    def _copy_to_tmp(self, read: "ReadFn", size_hint: int) -> Tuple[Path, str, int]:
+        """Copy from ``read`` into a temp file, hashing on the way."""
+        fd, path = self._open_tmp()
+        try:
+            h = new_hasher(size_hint)
+            total = 0
+            while True:
+                chunk = read()
+                if not chunk:
+                    break
+                h.update(chunk)
+                _write_all(fd, chunk)
+                total += len(chunk)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return path, h.hexdigest(), total
+
+    def has_valid_blob(self, digest: str, size: int) -> bool:
+        """True if the blob exists and really holds that content."""
+        try:
+            found, n = hash_file(str(self.blob_path(digest)))
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENOTDIR):
+                return False
+            raise
+        return found == digest and n == size
+
+    def put_file(self, src: str, digest: str, size: int) -> None:
+        """Store the regular file ``src`` as blob ``digest``.
+
+        Raises CorruptBlob if the file no longer has that content (it changed
+        after it was hashed): the blob is then not stored.
+        """
+        if self.has_valid_blob(digest, size):
+            return
+        fd = os.open(src, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            buf = _buffer()
+
+            def read() -> memoryview:
+                return buf[:os.readv(fd, [buf])]
+
+            tmp, found, n = self._copy_to_tmp(read, size)
+        finally:
+            os.close(fd)
+        if found != digest or n != size:
+            _unlink(tmp)
+            raise CorruptBlob(f"{src} changed after its outputs were hashed")
+        self._publish(tmp, self.blob_path(digest))
+
+    def put_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]]) -> LogRef:
+        """Store a log (bytes, or a binary file read from its start)."""
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            data = bytes(stream)
+            chunks = iter([data])
+
+            def read() -> bytes:
+                return next(chunks, b"")
+        else:
+            if stream.seekable():
+                stream.seek(0)
+
+            def read() -> bytes:
+                return stream.read(CHUNK)
+        tmp, digest, n = self._copy_to_tmp(read, 0)
+        self._publish(tmp, self.blob_path(digest))
+        return LogRef(digest, n)
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        tmp = self._write_tmp(encode_manifest(manifest))
+        self._publish(tmp, self.entry_path(manifest.key))
+
+    # -- reading --------------------------------------------------------
+
+    def read_manifest(self, key: str) -> Optional[Manifest]:
+        """The manifest of ``key``; None if there is none.
+
+        Raises CorruptManifest for one that does not parse or check.
+        """
+        try:
+            with open(self.entry_path(key), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        manifest = decode_manifest(data)
+        if manifest.key != key:
+            raise CorruptManifest(f"it is stored under key {key[:12]} but names "
+                                  f"key {manifest.key[:12]}")
+        return manifest
+
+    def blob_size(self, digest: str) -> Optional[int]:
+        try:
+            st = os.lstat(self.blob_path(digest))
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def copy_blob(self, digest: str, size: int, write: "WriteFn") -> None:
+        """Stream blob ``digest`` to ``write``, verifying it as it is read.
+
+        Raises CorruptBlob (and deletes the blob, so that the next store
+        writes it again) if its content does not match; FileNotFoundError
+        if it is missing.  Nothing is known to be good until this returns.
+        """
+        fd = os.open(self.blob_path(digest), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            h = new_hasher(size)
+            buf = _buffer()
+            total = 0
+            while True:
+                n = os.readv(fd, [buf])
+                if n == 0:
+                    break
+                total += n
+                if total > size:
+                    break
+                h.update(buf[:n])
+                write(buf[:n])
+        finally:
+            os.close(fd)
+        if total != size or h.hexdigest() != digest:
+            _unlink(self.blob_path(digest))
+            raise CorruptBlob(f"blob {digest[:12]} is corrupt (removed it)")
+
+    def touch(self, key: str) -> None:
+        """CACHE-007: a hit refreshes the entry's use time (its mtime)."""
+        try:
+            os.utime(self.entry_path(key))
+        except OSError:
+            pass  # a read-only cache still serves hits
+
+    # -- housekeeping helpers ---------------------------------------------
+
+    def iter_entries(self) -> Iterator[Tuple[str, Path, os.stat_result]]:
+        """(key, path, stat) of every manifest file."""
+        for sub in _scandir(self.entries):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for e in _scandir(Path(sub.path)):
+                name = e.name
+                if name.endswith(".json") and is_digest(name[:-5]):
+                    try:
+                        yield name[:-5], Path(e.path), e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+
+    def iter_blobs(self) -> Iterator[Tuple[str, Path, int]]:
+        """(digest, path, size) of every blob."""
+        for sub in _scandir(self.blobs):
+            if not sub.is_dir(follow_symlinks=False) or len(sub.name) != 2:
+                continue
+            for e in _scandir(Path(sub.path)):
+                digest = sub.name + e.name
+                if is_digest(digest):
+                    try:
+                        yield digest, Path(e.path), e.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+
+
+ReadFn = Any   # () -> bytes-like, empty at the end
+WriteFn = Any  # (bytes-like) -> None
+
+
+def _scandir(path: Path) -> List["os.DirEntry[str]"]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _write_all(fd: int, data: Any) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _unlink(path: Union[str, Path]) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# -- the manifest format ----------------------------------------------------
+
+def encode_manifest(m: Manifest) -> bytes:
+    outputs: List[Dict[str, Any]] = []
+    for e in m.outputs:
+        if e.symlink is not None:
+            outputs.append({"path": e.path, "mode": 0, "symlink": e.symlink, "size": e.size})
+        else:
+            outputs.append({"path": e.path, "mode": e.mode, "digest": e.digest,
+                            "size": e.size})
+    return canonical({
+        "format": FORMAT_VERSION,
+        "label": m.label,
+        "key": m.key,
+        "duration_s": m.duration_s,
+        "created": m.created,
+        "stdout": {"digest": m.stdout.digest, "size": m.stdout.size},
+        "stderr": {"digest": m.stderr.digest, "size": m.stderr.size},
+        "outputs": outputs,
+    }) + b"\n"
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise CorruptManifest(what)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _log(v: Any, name: str) -> LogRef:
+    _need(isinstance(v, dict) and is_digest(v.get("digest")) and _int(v.get("size")),
+          f"bad '{name}'")
+    return LogRef(v["digest"], v["size"])
+
+
+def _output(v: Any) -> OutputEntry:
+    _need(isinstance(v, dict) and isinstance(v.get("path"), str) and _int(v.get("size"))
+          and _int(v.get("mode")) and v["mode"] <= 0o7777, "bad output entry")
+    if "symlink" in v:
+        _need(isinstance(v["symlink"], str) and v["symlink"] != "" and "digest" not in v,
+              f"bad symlink entry for '{v['path']}'")
+        return OutputEntry(v["path"], 0, None, v["size"], v["symlink"])
+    _need(is_digest(v.get("digest")), f"bad digest for '{v['path']}'")
+    return OutputEntry(v["path"], v["mode"], v["digest"], v["size"])
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Parse and type-check a manifest; raises CorruptManifest."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise CorruptManifest("it is not valid JSON (truncated?)") from None
+    _need(isinstance(obj, dict), "it is not a JSON object")
+    _need(obj.get("format") == FORMAT_VERSION,
+          f"format {obj.get('format')!r} is not {FORMAT_VERSION}")
+    _need(isinstance(obj.get("label"), str) and is_digest(obj.get("key")),
+          "bad label or key")
+    duration = obj.get("duration_s")
+    _need(isinstance(duration, (int, float)) and not isinstance(duration, bool)
+          and duration >= 0, "bad duration_s")
+    created = obj.get("created", 0.0)
+    _need(isinstance(created, (int, float)) and not isinstance(created, bool), "bad created")
+    outputs = obj.get("outputs")
+    _need(isinstance(outputs, list), "bad outputs")
+    return Manifest(label=obj["label"], key=obj["key"], duration_s=float(duration),
+                    stdout=_log(obj.get("stdout"), "stdout"),
+                    stderr=_log(obj.get("stderr"), "stderr"),
+                    outputs=tuple(_output(v) for v in outputs), created=float(created))
