@@ -70,6 +70,13 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--tag-cap", type=_tag_cap, action="append", default=[],
                    metavar="TAG=N", help="at most N tasks tagged TAG at once "
                                          "(overrides [workspace.tags]; repeatable)")
+    js = p.add_mutually_exclusive_group()
+    js.add_argument("--jobserver", dest="jobserver", action="store_true", default=None,
+                    help="serve a make jobserver of -j slots to the tasks, so a "
+                         "'make' inside a task shares hazrun's slots (under make, "
+                         "hazrun uses make's jobserver without this)")
+    js.add_argument("--no-jobserver", dest="jobserver", action="store_false",
+                    help="ignore make's jobserver in MAKEFLAGS and serve none")
     p.add_argument("--grace", type=_seconds, metavar="S",
                    help="seconds between SIGTERM and SIGKILL when stopping a task "
                         "(default: the task's grace, [workspace] grace, 10)")
@@ -108,6 +115,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return dry_run(ws, args, options, console)
     ws.graph.select(args.targets)  # unknown targets: exit 2 before anything
     token = CancelToken()
+    client, server = _jobserver(args, ws, options, console)
 
     def on_signal(signum, frame):
         token.cancel(signum)
@@ -119,9 +127,48 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if client is not None:
+            client.close()
+        if server is not None:
+            server.close()
     if args.summary_json:
         try:
             write_summary_json(args.summary_json, outcome, token.signal)
         except OSError as e:
             console.error(f"cannot write the summary to {args.summary_json}: {e.strerror}")
     return exit_code_for(outcome, token.signal)
+
+
+def _jobserver(args, ws, options, console: Console):
+    """JOBS-001/002: use make's jobserver, serve one (--jobserver), or none.
+
+    Returns (client, server); either may be None.
+    """
+    import os
+    from .jobserver import JobserverClient, JobserverError, JobserverServer, parse_makeflags
+    from .scheduler import available_cpus
+
+    if args.jobserver is False:
+        return None, None
+    try:
+        auth = parse_makeflags(os.environ.get("MAKEFLAGS", ""))
+    except JobserverError as e:
+        console.warning(f"{e}; running without it")
+        auth = None
+    if auth is not None:
+        try:
+            client = JobserverClient(auth)
+        except JobserverError as e:
+            console.warning(str(e))
+            return None, None
+        options.jobserver = client
+        options.pass_fds = auth.pass_fds
+        return client, None
+    if not args.jobserver:
+        return None, None
+    jobs = options.jobs or ws.settings.concurrency or available_cpus()
+    server = JobserverServer(jobs)
+    options.environ = dict(os.environ, MAKEFLAGS=server.makeflags)
+    client = JobserverClient(server.auth())
+    options.jobserver = client
+    return client, server

@@ -35,6 +35,7 @@ from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .workspace import Workspace
 
 SECRET_VARIABLES = ("HAZ_REMOTE_CACHE_TOKEN", "HAZ_REMOTE_CACHE_SIGNATURE_KEY")
+IMPLICIT = "implicit"   # the job slot make gives every child without a token
 
 
 class Phase(enum.Enum):
@@ -95,6 +96,8 @@ class RunOptions:
     cache_dir: Optional[Path] = None
     subreaper: bool = False                  # set by the command line
     parent_death_signal: bool = False        # set by the command line
+    jobserver: Any = None                    # JOBS-001: a JobserverClient
+    pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds
 
 
 def available_cpus() -> int:
@@ -125,6 +128,7 @@ class _Task:
     timer: Optional[Timer] = None
     timed_out: bool = False
     stopped: bool = False       # terminated by cancellation (EXEC-014)
+    token: Any = None           # JOBS-001: IMPLICIT or the byte it holds
     result: Optional[TaskResult] = None
 
     def __lt__(self, other: "_Task") -> bool:
@@ -170,6 +174,9 @@ class Scheduler:
         self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
         self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
                                 parent_death_signal=options.parent_death_signal)
+        self.jobserver = options.jobserver
+        self.implicit_free = True
+        self.awaiting_token = False
 
     # -- the main loop ----------------------------------------------------
     def run(self) -> RunOutcome:
@@ -195,6 +202,8 @@ class Scheduler:
             raise
         finally:
             self.token._wake_fds.remove(self.loop.wake_fd)
+            if self.jobserver is not None:
+                self.jobserver.release_all()  # JOBS-001: on every exit path
             self.procs.close()
             self.loop.close()
         outcome = RunOutcome(self.order, {l: self.tasks[l].result for l in self.order},
@@ -232,6 +241,10 @@ class Scheduler:
             if full is not None:
                 heapq.heappush(self.blocked.setdefault(full, []), t)
                 continue
+            if not self._take_token(t):
+                heapq.heappush(self.ready, t)
+                self._await_token()
+                break
             self._take_slot(t)
             self._prepare(t)
 
@@ -242,6 +255,36 @@ class Scheduler:
                 return tag
         return None
 
+    def _take_token(self, t: _Task) -> bool:
+        """JOBS-001: one task runs on the implicit token, each further one
+        on a token from make's pool, held exactly as long as the task."""
+        if self.jobserver is None:
+            return True
+        if self.implicit_free:
+            self.implicit_free = False
+            t.token = IMPLICIT
+            return True
+        t.token = self.jobserver.try_acquire()
+        return t.token is not None
+
+    def _give_token(self, t: _Task) -> None:
+        if t.token is IMPLICIT:
+            self.implicit_free = True
+        elif t.token is not None:
+            self.jobserver.release(t.token)
+        t.token = None
+
+    def _await_token(self) -> None:
+        """Wake when the pool is readable; unregistered again at once, so a
+        pool with tokens that others win never makes the loop spin."""
+        if not self.awaiting_token:
+            self.awaiting_token = True
+            self.loop.add_reader(self.jobserver.read_fd, self._token_ready)
+
+    def _token_ready(self) -> None:
+        self.awaiting_token = False
+        self.loop.remove_reader(self.jobserver.read_fd)
+
     def _take_slot(self, t: _Task) -> None:
         self.admitted += 1
         for tag in t.task.tags:
@@ -250,6 +293,7 @@ class Scheduler:
 
     def _give_slot(self, t: _Task) -> None:
         self.admitted -= 1
+        self._give_token(t)
         for tag in t.task.tags:
             if tag in self.tag_load:
                 self.tag_load[tag] -= 1
@@ -336,7 +380,7 @@ class Scheduler:
                                   saved_s=restored.duration_s))
 
     def _spawn(self, t: _Task) -> None:
-        spec = SpawnSpec(t.task.cmd, t.cwd, self._task_env(t))
+        spec = SpawnSpec(t.task.cmd, t.cwd, self._task_env(t), self.options.pass_fds)
         if t.task.cmd is None:
             # A group task (deps only): nothing to run, it succeeds.
             t.phase = Phase.COMPLETING

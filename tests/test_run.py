@@ -11,6 +11,8 @@ import pytest
 
 from conftest import intervals, max_overlap, run_hazrun, timed, write_files
 
+q = json.dumps  # a TOML basic string with everything escaped
+
 ROOT_TOML = '[workspace]\nmembers = ["p/*"]\n'
 
 
@@ -23,10 +25,10 @@ def test_exec_001_dependency_order(make_ws, tmp_path):
     log = tmp_path / "order.log"
     ws = make_ws({
         "haz.toml": ROOT_TOML,
-        "p/a/haz.toml": f'[tasks.build]\ncmd = "{timed("a", "sleep 0.2", log)}"\n',
-        "p/b/haz.toml": project(f'[tasks.build]\ncmd = "{timed("b", "sleep 0.1", log)}"\n'
+        "p/a/haz.toml": f'[tasks.build]\ncmd = {q(timed("a", "sleep 0.2", log))}\n',
+        "p/b/haz.toml": project(f'[tasks.build]\ncmd = {q(timed("b", "sleep 0.1", log))}\n'
                                 'deps = ["^build"]\n', deps=["a"]),
-        "p/c/haz.toml": project(f'[tasks.build]\ncmd = "{timed("c", "true", log)}"\n'
+        "p/c/haz.toml": project(f'[tasks.build]\ncmd = {q(timed("c", "true", log))}\n'
                                 'deps = ["^build"]\n', deps=["b"]),
     })
     proc = run_hazrun(ws, "run", "build", "-j4", "--no-cache")
@@ -39,7 +41,7 @@ def test_exec_001_dependency_order(make_ws, tmp_path):
 def _independent(make_ws, log, n=4, sleep="0.4", extra=""):
     files = {"haz.toml": ROOT_TOML + extra}
     for i in range(n):
-        files[f"p/t{i}/haz.toml"] = f'[tasks.work]\ncmd = "{timed(f"t{i}", "sleep " + sleep, log)}"\n'
+        files[f"p/t{i}/haz.toml"] = f'[tasks.work]\ncmd = {q(timed(f"t{i}", "sleep " + sleep, log))}\n'
     return make_ws(files)
 
 
@@ -77,9 +79,9 @@ def test_exec_005_tag_cap_without_head_of_line_blocking(make_ws, tmp_path):
     # a0..a2 tagged db (cap 1) sort before z, which is untagged: z must not
     # wait behind the held-back db tasks.
     for i in range(3):
-        files[f"p/a{i}/haz.toml"] = (f'[tasks.t]\ncmd = "{timed(f"a{i}", "sleep 0.4", log)}"\n'
+        files[f"p/a{i}/haz.toml"] = (f'[tasks.t]\ncmd = {q(timed(f"a{i}", "sleep 0.4", log))}\n'
                                      'tags = ["db"]\n')
-    files["p/z/haz.toml"] = f'[tasks.t]\ncmd = "{timed("z", "sleep 0.4", log)}"\n'
+    files["p/z/haz.toml"] = f'[tasks.t]\ncmd = {q(timed("z", "sleep 0.4", log))}\n'
     ws = make_ws(files)
     proc = run_hazrun(ws, "run", "t", "-j3", "--no-cache")
     assert proc.returncode == 0, proc.stderr
@@ -94,7 +96,7 @@ def test_exec_005_tag_cap_command_line_override(make_ws, tmp_path):
     log = tmp_path / "tags2.log"
     files = {"haz.toml": ROOT_TOML + "[workspace.tags]\ndb = 3\n"}
     for i in range(3):
-        files[f"p/a{i}/haz.toml"] = (f'[tasks.t]\ncmd = "{timed(f"a{i}", "sleep 0.3", log)}"\n'
+        files[f"p/a{i}/haz.toml"] = (f'[tasks.t]\ncmd = {q(timed(f"a{i}", "sleep 0.3", log))}\n'
                                      'tags = ["db"]\n')
     ws = make_ws(files)
     proc = run_hazrun(ws, "run", "t", "-j3", "--tag-cap", "db=1", "--no-cache")

@@ -1,0 +1,183 @@
+"""GNU make jobserver client and server (JOBS-001, JOBS-002).
+
+Under ``make -jN``, make hands its children a pool of N-1 tokens (bytes in a
+pipe or a named fifo) named in ``MAKEFLAGS``; each child runs one job on its
+implicit token and must take a token from the pool for each further job,
+and give it back when that job ends.  hazrun does so per task, so hazrun
+inside ``make -j8`` never adds load beyond make's eight.
+
+Tokens are read only when the event loop says the pool is readable: no
+blocking read, no busy loop.  The pipe form is reopened through
+``/proc/self/fd`` where it exists so that setting our end non-blocking does
+not change the file description that make and its other children share.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shlex
+import stat
+import tempfile
+from dataclasses import dataclass
+from typing import List, Mapping, Optional, Tuple
+
+_AUTH = re.compile(r"--jobserver-(?:auth|fds)=(\S+)")
+
+
+@dataclass(frozen=True)
+class JobserverAuth:
+    """Where make's token pool is: a pipe's fds, or a fifo's path."""
+
+    read_fd: Optional[int] = None
+    write_fd: Optional[int] = None
+    fifo: Optional[str] = None
+
+    @property
+    def pass_fds(self) -> Tuple[int, ...]:
+        """The fds tasks must inherit so that a nested make finds the pool."""
+        if self.read_fd is None:
+            return ()
+        return (self.read_fd, self.write_fd)
+
+
+def parse_makeflags(makeflags: str) -> Optional[JobserverAuth]:
+    """The last ``--jobserver-auth=`` (or old ``--jobserver-fds=``) of
+    MAKEFLAGS; None when there is none or make runs with ``-n``."""
+    words = makeflags.split()
+    # The first word holds make's one-letter flags without a dash ("ns").
+    if words and not words[0].startswith("-") and "n" in words[0] and "=" not in words[0]:
+        return None
+    found = _AUTH.findall(makeflags)
+    if not found:
+        return None
+    value = found[-1]
+    if value.startswith("fifo:"):
+        return JobserverAuth(fifo=value[len("fifo:"):])
+    r, sep, w = value.partition(",")
+    if not sep or not r.lstrip("-").isdigit() or not w.lstrip("-").isdigit():
+        raise JobserverError(f"MAKEFLAGS names a jobserver hazrun cannot read: "
+                             f"'--jobserver-auth={value}'")
+    if int(r) < 0 or int(w) < 0:
+        return None  # make's way of saying the jobserver is off for us
+    return JobserverAuth(read_fd=int(r), write_fd=int(w))
+
+
+class JobserverError(Exception):
+    """The jobserver named in MAKEFLAGS cannot be used; str() says the fix."""
+
+
+def _is_fifo(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class JobserverClient:
+    """Takes and returns tokens of one jobserver; tracks every held token."""
+
+    def __init__(self, auth: JobserverAuth):
+        self.auth = auth
+        self.held: List[bytes] = []
+        self._own_fds: List[int] = []
+        if auth.fifo is not None:
+            try:
+                fd = os.open(auth.fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                raise JobserverError(
+                    f"make's jobserver fifo {auth.fifo} cannot be opened ({e.strerror}); "
+                    "running without it") from None
+            if not _is_fifo(fd):
+                os.close(fd)
+                raise JobserverError(f"make's jobserver {auth.fifo} is not a fifo; "
+                                     "running without it")
+            self._own_fds.append(fd)
+            self.read_fd = self.write_fd = fd
+            return
+        for fd in (auth.read_fd, auth.write_fd):
+            if not _is_fifo(fd):
+                raise JobserverError(
+                    f"make's jobserver pipe (fds {auth.read_fd},{auth.write_fd}) is not "
+                    "open in hazrun: make passes it only to recipe lines marked '+' "
+                    "(write '+hazrun run ...' in the Makefile); running without it")
+        try:
+            # A description of our own, so O_NONBLOCK stays ours.
+            self.read_fd = os.open(f"/proc/self/fd/{auth.read_fd}",
+                                   os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._own_fds.append(self.read_fd)
+        except OSError:
+            self.read_fd = auth.read_fd
+            os.set_blocking(self.read_fd, False)
+        self.write_fd = auth.write_fd
+
+    def try_acquire(self) -> Optional[bytes]:
+        """A token byte if one is free now, else None (never blocks)."""
+        try:
+            token = os.read(self.read_fd, 1)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if not token:
+            return None
+        self.held.append(token)
+        return token
+
+    def release(self, token: bytes) -> None:
+        """Give back one token (the same byte that was taken)."""
+        self.held.remove(token)
+        self._write(token)
+
+    def _write(self, token: bytes) -> None:
+        while True:
+            try:
+                os.write(self.write_fd, token)
+                return
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                # Cannot happen for a pool we took from; never spin for ever.
+                import select
+                select.select([], [self.write_fd], [], 1.0)
+
+    def release_all(self) -> None:
+        """Every exit path: give back whatever is still held."""
+        while self.held:
+            self._write(self.held.pop())
+
+    def close(self) -> None:
+        self.release_all()
+        for fd in self._own_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._own_fds = []
+
+
+class JobserverServer:
+    """A pool of ``jobs - 1`` tokens in a fifo that hazrun serves to its own
+    tasks (``--jobserver``), so nested ``make`` calls share hazrun's -j."""
+
+    def __init__(self, jobs: int):
+        self.dir = tempfile.mkdtemp(prefix="hazrun-jobserver-")
+        self.path = os.path.join(self.dir, "fifo")
+        os.mkfifo(self.path, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.tokens = max(0, jobs - 1)
+        os.write(self.fd, b"+" * self.tokens)
+        self.jobs = jobs
+
+    @property
+    def makeflags(self) -> str:
+        return f"-j{self.jobs} --jobserver-auth=fifo:{self.path}"
+
+    def auth(self) -> JobserverAuth:
+        return JobserverAuth(fifo=self.path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        try:
+            os.unlink(self.path)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
