@@ -210,6 +210,9 @@ def find_cycles(graph: TaskGraph) -> List[List[str]]:
 
     Tarjan's algorithm, iterative so deep graphs do not hit the recursion
     limit; each cycle starts at its smallest label so reports are stable.
+    A cycle lists each task followed by one it depends on (deps or after),
+    as ninja and make print them, so that ``a:x -> b:y`` can be followed
+    from the ``deps`` of ``a:x`` in its haz.toml.
     """
     # Kahn's sort first: it places every task of an acyclic graph, cheaply.
     # Only what it cannot place (tasks on a cycle, or after one) needs the
@@ -230,9 +233,9 @@ def find_cycles(graph: TaskGraph) -> List[List[str]]:
     stuck = sorted(l for l, d in indegree.items() if d > 0)
     if not stuck:
         return []
-    succs = {l: sorted(set(graph.hard_succs[l]) | set(graph.soft_succs[l]))
-             for l in graph.tasks}
-    return [c for c in (_cycle_in(scc, succs) for scc in _sccs(stuck, succs))
+    depends_on = {l: sorted(set(graph.hard_preds[l]) | set(graph.soft_preds[l]))
+                  for l in graph.tasks}
+    return [c for c in (_cycle_in(scc, depends_on) for scc in _sccs(stuck, depends_on))
             if c]
 
 
