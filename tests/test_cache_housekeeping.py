@@ -1,0 +1,221 @@
+"""CACHE-007: info, prune (LRU, size, age, 0) and clean, library and command."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hazrun.cache import clean, info, parse_age, parse_size, prune
+from hazrun.cache.housekeeping import format_size
+from hazrun.errors import UsageError
+
+from conftest import hazrun_cmd
+from test_cache_support import make_workspace, open_cache
+
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0", 0), ("7", 7), ("10K", 10 << 10), ("10k", 10 << 10), ("500M", 500 << 20),
+    ("5G", 5 * GiB), ("2T", 2 << 40), ("1.5G", int(1.5 * GiB)), ("5GiB", 5 * GiB),
+    ("5GB", 5 * GiB), (" 3 M ", 3 << 20)])
+def test_cache_007_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "G", "5X", "-1", "5 G B", "1e3", "five"])
+def test_cache_007_parse_size_rejects_with_the_value(text):
+    with pytest.raises(UsageError) as e:
+        parse_size(text)
+    assert f"'{text}'" in str(e.value)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0", 0), ("45", 45), ("45s", 45), ("5m", 300), ("12h", 43200), ("30d", 2592000),
+    ("1.5h", 5400), ("2D", 172800)])
+def test_cache_007_parse_age(text, expected):
+    assert parse_age(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "d", "3w", "-1d", "1y", "soon"])
+def test_cache_007_parse_age_rejects_with_the_value(text):
+    with pytest.raises(UsageError) as e:
+        parse_age(text)
+    assert f"'{text}'" in str(e.value)
+
+
+def test_cache_007_format_size():
+    assert format_size(0) == "0 B" and format_size(1536) == "1.5 KiB"
+    assert format_size(5 * GiB) == "5.0 GiB"
+
+
+@pytest.fixture
+def populated(tmp_path):
+    """Three entries of 100 KiB of output each, used at t=1000, 2000, 3000;
+    the 'shared' blob is an output of all three."""
+    files = {"haz.toml": '[workspace]\nmembers = ["p/*"]\n'}
+    for name in ("old", "mid", "new"):
+        files[f"p/{name}/haz.toml"] = '[tasks.build]\ncmd = "x"\noutputs = ["out/**"]\n'
+        files[f"p/{name}/out/shared.txt"] = "shared by everyone\n"
+    root = make_workspace(tmp_path / "ws", files)
+    keys = {}
+    with open_cache(root) as c:
+        for i, name in enumerate(("old", "mid", "new")):
+            (root / f"p/{name}/out/own.bin").write_bytes(os.urandom(100 << 10))
+            label = f"{name}:build"
+            k = c.compute_key(label, {})
+            c.store(label, k, c.collect_outputs(label), name.encode(), b"", 1.0)
+            f = c.path / "entries" / k.key[:2] / (k.key + ".json")
+            os.utime(f, (1000 * (i + 1),) * 2)
+            keys[name] = k
+    return root, root / ".haz" / "cache", keys
+
+
+def present(cache_dir: Path, keys):
+    return sorted(n for n, k in keys.items()
+                  if (cache_dir / "entries" / k.key[:2] / (k.key + ".json")).exists())
+
+
+def test_cache_007_info(populated):
+    root, cache_dir, keys = populated
+    i = info(cache_dir)
+    assert i.path == cache_dir and i.entries == 3
+    assert i.blobs == 3 + 1 + 3 + 1  # own outputs, shared, three stdouts, empty stderr
+    assert 300 << 10 < i.bytes < 320 << 10
+
+
+def test_cache_007_prune_by_size_removes_least_recently_used_first(populated):
+    root, cache_dir, keys = populated
+    r = prune(cache_dir, max_size=250 << 10, now=10_000)
+    assert present(cache_dir, keys) == ["mid", "new"]
+    assert r.removed_entries == 1 and r.entries == 2 and r.bytes <= 250 << 10
+    assert r.removed_bytes >= 100 << 10
+    prune(cache_dir, max_size=150 << 10, now=10_000)
+    assert present(cache_dir, keys) == ["new"]
+    # The shared blob is still there: 'new' names it.
+    with open_cache(root) as c:
+        os.unlink(root / "p/new/out/shared.txt")
+        c.restore("new:build", c.lookup(keys["new"])).close()
+    assert (root / "p/new/out/shared.txt").read_text() == "shared by everyone\n"
+
+
+def test_cache_007_a_hit_refreshes_use_time(populated):
+    root, cache_dir, keys = populated
+    with open_cache(root) as c:
+        c.restore("old:build", c.lookup(keys["old"])).close()  # now the newest
+    prune(cache_dir, max_size=250 << 10)
+    assert present(cache_dir, keys) == ["new", "old"]
+
+
+def test_cache_007_prune_by_age(populated):
+    root, cache_dir, keys = populated
+    r = prune(cache_dir, max_age=7500, now=10_000)  # used before t=2500
+    assert present(cache_dir, keys) == ["new"]
+    assert r.removed_entries == 2
+    assert info(cache_dir).blobs == 4  # new's own output, shared, stdout, stderr
+
+
+@pytest.mark.parametrize("kw", [{"max_size": 0}, {"max_age": 0}])
+def test_cache_007_zero_prunes_everything(populated, kw):
+    root, cache_dir, keys = populated
+    prune(cache_dir, **kw)
+    assert present(cache_dir, keys) == []
+    i = info(cache_dir)
+    assert i.entries == 0 and i.blobs == 0
+
+
+def test_cache_007_prune_removes_orphans_corrupt_entries_and_temp_files(populated):
+    root, cache_dir, keys = populated
+    orphan = cache_dir / "blobs" / "ab" / ("c" * 62)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"nobody names me")
+    (cache_dir / "tmp" / "123-dead.tmp").write_bytes(b"left by a crash")
+    k = keys["mid"].key
+    (cache_dir / "entries" / k[:2] / (k + ".json")).write_bytes(b"{trunc")
+    r = prune(cache_dir, max_size=10 * GiB)
+    assert not orphan.exists() and os.listdir(cache_dir / "tmp") == []
+    assert present(cache_dir, keys) == ["new", "old"]
+    assert r.removed_entries == 1
+
+
+def test_cache_007_clean(populated):
+    root, cache_dir, keys = populated
+    r = clean(cache_dir)
+    assert r.removed_entries == 3
+    assert info(cache_dir).entries == 0 and info(cache_dir).blobs == 0
+    with open_cache(root) as c:  # still usable afterwards
+        k = c.compute_key("old:build", {})
+        c.store("old:build", k, c.collect_outputs("old:build"), b"", b"", 1.0)
+        assert c.lookup(k) is not None
+
+
+def test_cache_007_missing_cache_is_empty(tmp_path):
+    assert info(tmp_path / "none").entries == 0
+    assert prune(tmp_path / "none", max_size=0).removed_entries == 0
+    assert clean(tmp_path / "none").removed_entries == 0
+
+
+def test_cache_007_refuses_a_directory_that_is_not_a_cache(tmp_path):
+    (tmp_path / "home" / "blobs").mkdir(parents=True)
+    (tmp_path / "home" / "blobs" / "precious").write_text("mine")
+    with pytest.raises(UsageError):
+        clean(tmp_path / "home")
+    with pytest.raises(UsageError):
+        prune(tmp_path / "home", max_size=0)
+    assert (tmp_path / "home" / "blobs" / "precious").exists()
+
+
+def run(args, cwd, env):
+    return subprocess.run(hazrun_cmd(*args), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+def test_cache_007_command_info_prune_clean(populated, hazrun_env):
+    root, cache_dir, keys = populated
+    p = run(["cache", "info"], root / "p" / "old", hazrun_env)
+    assert p.returncode == 0, p.stderr
+    assert f"path: {cache_dir}" in p.stdout and "entries: 3" in p.stdout
+    p = run(["cache", "prune", "--max-size", "250K"], root, hazrun_env)
+    assert p.returncode == 0, p.stderr
+    assert "pruned 1 entries" in p.stdout and present(cache_dir, keys) == ["mid", "new"]
+    p = run(["-C", str(root), "cache", "clean"], "/", hazrun_env)
+    assert p.returncode == 0, p.stderr
+    assert "removed 2 entries" in p.stdout and present(cache_dir, keys) == []
+
+
+def test_cache_007_command_bad_values_exit_2(populated, hazrun_env):
+    root, cache_dir, keys = populated
+    p = run(["cache", "prune", "--max-size", "5X"], root, hazrun_env)
+    assert p.returncode == 2 and "hazrun: error: invalid size '5X'" in p.stderr
+    p = run(["cache", "prune", "--max-age", "3w"], root, hazrun_env)
+    assert p.returncode == 2 and "'3w'" in p.stderr
+    p = run(["cache", "prune"], root, hazrun_env)
+    assert p.returncode == 2 and "--max-size" in p.stderr
+    assert present(cache_dir, keys) == ["mid", "new", "old"]
+
+
+def test_cache_007_command_cache_dir_option_and_environment(populated, hazrun_env, tmp_path):
+    root, cache_dir, keys = populated
+    p = run(["cache", "info", "--cache-dir", str(cache_dir)], tmp_path, hazrun_env)
+    assert p.returncode == 0 and "entries: 3" in p.stdout
+    env = dict(hazrun_env, HAZ_CACHE_DIR=str(cache_dir))
+    p = run(["cache", "prune", "--max-age", "0"], tmp_path, env)
+    assert p.returncode == 0, p.stderr
+    assert present(cache_dir, keys) == []
+
+
+def test_cache_007_command_outside_a_workspace_needs_a_cache_dir(tmp_path, hazrun_env):
+    p = run(["cache", "info"], tmp_path, hazrun_env)
+    assert p.returncode == 2 and "haz.toml" in p.stderr
+
+
+def test_cache_007_use_time_is_recent_after_store(tmp_path):
+    root = make_workspace(tmp_path / "ws")
+    with open_cache(root) as c:
+        k = c.compute_key("b:check", {})
+        c.store("b:check", k, c.collect_outputs("b:check"), b"", b"", 1.0)
+        f = c.path / "entries" / k.key[:2] / (k.key + ".json")
+        assert abs(f.stat().st_mtime - time.time()) < 60

@@ -1,0 +1,224 @@
+"""CACHE-001: what enters a task's key, and what does not."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hazrun.cache import FORMAT_VERSION
+from hazrun.cache.key import canonical
+
+from test_cache_support import build_outputs, make_workspace, open_cache
+
+S1, S2 = "1" * 64, "2" * 64
+
+
+@pytest.fixture
+def root(tmp_path):
+    return make_workspace(tmp_path / "ws")
+
+
+def key(root: Path, label: str = "a:build", preds=None, environ=None, **kw) -> str:
+    with open_cache(root, environ=environ or {}, **kw) as c:
+        return c.compute_key(label, preds or {}).key
+
+
+def test_cache_001_key_is_stable(root):
+    assert key(root) == key(root)
+
+
+def test_cache_001_input_change_changes_key(root):
+    before = key(root)
+    (root / "pkg/a/src/main.c").write_text("int main() { return 1; }\n")
+    assert key(root) != before
+
+
+def test_cache_001_added_and_removed_inputs_change_key(root):
+    before = key(root)
+    (root / "pkg/a/src/new.c").write_text("")
+    added = key(root)
+    assert added != before
+    os.unlink(root / "pkg/a/src/new.c")
+    assert key(root) == before
+
+
+def test_cache_001_file_outside_inputs_does_not_change_key(root):
+    before = key(root)
+    (root / "outside.txt").write_text("changed")
+    (root / "pkg/a/README").write_text("changed")
+    (root / "pkg/b/src/b.txt").write_text("changed")
+    assert key(root) == before
+
+
+def test_cache_001_outputs_are_never_inputs(root):
+    before = key(root, "b:check")
+    (root / "pkg/b/out").mkdir()
+    (root / "pkg/b/out/result").write_text("produced")
+    assert key(root, "b:check") == before
+    (root / "pkg/b/other").write_text("an input: default inputs are the project")
+    assert key(root, "b:check") != before
+
+
+def test_cache_001_workspace_inputs_change_every_key(root):
+    before = key(root), key(root, "b:check")
+    (root / "lock.txt").write_text("lock v2\n")
+    after = key(root), key(root, "b:check")
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_cache_001_executable_bit_changes_key(root):
+    before = key(root)
+    os.chmod(root / "pkg/a/src/main.c", 0o755)
+    assert key(root) != before
+
+
+def test_cache_001_symlink_input_hashes_its_target(root):
+    os.symlink("main.c", root / "pkg/a/src/link")
+    before = key(root)
+    (root / "pkg/a/src/main.c").write_text("content changes; the link does not")
+    mid = key(root)
+    os.unlink(root / "pkg/a/src/link")
+    os.symlink("util.c", root / "pkg/a/src/link")
+    assert key(root) != mid
+    with open_cache(root) as c:
+        rows = {r[0]: r for r in c.compute_key("a:build", {}).components["inputs"]}
+    assert rows["pkg/a/src/link"][1] == "l"
+    assert before != mid  # main.c itself is an input
+
+
+def test_cache_001_symlink_and_file_with_same_bytes_differ(root):
+    (root / "pkg/a/src/x").write_text("main.c")
+    as_file = key(root)
+    os.unlink(root / "pkg/a/src/x")
+    os.symlink("main.c", root / "pkg/a/src/x")
+    assert key(root) != as_file
+
+
+def test_cache_001_env_unset_differs_from_empty(root):
+    unset = key(root, environ={})
+    empty = key(root, environ={"A_ENV": ""})
+    value = key(root, environ={"A_ENV": "1"})
+    assert len({unset, empty, value}) == 3
+    assert key(root, environ={"A_ENV": "1"}) == value
+
+
+def test_cache_001_workspace_env_enters_every_key(root):
+    assert key(root, "b:check", environ={"WS_ENV": "x"}) != key(root, "b:check")
+
+
+def test_cache_001_unlisted_env_does_not_matter(root):
+    assert key(root, environ={"OTHER": "x"}) == key(root)
+
+
+def test_cache_001_env_values_are_never_kept_raw(root):
+    with open_cache(root, environ={"A_ENV": "hunter2-secret"}) as c:
+        k = c.compute_key("a:build", {})
+        c.record("a:build", k)
+    assert b"hunter2-secret" not in canonical(k.components)
+    assert k.components["env"]["A_ENV"] is not None
+    for dirpath, _, names in os.walk(root / ".haz"):
+        for n in names:
+            assert b"hunter2" not in Path(dirpath, n).read_bytes()
+
+
+def test_cache_001_early_cutoff_same_pred_stream_same_key(root):
+    assert key(root, "a:test", {"a:build": S1}) == key(root, "a:test", {"a:build": S1})
+    assert key(root, "a:test", {"a:build": S1}) != key(root, "a:test", {"a:build": S2})
+
+
+def test_cache_002_rerun_with_same_bytes_keeps_successor_key(root):
+    """A predecessor that runs again and writes the same bytes: same key."""
+    with open_cache(root) as c:
+        build_outputs(root)
+        s1 = c.collect_outputs("a:build").stream_hash
+    shutil.rmtree(root / "pkg/a/dist")
+    build_outputs(root)  # fresh files, new mtimes, same content
+    with open_cache(root) as c:
+        s2 = c.collect_outputs("a:build").stream_hash
+    assert s1 == s2
+
+
+def test_cache_001_predecessor_streams_must_match_hard_deps(root):
+    with open_cache(root) as c:
+        with pytest.raises(AssertionError, match="internal error"):
+            c.compute_key("a:test", {})
+        with pytest.raises(AssertionError):
+            c.compute_key("a:build", {"a:test": S1})
+
+
+def test_cache_001_definition_changes_key(root):
+    before = key(root)
+    toml = root / "pkg/a/haz.toml"
+    toml.write_text(toml.read_text().replace('cmd = "make"', 'cmd = "make all"'))
+    assert key(root) != before
+
+
+def test_cache_001_output_globs_enter_definition(root):
+    before = key(root)
+    toml = root / "pkg/a/haz.toml"
+    toml.write_text(toml.read_text().replace('"link"]', '"link", "extra"]'))
+    assert key(root) != before
+
+
+def test_cache_001_components_are_canonical_and_versioned(root):
+    with open_cache(root, environ={"A_ENV": "v"}) as c:
+        parts = c.compute_key("a:test", {"a:build": S1}).components
+    assert parts["format"] == FORMAT_VERSION
+    assert parts["definition"] == {"label": "a:test", "cmd": "make test",
+                                   "inputs": ["src/**", "dist/**"], "outputs": [],
+                                   "env": []}
+    assert set(parts["platform"]) == {"os", "arch"}
+    assert parts["preds"] == {"a:build": S1}
+    assert [r[0] for r in parts["workspace_inputs"]] == ["lock.txt"]
+    paths = [r[0] for r in parts["inputs"]]
+    assert paths == sorted(paths) == ["pkg/a/src/main.c", "pkg/a/src/util.c"]
+    assert all(r[1] == "-" and len(r[2]) == 64 for r in parts["inputs"])
+    json.dumps(parts)  # JSON-able
+
+
+def test_cache_001_outputs_produced_during_the_run_are_inputs_of_later_keys(root):
+    """a:test reads dist/**: a listing taken before a:build ran lacks those
+    files, yet the first run's key must equal the next run's, which lists
+    them from the start."""
+    with open_cache(root) as c:
+        c.compute_key("a:build", {})  # lists the workspace: no dist/ yet
+        build_outputs(root)
+        stream = c.collect_outputs("a:build").stream_hash
+        first = c.compute_key("a:test", {"a:build": stream})
+    assert any(r[0] == "pkg/a/dist/lib.txt" for r in first.components["inputs"])
+    with open_cache(root) as c:
+        assert c.compute_key("a:test", {"a:build": stream}).key == first.key
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_cache_001_produced_files_git_ignores_are_not_inputs(root):
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1")
+    subprocess.run(["git", "init", "-q", str(root)], check=True, env=env)
+    (root / ".gitignore").write_text("dist/\n")
+    with open_cache(root) as c:
+        c.compute_key("a:build", {})
+        build_outputs(root)
+        stream = c.collect_outputs("a:build").stream_hash
+        first = c.compute_key("a:test", {"a:build": stream})
+    assert not any("dist" in r[0] for r in first.components["inputs"])
+    with open_cache(root) as c:
+        assert c.compute_key("a:test", {"a:build": stream}).key == first.key
+
+
+def test_cache_001_vanished_input_is_left_out(root):
+    with open_cache(root) as c:
+        c.compute_key("a:build", {})  # listing taken
+        os.unlink(root / "pkg/a/src/util.c")
+        k = c.compute_key("a:build", {})
+    assert [r[0] for r in k.components["inputs"]] == ["pkg/a/src/main.c"]
+    assert key(root) == k.key  # as a fresh listing sees it
+
+
+def test_cache_001_fifo_in_inputs_is_not_read(root):
+    os.mkfifo(root / "pkg/a/src/pipe")
+    k = key(root)  # must not block
+    assert k == key(root)

@@ -1,0 +1,576 @@
+"""CACHE-002..005: storing, looking up and restoring entries, with faults."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from hazrun.cache import (CacheMissError, Manifest, Materialised, OutputEntry,
+                          StoreError, stream_hash)
+from hazrun.cache.store import Store
+
+from conftest import REPO
+from test_cache_support import build_outputs, make_workspace, open_cache, store_build, tree
+
+
+@pytest.fixture
+def root(tmp_path):
+    return make_workspace(tmp_path / "ws")
+
+
+def entry_file(cache, key) -> Path:
+    return cache.path / "entries" / key.key[:2] / (key.key + ".json")
+
+
+def blob_file(cache, digest) -> Path:
+    return cache.path / "blobs" / digest[:2] / digest[2:]
+
+
+def no_temp_files(root: Path):
+    return [p for p in tree(root) if ".hazrun-" in p or p.endswith(".tmp")]
+
+
+def test_cache_003_hit_after_store(root):
+    with open_cache(root) as c:
+        assert c.lookup(c.compute_key("a:build", {})) is None
+        key, m = store_build(c)
+        manifest = c.lookup(key)
+    assert manifest is not None
+    assert manifest.label == "a:build" and manifest.key == key.key
+    assert manifest.duration_s == 2.5
+    assert manifest.outputs == m.outputs
+    # A new run (new Cache) computes the same key and hits.
+    with open_cache(root) as c2:
+        assert c2.compute_key("a:build", {}).key == key.key
+        assert c2.lookup(key) == manifest
+        assert c2.take_warnings() == []
+
+
+def test_cache_003_manifest_json_fields(root):
+    with open_cache(root) as c:
+        key, m = store_build(c, stdout=b"o", stderr=b"e")
+    data = json.loads(entry_file(c, key).read_text())
+    assert data["format"] == 1 and data["label"] == "a:build" and data["key"] == key.key
+    assert set(data) >= {"duration_s", "stdout", "stderr", "outputs"}
+    by_path = {o["path"]: o for o in data["outputs"]}
+    assert by_path["link"] == {"path": "link", "mode": 0, "symlink": "dist/lib.txt",
+                               "size": len("dist/lib.txt")}
+    assert by_path["bin/tool"]["mode"] == 0o755
+    assert set(by_path["dist/lib.txt"]) == {"path", "mode", "digest", "size"}
+    # Logs are blobs too.
+    assert blob_file(c, data["stdout"]["digest"]).read_bytes() == b"o"
+
+
+def test_cache_002_collect_outputs_paths_modes_and_symlinks(root):
+    with open_cache(root) as c:
+        build_outputs(root)
+        m = c.collect_outputs("a:build")
+    paths = [e.path for e in m.outputs]
+    assert paths == ["bin/tool", "dist/lib.txt", "dist/sub/data.bin", "link"]
+    e = {e.path: e for e in m.outputs}
+    assert e["bin/tool"].mode == 0o755 and e["dist/sub/data.bin"].mode == 0o640
+    assert e["link"].symlink == "dist/lib.txt" and e["link"].digest is None
+    assert m.root_paths("pkg/a")[0] == "pkg/a/bin/tool"
+    assert m.stream_hash == stream_hash(m.outputs)
+
+
+def test_cache_002_stream_hash_depends_on_content_mode_and_target_only(root):
+    with open_cache(root) as c:
+        build_outputs(root)
+        first = c.collect_outputs("a:build")
+        assert c.collect_outputs("a:build").stream_hash == first.stream_hash
+        os.chmod(root / "pkg/a/bin/tool", 0o700)
+        assert c.collect_outputs("a:build").stream_hash != first.stream_hash
+        os.chmod(root / "pkg/a/bin/tool", 0o755)
+        os.unlink(root / "pkg/a/link")
+        os.symlink("dist/sub/data.bin", root / "pkg/a/link")
+        assert c.collect_outputs("a:build").stream_hash != first.stream_hash
+
+
+def test_cache_002_collect_does_not_follow_symlinked_directories(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("x")
+    with open_cache(root) as c:
+        build_outputs(root)
+        os.symlink(outside, root / "pkg/a/dist/ext")
+        m = c.collect_outputs("a:build")
+    e = {e.path: e for e in m.outputs}
+    assert "dist/ext/secret" not in e
+    assert e["dist/ext"].symlink == str(outside)
+
+
+def test_cache_004_outputs_restored_after_deletion_with_modes_and_symlinks(root):
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        before = tree(root / "pkg/a")
+        shutil.rmtree(root / "pkg/a/dist")
+        shutil.rmtree(root / "pkg/a/bin")
+        os.unlink(root / "pkg/a/link")
+        manifest = c.lookup(key)
+        with c.restore("a:build", manifest) as r:
+            assert r.materialised == m
+            assert r.duration_s == 2.5
+    assert tree(root / "pkg/a") == before
+    assert os.readlink(root / "pkg/a/link") == "dist/lib.txt"
+    assert os.stat(root / "pkg/a/bin/tool").st_mode & 0o777 == 0o755
+    assert no_temp_files(root) == []
+
+
+def test_cache_004_restore_overwrites_changed_outputs(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        (root / "pkg/a/dist/lib.txt").write_text("stale")
+        os.chmod(root / "pkg/a/bin/tool", 0o600)
+        os.unlink(root / "pkg/a/link")
+        os.symlink("elsewhere", root / "pkg/a/link")
+        c.restore("a:build", c.lookup(key)).close()
+    assert (root / "pkg/a/dist/lib.txt").read_bytes() == b"library\n"
+    assert os.stat(root / "pkg/a/bin/tool").st_mode & 0o777 == 0o755
+    assert os.readlink(root / "pkg/a/link") == "dist/lib.txt"
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_cache_003_logs_round_trip_byte_for_byte(root, as_file):
+    stdout = b"line 1\n\xff\xfe not utf-8 \x00\r\nno newline at end"
+    stderr = os.urandom(3 << 20)  # beyond the 1 MiB spool: goes to disk
+    with open_cache(root) as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        m = c.collect_outputs("a:build")
+        if as_file:
+            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+            out.write(stdout)   # left at the end: store reads from the start
+            err.write(stderr)
+            c.store("a:build", key, m, out, err, 1.0)
+            out.close()
+            err.close()
+        else:
+            c.store("a:build", key, m, stdout, stderr, 1.0)
+        with c.restore("a:build", c.lookup(key)) as r:
+            assert r.stdout.read() == stdout
+            assert r.stderr.read() == stderr
+
+
+def test_cache_003_empty_outputs_and_logs(root):
+    with open_cache(root) as c:
+        key = c.compute_key("b:check", {})
+        m = c.collect_outputs("b:check")
+        assert m.outputs == ()
+        c.store("b:check", key, m, b"", b"", 0.0)
+        with c.restore("b:check", c.lookup(key)) as r:
+            assert r.stdout.read() == b"" and r.stderr.read() == b""
+            assert r.materialised.stream_hash == m.stream_hash
+
+
+def test_cache_004_corrupted_blob_is_a_miss_and_writes_nothing(root):
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        data = blob_file(c, [e for e in m.outputs if e.path == "dist/sub/data.bin"][0].digest)
+        raw = bytearray(data.read_bytes())
+        raw[100] ^= 0xFF  # same size, different content
+        data.write_bytes(bytes(raw))
+        # The work tree before the restore: dist/lib.txt stale, the rest gone.
+        shutil.rmtree(root / "pkg/a/dist/sub")
+        shutil.rmtree(root / "pkg/a/bin")
+        (root / "pkg/a/dist/lib.txt").write_text("stale")
+        before = tree(root)
+        manifest = c.lookup(key)
+        assert manifest is not None  # sizes match: only reading finds it
+        with pytest.raises(CacheMissError) as e:
+            c.restore("a:build", manifest)
+        assert "a:build" in str(e.value) and "corrupt" in str(e.value)
+        assert "\n" not in str(e.value)
+        assert tree(root) == before  # nothing written, no temp file left
+        assert not (root / "pkg/a/bin").exists()
+        # The corrupt blob was removed: the next lookup misses with a warning,
+        # and the next store replaces it (CACHE-005).
+        assert c.lookup(key) is None
+        assert any("missing" in w for w in c.take_warnings())
+        store_build(c)
+        c.restore("a:build", c.lookup(key)).close()
+    assert (root / "pkg/a/dist/sub/data.bin").read_bytes() == bytes(range(256)) * 10
+
+
+def test_cache_004_missing_log_blob_is_a_miss(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c, stdout=b"unique stdout")
+        manifest = c.lookup(key)
+        os.unlink(blob_file(c, manifest.stdout.digest))
+        assert c.lookup(key) is None
+        with pytest.raises(CacheMissError):
+            c.restore("a:build", manifest)
+
+
+def test_cache_003_truncated_manifest_is_a_miss_with_a_warning(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        f = entry_file(c, key)
+        f.write_bytes(f.read_bytes()[:40])
+        assert c.lookup(key) is None
+        warnings = c.take_warnings()
+        assert len(warnings) == 1 and "corrupt" in warnings[0] and key.key[:12] in warnings[0]
+        assert c.take_warnings() == []  # drained
+        # A store over the corrupt entry replaces it (CACHE-005).
+        store_build(c)
+        assert c.lookup(key) is not None
+
+
+@pytest.mark.parametrize("payload", [b"", b"{}", b"[1,2]", b'{"format": 99}', b"\xff\xfe"])
+def test_cache_003_garbage_manifest_is_a_miss(root, payload):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        entry_file(c, key).write_bytes(payload)
+        assert c.lookup(key) is None
+        assert c.take_warnings()
+
+
+def _manifest_with(c, key, entries):
+    m = c.lookup(key)
+    return Manifest(m.label, m.key, m.duration_s, m.stdout, m.stderr, tuple(entries))
+
+
+@pytest.mark.parametrize("bad", ["../../x", "dist/../../../x", "/tmp/x", "dist//x",
+                                 "dist/./x", "dist/", ".", "", "dist/x\0y",
+                                 "src/main.c", ".git/hooks/dist"])
+def test_cache_004_manifest_path_escaping_or_not_normalised_is_rejected(root, bad):
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        lib = [e for e in m.outputs if e.path == "dist/lib.txt"][0]
+        evil = OutputEntry(bad, 0o644, lib.digest, lib.size)
+        before = tree(root.parent)
+        with pytest.raises(CacheMissError):
+            c.restore("a:build", _manifest_with(c, key, [lib, evil]))
+        assert tree(root.parent) == before
+        assert not (root.parent / "x").exists() and not Path("/tmp/x").exists()
+
+
+def test_cache_004_manifest_from_disk_naming_parent_path_is_rejected(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        f = entry_file(c, key)
+        data = json.loads(f.read_text())
+        data["outputs"][1]["path"] = "../../x"
+        f.write_text(json.dumps(data))
+        manifest = c.lookup(key)
+        with pytest.raises(CacheMissError) as e:
+            c.restore("a:build", manifest)
+        assert "../../x" in str(e.value)
+    assert not (root.parent / "x").exists()
+
+
+def test_cache_004_file_and_directory_of_the_same_name_rejected(root):
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        lib = [e for e in m.outputs if e.path == "dist/lib.txt"][0]
+        clash = OutputEntry("dist/lib.txt/x", 0o644, lib.digest, lib.size)
+        with pytest.raises(CacheMissError):
+            c.restore("a:build", _manifest_with(c, key, [lib, clash]))
+
+
+def test_cache_004_output_symlink_out_of_workspace_is_stored_as_a_symlink(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "pkg/a/dist").mkdir(parents=True)
+    os.symlink(outside / "target.txt", root / "pkg/a/dist/out-link")
+    with open_cache(root) as c:
+        key = c.compute_key("a:build", {})
+        m = c.collect_outputs("a:build")
+        assert [e.symlink for e in m.outputs] == [str(outside / "target.txt")]
+        c.store("a:build", key, m, b"", b"", 1.0)
+        os.unlink(root / "pkg/a/dist/out-link")
+        c.restore("a:build", c.lookup(key)).close()
+    assert os.readlink(root / "pkg/a/dist/out-link") == str(outside / "target.txt")
+    assert list(outside.iterdir()) == []  # the link was made, nothing written through it
+
+
+def test_cache_004_restore_never_writes_through_a_symlink_out_of_the_workspace(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        shutil.rmtree(root / "pkg/a/dist")
+        shutil.rmtree(root / "pkg/a/bin")
+        os.symlink(outside, root / "pkg/a/dist")  # dist/ now leads out
+        with pytest.raises(CacheMissError) as e:
+            c.restore("a:build", c.lookup(key))
+        assert "out of the workspace" in str(e.value)
+    assert list(outside.iterdir()) == []
+    assert not (root / "pkg/a/bin").exists()  # nothing else restored either
+
+
+def test_cache_004_existing_output_symlink_is_replaced_not_followed(root, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        os.unlink(root / "pkg/a/dist/lib.txt")
+        os.symlink(outside, root / "pkg/a/dist/lib.txt")
+        c.restore("a:build", c.lookup(key)).close()
+    assert outside.read_text() == "precious"
+    assert not os.path.islink(root / "pkg/a/dist/lib.txt")
+    assert (root / "pkg/a/dist/lib.txt").read_bytes() == b"library\n"
+
+
+def test_cache_004_symlinked_directory_inside_the_workspace_is_followed(root):
+    real = root / "pkg/a/real-dist"
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        shutil.rmtree(root / "pkg/a/dist")
+        real.mkdir()
+        os.symlink("real-dist", root / "pkg/a/dist")
+        c.restore("a:build", c.lookup(key)).close()
+    assert (real / "lib.txt").read_bytes() == b"library\n"
+
+
+def test_cache_004_directory_in_the_way_is_a_miss(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        os.unlink(root / "pkg/a/bin/tool")
+        (root / "pkg/a/bin/tool").mkdir()
+        (root / "pkg/a/dist/lib.txt").write_text("stale")
+        with pytest.raises(CacheMissError):
+            c.restore("a:build", c.lookup(key))
+    assert (root / "pkg/a/dist/lib.txt").read_text() == "stale"
+
+
+def test_cache_004_manifest_of_another_label_is_rejected(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        with pytest.raises(CacheMissError):
+            c.restore("a:test", c.lookup(key))
+
+
+def test_cache_007_restore_refreshes_use_time(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        f = entry_file(c, key)
+        os.utime(f, (1000, 1000))
+        c.lookup(key)
+        assert f.stat().st_mtime == 1000  # a lookup alone is no use
+        c.restore("a:build", c.lookup(key)).close()
+        assert f.stat().st_mtime > 1000
+
+
+def test_cache_005_read_false_never_looks_up_write_false_never_stores(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+    with open_cache(root, read=False) as c:
+        assert c.lookup(key) is None
+    with open_cache(root, write=False) as c:
+        (root / "pkg/a/src/main.c").write_text("changed")
+        key2 = c.compute_key("a:build", {})
+        m = c.collect_outputs("a:build")  # still works: successors need it
+        c.store("a:build", key2, m, b"", b"", 1.0)
+        assert c.lookup(key2) is None
+
+
+def test_cache_005_task_with_cache_false_is_never_stored(tmp_path):
+    root = make_workspace(tmp_path / "ws", {"pkg/b/haz.toml": """
+        [tasks.check]
+        cmd = "check"
+        cache = false
+    """})
+    with open_cache(root) as c:
+        key = c.compute_key("b:check", {})
+        c.store("b:check", key, c.collect_outputs("b:check"), b"", b"", 1.0)
+        assert c.lookup(key) is None
+
+
+def test_cache_003_cache_dir_from_environment_and_argument(root, tmp_path):
+    with open_cache(root, environ={"HAZ_CACHE_DIR": "elsewhere"}) as c:
+        assert c.path == root / "elsewhere"
+    with open_cache(root, environ={"HAZ_CACHE_DIR": str(tmp_path / "abs")},
+                    cache_dir=tmp_path / "arg") as c:
+        assert c.path == tmp_path / "arg"
+        key, _ = store_build(c)
+    assert (tmp_path / "arg" / "CACHEDIR.TAG").is_file()
+    assert not (root / ".haz" / "cache").exists()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody (root included) can create files in."""
+    d = tmp_path / "ro-cache"
+    d.mkdir()
+    os.chmod(d, 0o555)
+    immutable = False
+    probe = d / "probe"
+    try:
+        probe.touch()
+    except OSError:
+        pass
+    else:
+        probe.unlink()
+        if shutil.which("chattr") and subprocess.run(
+                ["chattr", "+i", str(d)], stderr=subprocess.DEVNULL).returncode == 0:
+            immutable = True
+        else:
+            os.chmod(d, 0o755)
+            pytest.skip("cannot make a read-only directory here (root without chattr)")
+    yield d
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+    os.chmod(d, 0o755)
+
+
+def test_cache_003_read_only_cache_dir_raises_store_error(root, read_only_dir):
+    with open_cache(root, cache_dir=read_only_dir) as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        m = c.collect_outputs("a:build")
+        with pytest.raises(StoreError) as e:
+            c.store("a:build", key, m, b"", b"", 1.0)
+        msg = str(e.value)
+        assert "a:build" in msg and "\n" not in msg
+        assert c.lookup(key) is None  # a read-only cache is still read
+
+
+def test_cache_003_cache_dir_under_a_file_raises_store_error(root):
+    (root / "not-a-dir").write_text("")
+    with open_cache(root, cache_dir=root / "not-a-dir" / "cache") as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        with pytest.raises(StoreError):
+            c.store("a:build", key, c.collect_outputs("a:build"), b"", b"", 1.0)
+
+
+def test_cache_003_output_changed_after_hashing_is_not_stored(root):
+    with open_cache(root) as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        m = c.collect_outputs("a:build")
+        (root / "pkg/a/dist/lib.txt").write_text("changed after collect")
+        with pytest.raises(StoreError):
+            c.store("a:build", key, m, b"", b"", 1.0)
+        assert c.lookup(key) is None
+
+
+def test_cache_003_corrupt_existing_blob_is_replaced_on_store(root):
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        lib = [e for e in m.outputs if e.path == "dist/lib.txt"][0]
+        blob_file(c, lib.digest).write_bytes(b"LIBRARY\n")  # same size
+        store_build(c)
+        assert blob_file(c, lib.digest).read_bytes() == b"library\n"
+
+
+_STORER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from hazrun import load_workspace
+from hazrun.cache import Cache
+c = Cache(load_workspace(sys.argv[2]), environ={})
+key = c.compute_key("a:build", {})
+m = c.collect_outputs("a:build")
+for i in range(int(sys.argv[3])):
+    c.store("a:build", key, m, b"x" * 200000, b"err", 1.0)
+print(key.key)
+"""
+
+
+def test_cache_003_two_processes_storing_the_same_key_leave_a_valid_entry(root):
+    build_outputs(root)
+    from test_cache_support import backdate
+    backdate(root)
+    with open_cache(root) as c:
+        key = c.compute_key("a:build", {})
+    procs = [subprocess.Popen([sys.executable, "-c", _STORER, str(REPO), str(root), "25"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    store = Store(root / ".haz" / "cache")
+    seen = 0
+    try:
+        # Meanwhile a reader never sees a partial manifest.
+        while any(p.poll() is None for p in procs):
+            m = store.read_manifest(key.key) if (store.entries).exists() else None
+            if m is not None:
+                seen += 1
+                assert m.key == key.key and len(m.outputs) == 4
+    finally:
+        results = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err.decode()
+        assert out.decode().strip() == key.key
+    with open_cache(root) as c:
+        shutil.rmtree(root / "pkg/a/dist")
+        with c.restore("a:build", c.lookup(key)) as r:
+            assert r.stdout.read() == b"x" * 200000
+        assert c.take_warnings() == []
+    assert (root / "pkg/a/dist/lib.txt").read_bytes() == b"library\n"
+    assert os.listdir(root / ".haz/cache/tmp") == []
+
+
+def test_cache_threads_store_and_restore_concurrently(tmp_path):
+    """The scheduler's pool calls one Cache from many threads at once."""
+    n = 24
+    files = {"haz.toml": '[workspace]\nmembers = ["p/*"]\n'}
+    for i in range(n):
+        files[f"p/t{i}/haz.toml"] = '[tasks.build]\ncmd = "x"\noutputs = ["out/**"]\n'
+        files[f"p/t{i}/src.txt"] = f"source {i}\n"
+        files[f"p/t{i}/out/o.txt"] = f"output {i}\n" * 1000
+    root = make_workspace(tmp_path / "ws", files)
+    labels = [f"t{i}:build" for i in range(n)]
+    with open_cache(root) as c:
+        def run(label):
+            key = c.compute_key(label, {})
+            m = c.collect_outputs(label)
+            c.store(label, key, m, label.encode() * 1000, b"", 0.1)
+            return key
+
+        with ThreadPoolExecutor(8) as pool:
+            keys = list(pool.map(run, labels))
+        for i in range(n):
+            shutil.rmtree(root / f"p/t{i}/out")
+
+        def back(args):
+            label, key = args
+            with c.restore(label, c.lookup(key)) as r:
+                return r.stdout.read() == label.encode() * 1000
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(back, zip(labels, keys)))
+        assert c.take_warnings() == []
+    for i in range(n):
+        assert (root / f"p/t{i}/out/o.txt").read_text() == f"output {i}\n" * 1000
+
+
+def test_cache_004_lookup_rejects_entry_of_another_label(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        f = entry_file(c, key)
+        data = json.loads(f.read_text())
+        data["label"] = "a:test"
+        f.write_text(json.dumps(data))
+        assert c.lookup(key) is None
+        assert c.take_warnings()
+
+
+def test_cache_002_materialised_of_sorts_outputs():
+    a = OutputEntry("b", 0o644, "0" * 64, 1)
+    b = OutputEntry("a", 0, None, 1, "b")
+    m = Materialised.of([a, b])
+    assert [e.path for e in m.outputs] == ["a", "b"]
+    assert m.stream_hash == Materialised.of([b, a]).stream_hash
+    assert m.root_paths("") == ["a", "b"]
+
+
+def test_cache_threads_lookups_share_one_listing(root):
+    """Concurrent first calls list the workspace once and agree."""
+    with open_cache(root) as c:
+        barrier = threading.Barrier(6)
+
+        def key(_):
+            barrier.wait()
+            return c.compute_key("a:build", {}).key
+
+        with ThreadPoolExecutor(6) as pool:
+            assert len(set(pool.map(key, range(6)))) == 1
