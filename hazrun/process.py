@@ -93,10 +93,23 @@ def become_subreaper() -> bool:
 _WATCHDOG = r"""
 import os, signal, sys, time
 groups = set()
-for line in sys.stdin:
-    line = line.strip()
-    if line[:1] == "+": groups.add(int(line[1:]))
-    elif line[:1] == "-": groups.discard(int(line[1:]))
+os.set_blocking(0, False)
+buf = b""
+while True:
+    # Poll rather than block in read: a blocked reader would be woken, a
+    # context switch, by every task hazrun starts.
+    time.sleep(0.25)
+    try:
+        data = os.read(0, 65536)
+    except BlockingIOError:
+        continue
+    if not data:
+        break
+    buf += data
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        if line[:1] == b"+": groups.add(int(line[1:]))
+        elif line[:1] == b"-": groups.discard(int(line[1:]))
 def alive(g):
     try:
         os.killpg(g, 0)
@@ -127,13 +140,14 @@ class Watchdog:
     def __init__(self, grace: float = 2.0):
         self.proc = subprocess.Popen(
             [sys.executable, "-S", "-c", _WATCHDOG, str(grace)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, bufsize=0,
             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        # Never block the loop on a watchdog that stopped reading.
+        os.set_blocking(self.proc.stdin.fileno(), False)
 
     def _send(self, line: str) -> None:
         try:
-            self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.flush()
+            os.write(self.proc.stdin.fileno(), line.encode() + b"\n")
         except (BrokenPipeError, ValueError, OSError):
             pass
 
@@ -144,16 +158,11 @@ class Watchdog:
         self._send(f"-{pgid}")
 
     def close(self) -> None:
-        """Nothing is left to watch: let it exit, and reap it."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """Every task has ended: nothing is left to watch.  Killed rather
+        than told, so hazrun does not wait for its next poll."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdin.close()
 
 
 class ProcessSet:
@@ -327,6 +336,7 @@ class Child:
         self._on_output = on_output
         self._on_done = on_done
         self._open: Dict[int, Stream] = {}
+        self._files: Dict[int, object] = {}
         self._pidfd: Optional[int] = None
         self._tree: Dict[int, psutil.Process] = {}
         self._terminating = False
@@ -341,6 +351,7 @@ class Child:
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._open[fd] = stream
+            self._files[fd] = pipe
             self.loop.add_reader(fd, lambda fd=fd: self._read(fd))
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
@@ -368,7 +379,9 @@ class Child:
     def _close_pipe(self, fd: int) -> None:
         self.loop.remove_reader(fd)
         del self._open[fd]
-        os.close(fd)
+        # Through the file object, exactly once: a second close of the bare
+        # fd number could close another child's pipe that reused it.
+        self._files.pop(fd).close()
 
     def _pidfd_ready(self) -> None:
         self.loop.remove_reader(self._pidfd)
@@ -433,11 +446,6 @@ class Child:
         self.owner.children.pop(self.pid, None)
         if self.owner.watchdog is not None:
             self.owner.watchdog.forget(self.pgid)
-        for stream in (self.popen.stdout, self.popen.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
         self._on_done(self)
 
     # Ending (EXEC-014) ------------------------------------------------

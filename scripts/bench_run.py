@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Benchmark `hazrun run` against make, xargs and (if installed) doit on
+N independent one-task projects, side by side in the same run (issue 3).
+
+    python3 scripts/bench_run.py [--n 1000] [--repeat 3] [--cmd copy|true]
+
+Prints the median wall time of each runner and its ratio to `make -j2`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = {
+    "copy": "mkdir -p dist && cp src/in.txt dist/out.txt",
+    "true": "true",
+}
+
+
+def generate(root: Path, n: int, cmd: str) -> None:
+    (root / "haz.toml").write_text('[workspace]\nmembers = ["p/*"]\n')
+    make_lines = [".PHONY: all " + " ".join(f"t{i}" for i in range(n)),
+                  "all: " + " ".join(f"t{i}" for i in range(n))]
+    xargs = []
+    for i in range(n):
+        d = root / "p" / f"p{i:05d}"
+        (d / "src").mkdir(parents=True)
+        (d / "src" / "in.txt").write_text(f"input {i}\n")
+        (d / "haz.toml").write_text(
+            f'[tasks.build]\ncmd = "{cmd}"\ninputs = ["src/**"]\noutputs = ["dist/**"]\n')
+        make_lines.append(f"t{i}:\n\tcd p/p{i:05d} && {cmd}")
+        xargs.append(f"p/p{i:05d}")
+    (root / "Makefile").write_text("\n".join(make_lines) + "\n")
+    (root / "dirs.txt").write_text("\n".join(xargs) + "\n")
+    dodo = ["def task_build():",
+            "    import glob",
+            "    for d in sorted(glob.glob('p/*')):",
+            f"        yield {{'name': d, 'actions': ['cd ' + d + ' && {cmd}'], 'verbosity': 0}}"]
+    (root / "dodo.py").write_text("\n".join(dodo) + "\n")
+
+
+def clean(root: Path) -> None:
+    for d in (root / "p").iterdir():
+        shutil.rmtree(d / "dist", ignore_errors=True)
+    shutil.rmtree(root / ".haz", ignore_errors=True)
+    for f in root.glob(".doit.db*"):
+        f.unlink()
+
+
+def timed(argv, cwd, env=None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {proc.stderr.decode()[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cmd", choices=sorted(COMMANDS), default="copy")
+    args = ap.parse_args()
+    cmd = COMMANDS[args.cmd]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("MAKEFLAGS", None)
+    runners = {
+        "xargs -P2": ["sh", "-c", f"xargs -P2 -I{{}} sh -c 'cd {{}} && {cmd}' < dirs.txt"],
+        "make -j2": ["make", "-s", "-j2"],
+        "hazrun -j2": [sys.executable, "-m", "hazrun", "run", "build", "-j2",
+                       "--no-cache", "--output", "none"],
+    }
+    if shutil.which("doit"):
+        runners["doit -n 2"] = ["doit", "-n", "2", "-P", "thread"]
+    with tempfile.TemporaryDirectory(prefix="hazrun-bench-") as tmp:
+        root = Path(tmp)
+        generate(root, args.n, cmd)
+        times = {name: [] for name in runners}
+        for _ in range(args.repeat):
+            for name, argv in runners.items():
+                clean(root)
+                times[name].append(timed(argv, root, env))
+    base = statistics.median(times["make -j2"])
+    print(f"N = {args.n} independent tasks, cmd = {cmd!r}, median of {args.repeat}")
+    print(f"{'runner':<14} {'median s':>9} {'per task ms':>12} {'vs make -j2':>12}")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"{name:<14} {m:9.3f} {1000 * m / args.n:12.2f} {m / base:11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
