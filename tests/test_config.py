@@ -1,0 +1,623 @@
+"""CFG-001..005: finding the root, projects, task keys, validation.
+
+CFG-004 (references) is tested with the graph in test_graph.py, CFG-006
+(globs and input files) in test_globs.py.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hazrun import ConfigError, NoWorkspaceError, load_workspace
+from hazrun.config import MutexMode, MutexSpec
+
+from conftest import hazrun_cmd
+
+WS = '[workspace]\nmembers = ["packages/*"]\n'
+
+
+def config_error(root: Path, start: Path = None) -> str:
+    """Load the workspace, expect a ConfigError, return its message."""
+    with pytest.raises(ConfigError) as info:
+        load_workspace(start or root)
+    assert info.value.exit_code == 2
+    return str(info.value)
+
+
+def one_project(make_ws, body: str) -> Path:
+    """A workspace with one project 'a' whose haz.toml is ``body``."""
+    return make_ws({"haz.toml": WS, "packages/a/haz.toml": body})
+
+
+def run_hazrun(args, env, cwd=None):
+    return subprocess.run(hazrun_cmd(*args), env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+# --------------------------------------------------------------------------
+# CFG-001 Root
+
+def test_cfg_001_root_found_upward_from_nested_directory(make_ws):
+    root = make_ws({
+        "haz.toml": WS,
+        "packages/a/haz.toml": '[tasks.build]\ncmd = "true"\n',
+        "packages/a/src/deep/er/file.txt": "x",
+    })
+    ws = load_workspace(root / "packages/a/src/deep/er")
+    assert ws.root == root.resolve()
+    assert list(ws.graph.tasks) == ["a:build"]
+
+
+def test_cfg_001_root_found_from_current_directory(make_ws, monkeypatch):
+    root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.t]\ncmd = "true"\n'})
+    monkeypatch.chdir(root / "packages/a")
+    assert load_workspace().root == root.resolve()
+
+
+def test_cfg_001_haz_toml_without_workspace_table_is_passed_over(make_ws):
+    # The project's own haz.toml is nearer, but it has no [workspace] table.
+    root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.t]\ncmd = "true"\n'})
+    assert load_workspace(root / "packages/a").root == root.resolve()
+
+
+def test_cfg_001_nearest_workspace_wins(make_ws):
+    root = make_ws({
+        "haz.toml": '[workspace]\n[tasks.outer]\ncmd = "true"\n',
+        "inner/haz.toml": '[workspace]\n[tasks.inner]\ncmd = "true"\n',
+    })
+    assert list(load_workspace(root / "inner").graph.tasks) == ["root:inner"]
+    assert list(load_workspace(root).graph.tasks) == ["root:outer"]
+
+
+def test_cfg_001_no_root_found_names_directory(tmp_path):
+    start = tmp_path / "nowhere" / "deep"
+    start.mkdir(parents=True)
+    (tmp_path / "nowhere" / "haz.toml").write_text('[tasks.t]\ncmd = "x"\n')  # no [workspace]
+    with pytest.raises(NoWorkspaceError) as info:
+        load_workspace(start)
+    assert info.value.exit_code == 2
+    assert str(start.resolve()) in str(info.value)
+
+
+def test_cfg_001_no_root_cli_exit_2_names_directory(tmp_path, hazrun_env):
+    start = tmp_path / "empty"
+    start.mkdir()
+    for args, cwd in ((["list"], start), (["-C", str(start), "list"], None),
+                      (["graph", "-C", str(start)], None)):
+        proc = run_hazrun(args, hazrun_env, cwd=cwd)
+        assert proc.returncode == 2, proc
+        assert proc.stderr.startswith("hazrun: error: no haz.toml with a [workspace]")
+        assert str(start.resolve()) in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stdout == ""
+
+
+def test_cfg_001_dash_c_not_a_directory(tmp_path, hazrun_env):
+    f = tmp_path / "file"
+    f.write_text("")
+    proc = run_hazrun(["-C", str(f), "list"], hazrun_env)
+    assert proc.returncode == 2
+    assert str(f) in proc.stderr and "not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cfg_001_dash_c_before_or_after_subcommand(make_ws, hazrun_env, tmp_path):
+    root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.build]\ncmd = "true"\n'})
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    before = run_hazrun(["-C", str(root / "packages/a"), "list"], hazrun_env, cwd=outside)
+    after = run_hazrun(["list", "-C", str(root)], hazrun_env, cwd=outside)
+    assert before.returncode == after.returncode == 0, (before.stderr, after.stderr)
+    assert "a:build" in before.stdout
+    assert before.stdout == after.stdout
+
+
+def test_cfg_001_broken_project_file_below_root_does_not_hide_other_errors(make_ws):
+    # Started inside a project whose haz.toml does not parse: the root above
+    # is still found and the whole workspace's problems come together.
+    root = make_ws({
+        "haz.toml": WS,
+        "packages/a/haz.toml": '[tasks.build]\ncmd = "unterminated\n',
+        "packages/b/haz.toml": '[tasks.build]\ncmd = "true"\ncolour = 1\n',
+    })
+    msg = config_error(root, start=root / "packages/a")
+    assert "packages/a/haz.toml: invalid TOML" in msg
+    assert "packages/b/haz.toml: [tasks.build]: unknown key 'colour'" in msg
+
+
+def test_cfg_001_broken_file_with_no_root_above_reports_syntax_error(tmp_path):
+    (tmp_path / "haz.toml").write_text("[workspace\n")
+    msg = config_error(tmp_path)
+    assert "invalid TOML" in msg and "line 1, column" in msg
+
+
+# --------------------------------------------------------------------------
+# CFG-002 Projects
+
+def test_cfg_002_members_globs_select_directories_with_haz_toml(make_ws):
+    root = make_ws({
+        "haz.toml": '[workspace]\nmembers = ["packages/*", "apps/**/svc-?"]\n',
+        "packages/a/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "packages/b/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "packages/no-config/README": "not a project",
+        "packages/file.txt": "a file, not a directory",
+        "apps/x/y/svc-1/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "apps/svc-2/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "apps/x/svc-10/haz.toml": '[tasks.t]\ncmd = "x"\n',   # '?' is one char
+        "other/c/haz.toml": '[tasks.t]\ncmd = "x"\n',         # not a member
+    })
+    ws = load_workspace(root)
+    assert sorted(ws.projects) == ["a", "b", "svc-1", "svc-2"]
+    assert ws.projects["svc-1"].rel_dir == "apps/x/y/svc-1"
+    assert ws.projects["a"].dir == root.resolve() / "packages/a"
+    assert ws.projects["a"].config_file == root.resolve() / "packages/a/haz.toml"
+
+
+def test_cfg_002_members_exclusion(make_ws):
+    root = make_ws({
+        "haz.toml": '[workspace]\nmembers = ["packages/*", "!packages/legacy", '
+                    '"!packages/old-*"]\n',
+        "packages/a/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "packages/legacy/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "packages/old-1/haz.toml": "this is not even TOML [",
+        "packages/older/haz.toml": '[tasks.t]\ncmd = "x"\n',
+    })
+    assert sorted(load_workspace(root).projects) == ["a", "older"]
+
+
+def test_cfg_002_members_absent_root_only_workspace(make_ws):
+    root = make_ws({"haz.toml": '[workspace]\n[tasks.build]\ncmd = "true"\n',
+                    "sub/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    ws = load_workspace(root)
+    assert list(ws.projects) == ["root"]
+    assert ws.projects["root"].rel_dir == ""
+    assert ws.settings.members == ()
+
+
+def test_cfg_002_root_is_a_project_only_with_tasks(make_ws):
+    root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    assert list(load_workspace(root).projects) == ["a"]
+    (root / "haz.toml").write_text(WS + '[tasks.lint]\ncmd = "x"\n')
+    ws = load_workspace(root)
+    assert sorted(ws.projects) == ["a", "root"]
+    assert "root:lint" in ws.graph
+
+
+def test_cfg_002_default_names(make_ws):
+    root = make_ws({
+        "haz.toml": WS + '[tasks.t]\ncmd = "x"\n',
+        "packages/dir-name/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "packages/other/haz.toml": '[project]\nname = "my.lib@2/x-y"\n[tasks.t]\ncmd = "x"\n',
+    })
+    ws = load_workspace(root)
+    assert sorted(ws.projects) == ["dir-name", "my.lib@2/x-y", "root"]
+    assert ws.projects["root"].dir == root.resolve()
+    assert ws.projects["my.lib@2/x-y"].rel_dir == "packages/other"
+    assert "my.lib@2/x-y:t" in ws.graph
+
+
+@pytest.mark.parametrize("name", ["-lead", ".hidden", "a:b", "with space", "", "é", "@scope/x"])
+def test_cfg_002_invalid_project_name(make_ws, name):
+    root = one_project(make_ws, f'[project]\nname = "{name}"\n[tasks.t]\ncmd = "x"\n')
+    msg = config_error(root)
+    assert msg.startswith("packages/a/haz.toml: [project] key 'name': ")
+    assert f"project name '{name}' must match" in msg
+    assert "no ':'" in msg
+
+
+def test_cfg_002_invalid_directory_name_asks_for_project_name(make_ws):
+    root = make_ws({"haz.toml": WS, "packages/my pkg/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    msg = config_error(root)
+    assert "packages/my pkg/haz.toml: project name 'my pkg' must match" in msg
+    assert 'set [project] name = "..."' in msg
+
+
+def test_cfg_002_duplicate_names_name_both_files(make_ws):
+    root = make_ws({
+        "haz.toml": '[workspace]\nmembers = ["libs/*", "apps/*"]\n',
+        "apps/util/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "libs/util/haz.toml": '[tasks.t]\ncmd = "x"\n',
+    })
+    msg = config_error(root)
+    assert "project name 'util' is also used by" in msg
+    assert "apps/util/haz.toml" in msg and "libs/util/haz.toml" in msg
+
+
+def test_cfg_002_duplicate_name_with_root_project(make_ws):
+    root = make_ws({
+        "haz.toml": WS + '[tasks.t]\ncmd = "x"\n',
+        "packages/a/haz.toml": '[project]\nname = "root"\n[tasks.t]\ncmd = "x"\n',
+    })
+    msg = config_error(root)
+    assert "packages/a/haz.toml: [project] key 'name': project name 'root' is also " \
+           "used by haz.toml" in msg
+
+
+def test_cfg_002_member_may_not_have_workspace_table(make_ws):
+    root = one_project(make_ws, '[workspace]\n[tasks.t]\ncmd = "x"\n')
+    msg = config_error(root)
+    assert "packages/a/haz.toml: [workspace]: only the workspace root" in msg
+
+
+def test_cfg_002_member_linking_outside_root_is_an_error(make_ws, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "haz.toml").write_text('[tasks.t]\ncmd = "x"\n')
+    root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    (root / "packages/ext").symlink_to(outside)
+    msg = config_error(root)
+    assert "haz.toml: [workspace] key 'members': 'packages/*' matches packages/ext" in msg
+    assert "outside the workspace root" in msg
+    # Excluded, it is no longer looked at.
+    (root / "haz.toml").write_text('[workspace]\nmembers = ["packages/*", "!packages/ext"]\n')
+    assert sorted(load_workspace(root).projects) == ["a"]
+
+
+def test_cfg_002_member_linking_inside_root_uses_real_directory(make_ws):
+    root = make_ws({"haz.toml": WS, "real/b/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    (root / "packages").mkdir()
+    (root / "packages/b").symlink_to(root / "real/b")
+    ws = load_workspace(root)
+    assert ws.projects["b"].rel_dir == "real/b"
+
+
+# --------------------------------------------------------------------------
+# CFG-003 Tasks: every key, valid values
+
+def test_cfg_003_all_task_keys_parsed(make_ws):
+    root = one_project(make_ws, '''
+        [project]
+        deps = []
+
+        [tasks.build]
+        cmd = "make all"
+        inputs = ["src/**", "!src/**/*.tmp", "$root/VERSION"]
+        outputs = ["dist/**", "build.log"]
+        env = ["CC", "_X1"]
+        tags = ["heavy", "io"]
+        mutex = ["db", {name = "port", mode = "shared"}, {name = "gpu"}]
+        cache = false
+        timeout = 90
+        grace = 2.5
+        description = "Build it"
+
+        [tasks.test]
+        cmd = ["pytest", "-q"]
+        deps = ["build"]
+        after = ["lint"]
+
+        [tasks.lint]
+        cmd = "lint"
+
+        [tasks.all]
+        deps = ["build", "test"]
+    ''')
+    ws = load_workspace(root)
+    b = ws.task("a:build")
+    assert b.cmd == "make all"
+    assert b.inputs == ("src/**", "!src/**/*.tmp", "$root/VERSION")
+    assert b.outputs == ("dist/**", "build.log")
+    assert b.env == ("CC", "_X1")
+    assert b.tags == ("heavy", "io")
+    assert b.mutex == (MutexSpec("db", MutexMode.EXCLUSIVE),
+                       MutexSpec("port", MutexMode.SHARED),
+                       MutexSpec("gpu", MutexMode.EXCLUSIVE))
+    assert b.cache is False and b.timeout == 90.0 and b.grace == 2.5
+    assert b.description == "Build it"
+    t = ws.task("a:test")
+    assert t.cmd == ("pytest", "-q") and t.deps == ("build",) and t.after == ("lint",)
+    assert t.inputs is None  # absent: every file of the project (CFG-006)
+    assert t.outputs == () and t.cache is True and t.timeout is None and t.grace is None
+    assert ws.task("a:all").cmd is None
+
+
+def test_cfg_003_workspace_keys_parsed(make_ws):
+    root = make_ws({"haz.toml": '''
+        [workspace]
+        members = []
+        concurrency = 3
+        env = ["CI"]
+        inputs = ["pnpm-lock.yaml"]
+        grace = 4
+
+        [workspace.tags]
+        heavy = 1
+        io = 4
+    '''})
+    s = load_workspace(root).settings
+    assert (s.concurrency, s.env, s.inputs, s.grace) == (3, ("CI",), ("pnpm-lock.yaml",), 4.0)
+    assert dict(s.tags) == {"heavy": 1, "io": 4}
+    defaults = load_workspace(make_ws({"haz.toml": "[workspace]\n"}, name="w2")).settings
+    assert defaults.grace == 10.0 and defaults.concurrency is None
+
+
+def test_cfg_003_project_deps(make_ws):
+    root = make_ws({"haz.toml": WS,
+                    "packages/a/haz.toml": '[project]\ndeps = ["b"]\n[tasks.t]\ncmd = "x"\n',
+                    "packages/b/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    assert load_workspace(root).projects["a"].deps == ("b",)
+
+
+# CFG-003/005: every key's type check.  (body of [tasks.t], expected words)
+TASK_TYPE_ERRORS = [
+    ('cmd = 3', "key 'cmd': must be a string (run by /bin/sh -c) or a non-empty array"),
+    ('cmd = []', "key 'cmd': must be a string"),
+    ('cmd = ["ok", 1]', "key 'cmd': must be a string"),
+    ('cmd = "  "', "key 'cmd': must not be empty"),
+    ('cmd = "x"\ndeps = "build"', "key 'deps': must be an array of strings, got a string"),
+    ('cmd = "x"\ndeps = [1]', "key 'deps': must be an array of strings, got an array holding an integer"),
+    ('cmd = "x"\nafter = "build"', "key 'after': must be an array of strings"),
+    ('cmd = "x"\ninputs = "src/**"', "key 'inputs': must be an array of strings"),
+    ('cmd = "x"\noutputs = [true]', "key 'outputs': must be an array of strings"),
+    ('cmd = "x"\nenv = "HOME"', "key 'env': must be an array of strings"),
+    ('cmd = "x"\nenv = ["1BAD"]', "key 'env': '1BAD' is not an environment variable name"),
+    ('cmd = "x"\ntags = "heavy"', "key 'tags': must be an array of strings"),
+    ('cmd = "x"\ntags = [""]', "key 'tags': tag names must not be empty"),
+    ('cmd = "x"\nmutex = "db"', "key 'mutex': must be an array"),
+    ('cmd = "x"\nmutex = [1]', "key 'mutex': entries must be"),
+    ('cmd = "x"\nmutex = [{name = "db", mode = "weird"}]',
+     "key 'mutex': mode of mutex 'db' must be \"shared\" or \"exclusive\""),
+    ('cmd = "x"\nmutex = [{nmae = "db"}]', "unknown key 'nmae' in a mutex table (did you mean 'name'?)"),
+    ('cmd = "x"\nmutex = [{mode = "shared"}]', "each mutex table needs name"),
+    ('cmd = "x"\nmutex = ["db", "db"]', "mutex 'db' is listed twice"),
+    ('cmd = "x"\ncache = "no"', "key 'cache': must be true or false, got a string"),
+    ('cmd = "x"\ntimeout = "5"', "key 'timeout': must be a number of seconds, got a string"),
+    ('cmd = "x"\ntimeout = true', "key 'timeout': must be a number of seconds, got a boolean"),
+    ('cmd = "x"\ntimeout = 0', "key 'timeout': must be greater than 0"),
+    ('cmd = "x"\ntimeout = -1', "key 'timeout': must not be negative"),
+    ('cmd = "x"\ngrace = -0.5', "key 'grace': must not be negative"),
+    ('cmd = "x"\ngrace = [1]', "key 'grace': must be a number of seconds, got an array"),
+    ('cmd = "x"\ndescription = 7', "key 'description': must be a string, got an integer"),
+]
+
+
+@pytest.mark.parametrize("body, expected", TASK_TYPE_ERRORS,
+                         ids=[b.split("\n")[-1] for b, _ in TASK_TYPE_ERRORS])
+def test_cfg_003_task_key_type_checks(make_ws, body, expected):
+    root = one_project(make_ws, f"[tasks.t]\n{body}\n")
+    msg = config_error(root)
+    assert msg.startswith("packages/a/haz.toml: [tasks.t]"), msg
+    assert expected in msg, msg
+    assert "\n" not in msg, "one problem, one line"
+
+
+WORKSPACE_TYPE_ERRORS = [
+    ('members = "packages/*"', "[workspace] key 'members': must be an array of strings"),
+    ("concurrency = 0", "[workspace] key 'concurrency': must be at least 1"),
+    ('concurrency = "4"', "[workspace] key 'concurrency': must be an integer, got a string"),
+    ("concurrency = 2.5", "[workspace] key 'concurrency': must be an integer, got a number"),
+    ('env = ["A-B"]', "[workspace] key 'env': 'A-B' is not an environment variable name"),
+    ("inputs = [1]", "[workspace] key 'inputs': must be an array of strings"),
+    ('grace = "10s"', "[workspace] key 'grace': must be a number of seconds"),
+    ("tags = 3", "[workspace] key 'tags': must be a table of TAG = cap"),
+    ("tags = {heavy = 0}", "[workspace] key 'tags': cap of tag 'heavy' must be at least 1"),
+    ('remote_cache = {url = "http://x", protocol = "ftp"}',
+     "[workspace.remote_cache] key 'protocol': must be \"http\" or \"turbo\""),
+    ("remote_cache = {read_only = 1}", "[workspace.remote_cache] key 'read_only': must be true or false"),
+]
+
+
+@pytest.mark.parametrize("line, expected", WORKSPACE_TYPE_ERRORS,
+                         ids=[line for line, _ in WORKSPACE_TYPE_ERRORS])
+def test_cfg_003_workspace_key_type_checks(make_ws, line, expected):
+    root = make_ws({"haz.toml": f"[workspace]\n{line}\n"})
+    msg = config_error(root)
+    assert msg == f"haz.toml: {expected}" or msg.startswith(f"haz.toml: {expected}"), msg
+
+
+def test_cfg_003_remote_cache_token_is_an_error_and_not_echoed(make_ws):
+    root = make_ws({"haz.toml": '[workspace.remote_cache]\nurl = "http://c"\n'
+                                'token = "s3cr3t-value"\n'})
+    msg = config_error(root)
+    assert "HAZ_REMOTE_CACHE_TOKEN" in msg
+    assert "s3cr3t-value" not in msg
+
+
+@pytest.mark.parametrize("body, expected", [
+    ('[project]\nname = 1\n[tasks.t]\ncmd = "x"', "[project] key 'name': must be a string"),
+    ('[project]\ndeps = "b"\n[tasks.t]\ncmd = "x"', "[project] key 'deps': must be an array of strings"),
+    ('project = 1\n[tasks.t]\ncmd = "x"', "[project]: must be a table, got an integer"),
+    ('tasks = 1', "[tasks]: must be a table, got an integer"),
+    ('[tasks]\nt = "echo"', "[tasks.t]: must be a table, got a string"),
+])
+def test_cfg_003_project_and_table_type_checks(make_ws, body, expected):
+    msg = config_error(one_project(make_ws, body + "\n"))
+    assert msg.startswith("packages/a/haz.toml: " + expected), msg
+
+
+@pytest.mark.parametrize("name", ["a:b", "-x", "with space"])
+def test_cfg_003_invalid_task_name(make_ws, name):
+    msg = config_error(one_project(make_ws, f'[tasks."{name}"]\ncmd = "x"\n'))
+    assert f"[tasks.{name}]: task name '{name}' must match" in msg
+
+
+# --------------------------------------------------------------------------
+# CFG-005 Validation
+
+def test_cfg_005_toml_syntax_error_with_line_and_column(make_ws):
+    root = one_project(make_ws, '[tasks.build]\ncmd = "ok"\ndeps = [\n  "a",\n  oops\n]\n')
+    msg = config_error(root)
+    assert msg.startswith("packages/a/haz.toml: invalid TOML: ")
+    assert "(at line 5, column 3)" in msg
+
+
+def test_cfg_005_toml_syntax_error_in_root_file(make_ws):
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["a",\n'})
+    msg = config_error(root)
+    assert "haz.toml: invalid TOML" in msg and "line 3, column 1" in msg
+
+
+def test_cfg_005_toml_not_utf8(make_ws):
+    root = one_project(make_ws, "")
+    (root / "packages/a/haz.toml").write_bytes(b'[tasks.t]\ncmd = "\xff"\n')
+    msg = config_error(root)
+    assert msg.startswith("packages/a/haz.toml: invalid TOML")
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"packages/a/haz.toml": '[tasks.build]\ncmd = "x"\ndescrption = "d"\n'},
+     "packages/a/haz.toml: [tasks.build]: unknown key 'descrption' (did you mean 'description'?)"),
+    ({"packages/a/haz.toml": '[task.build]\ncmd = "x"\n'},
+     "packages/a/haz.toml: unknown table 'task' (did you mean 'tasks'?)"),
+    ({"packages/a/haz.toml": '[project]\nnmae = "x"\n[tasks.t]\ncmd = "x"\n'},
+     "packages/a/haz.toml: [project]: unknown key 'nmae' (did you mean 'name'?)"),
+    ({"packages/a/haz.toml": '[tasks.t]\ncmd = "x"\ntimeuot = 3\n'},
+     "packages/a/haz.toml: [tasks.t]: unknown key 'timeuot' (did you mean 'timeout'?)"),
+    ({"haz.toml": '[workspace]\nmember = ["packages/*"]\n'},
+     "haz.toml: [workspace]: unknown key 'member' (did you mean 'members'?)"),
+    ({"haz.toml": '[workspace]\n[workspace.remote_cache]\nurll = "http://x"\n'},
+     "haz.toml: [workspace.remote_cache]: unknown key 'urll' (did you mean 'url'?)"),
+    ({"haz.toml": '[workspace]\n[workspaces]\nx = 1\n'},
+     "haz.toml: unknown table 'workspaces' (did you mean 'workspace'?)"),
+    ({"packages/a/haz.toml": '[tasks.t]\ncmd = "x"\nzzz = 1\n'},
+     "packages/a/haz.toml: [tasks.t]: unknown key 'zzz'"),
+])
+def test_cfg_005_unknown_key_did_you_mean(make_ws, files, expected):
+    root = make_ws({"haz.toml": WS, **files})
+    msg = config_error(root)
+    assert expected in msg, msg
+    if "zzz" in expected:
+        assert "did you mean" not in msg
+
+
+def test_cfg_005_task_with_neither_cmd_nor_deps(make_ws):
+    root = one_project(make_ws, '[tasks.empty]\ndescription = "nothing"\n'
+                                '[tasks.also]\ndeps = []\n[tasks.group]\ndeps = ["empty"]\n')
+    msg = config_error(root)
+    assert "packages/a/haz.toml: [tasks.empty]: has neither 'cmd' nor 'deps'" in msg
+    assert "packages/a/haz.toml: [tasks.also]: has neither 'cmd' nor 'deps'" in msg
+    assert "[tasks.group]" not in msg
+
+
+@pytest.mark.parametrize("key, pattern, why", [
+    ("inputs", "../other/**", "'..' would escape the project directory"),
+    ("inputs", "src/../../x", "'..' would escape"),
+    ("inputs", "!../x", "'..' would escape"),
+    ("outputs", "../dist", "'..' would escape"),
+    ("inputs", "/etc/passwd", "absolute paths are not allowed"),
+    ("outputs", "/tmp/out", "absolute paths are not allowed"),
+    ("inputs", "$root/../x", "'..' would escape"),
+    ("inputs", "$root//abs", "absolute paths are not allowed"),
+    ("outputs", "$root/dist", "outputs must be inside the project directory"),
+    ("inputs", "", "empty pattern"),
+    ("inputs", "src/[ab", "unclosed '['"),
+])
+def test_cfg_005_escaping_and_absolute_globs(make_ws, key, pattern, why):
+    msg = config_error(one_project(make_ws, f'[tasks.t]\ncmd = "x"\n{key} = ["{pattern}"]\n'))
+    assert msg.startswith(f"packages/a/haz.toml: [tasks.t] key '{key}': '{pattern}': "), msg
+    assert why in msg
+
+
+@pytest.mark.parametrize("key, pattern", [
+    ("inputs", "../lock"), ("inputs", "/abs"), ("members", "../elsewhere/*"), ("members", "/x/*"),
+])
+def test_cfg_005_escaping_workspace_globs(make_ws, key, pattern):
+    msg = config_error(make_ws({"haz.toml": f'[workspace]\n{key} = ["{pattern}"]\n'}))
+    assert msg.startswith(f"haz.toml: [workspace] key '{key}': '{pattern}': ")
+
+
+def test_cfg_005_all_errors_of_one_load_reported_together(make_ws, hazrun_env):
+    root = make_ws({
+        "haz.toml": '[workspace]\nmembers = ["packages/*"]\nconcurrency = 0\n',
+        "packages/a/haz.toml": '''
+            [project]
+            deps = ["bb", "a"]
+            [tasks.build]
+            cmd = "x"
+            deps = ["b:biuld", "nope"]
+            inputs = ["../x"]
+            [tasks.empty]
+        ''',
+        "packages/b/haz.toml": '''
+            [tasks.build]
+            cmd = 1
+            colour = "red"
+            [tasks.x]
+            cmd = "x"
+            deps = ["y"]
+            [tasks.y]
+            cmd = "y"
+            after = ["x"]
+        ''',
+        "packages/c/haz.toml": "[tasks.build\n",
+        "packages/d/haz.toml": '[project]\nname = "b"\n[tasks.t]\ncmd = "x"\n',
+    })
+    expected = [
+        "haz.toml: [workspace] key 'concurrency': must be at least 1",
+        "packages/a/haz.toml: [project] key 'deps': unknown project 'bb' (did you mean 'b'?)",
+        "packages/a/haz.toml: [project] key 'deps': project 'a' depends on itself",
+        "packages/a/haz.toml: [tasks.build] key 'deps': 'b:biuld': project 'b' has no "
+        "task 'biuld' (did you mean 'build'?)",
+        "packages/a/haz.toml: [tasks.build] key 'deps': 'nope': project 'a' has no task 'nope'",
+        "packages/a/haz.toml: [tasks.build] key 'inputs': '../x': '..' would escape",
+        "packages/a/haz.toml: [tasks.empty]: has neither 'cmd' nor 'deps'",
+        "packages/b/haz.toml: [tasks.build] key 'cmd': must be a string",
+        "packages/b/haz.toml: [tasks.build]: unknown key 'colour'",
+        "packages/b/haz.toml: [tasks.x]: dependency cycle: b:x -> b:y -> b:x",
+        "packages/c/haz.toml: invalid TOML",
+        "packages/d/haz.toml: [project] key 'name': project name 'b' is also used by "
+        "packages/b/haz.toml",
+    ]
+    msg = config_error(root)
+    for line in expected:
+        assert line in msg, f"{line!r} missing from:\n{msg}"
+    assert len(msg.splitlines()) == len(expected), msg
+    # The command line prints them all, each as its own error line.
+    proc = subprocess.run(hazrun_cmd("-C", str(root), "list"), env=hazrun_env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == len(expected)
+    assert all(line.startswith("hazrun: error: ") for line in lines), proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_cfg_005_whole_workspace_validated_when_one_task_targeted(make_ws, hazrun_env):
+    root = make_ws({
+        "haz.toml": WS,
+        "packages/a/haz.toml": '[tasks.build]\ncmd = "touch ran"\n',
+        "packages/b/haz.toml": '[tasks.build]\ncmd = "true"\ntimeout = "soon"\n',
+    })
+    for args in (["graph", "a:build"], ["graph", "--dot", "a:build"], ["run", "a:build"]):
+        proc = subprocess.run(hazrun_cmd("-C", str(root), *args), env=hazrun_env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "packages/b/haz.toml: [tasks.build] key 'timeout'" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stdout == ""
+    assert not (root / "packages/a/ran").exists(), "nothing runs on a config error"
+
+
+BROKEN_CONFIGS = {
+    "syntax": {"packages/a/haz.toml": "[tasks.t\n"},
+    "types": {"packages/a/haz.toml": '[tasks.t]\ncmd = {a = 1}\nmutex = [[1]]\ntimeout = []\n'},
+    "bad-glob": {"packages/a/haz.toml": '[tasks.t]\ncmd = "x"\ninputs = ["a[]", "[z-a]", "a[!]"]\n'},
+    "cycle": {"packages/a/haz.toml": '[tasks.t]\ncmd = "x"\ndeps = ["b:t"]\n',
+              "packages/b/haz.toml": '[tasks.t]\ncmd = "x"\ndeps = ["a:t"]\n'},
+    "self": {"packages/a/haz.toml": '[project]\ndeps=["a"]\n[tasks.t]\ncmd = "x"\ndeps = ["t", "^t"]\n'},
+    "refs": {"packages/a/haz.toml": '[tasks.t]\ncmd = "x"\ndeps = ["^", ":", "a:", ":t", "^^t"]\n'},
+    "not-tables": {"packages/a/haz.toml": 'tasks = [1, 2]\nproject = "p"\n'},
+    "members-type": {"haz.toml": "[workspace]\nmembers = [{a = 1}]\n"},
+    "workspace-not-table": {"haz.toml": "workspace = 1\n[tasks.t]\ncmd = 'x'\n"},
+    "remote-table-type": {"haz.toml": "[workspace]\nremote_cache = 5\n"},
+    "not-utf8": {"packages/a/haz.toml": "cmd = '\udcff'"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CONFIGS))
+def test_cfg_005_broken_config_never_prints_traceback(make_ws, hazrun_env, case):
+    files = {"haz.toml": WS, **BROKEN_CONFIGS[case]}
+    root = make_ws({k: v for k, v in files.items() if "\udcff" not in v})
+    for rel, text in files.items():
+        if "\udcff" in text:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(text.encode("utf-8", "surrogateescape"))
+    for args in (["list"], ["graph"], ["graph", "--dot", "t"], ["run", "t"]):
+        proc = subprocess.run(hazrun_cmd("-C", str(root), *args), env=hazrun_env,
+                              capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert proc.stderr.startswith("hazrun: error: "), proc.stderr
+        assert proc.stdout == ""

@@ -1,0 +1,255 @@
+"""CFG-006: the glob matcher, and which files are a task's inputs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hazrun import load_workspace
+from hazrun.files import list_workspace_files, select_inputs
+from hazrun.globs import GlobSet, GlobSyntaxError, check_pattern, compile_glob
+
+HAS_GIT = shutil.which("git") is not None
+
+
+def matches(pattern: str, path: str, base: str = "") -> bool:
+    return compile_glob(pattern, base).match(path)
+
+
+# --------------------------------------------------------------------------
+# Syntax
+
+@pytest.mark.parametrize("pattern, yes, no", [
+    ("**", ["a", "a/b", "a/b/c.txt", ".hidden/x"], []),
+    ("**/*.py", ["x.py", "a/x.py", "a/b/c/x.py"], ["x.pyc", "a/x.txt", "a.py/x"]),
+    ("src/**", ["src/a", "src/a/b/c"], ["src", "srcx/a", "x/src/a"]),
+    ("src/**/test_*.py", ["src/test_a.py", "src/a/b/test_b.py"], ["src/a/xtest_b.py", "test_a.py"]),
+    ("a/**/b", ["a/b", "a/x/b", "a/x/y/b"], ["a/b/c", "a/xb"]),
+    ("*", ["a", "a.txt"], ["a/b"]),
+    ("*.txt", ["a.txt", ".txt"], ["a/b.txt", "a.txt.bak"]),
+    ("src/*", ["src/a"], ["src/a/b", "src"]),
+    ("*/x", ["a/x"], ["x", "a/b/x"]),
+    ("?.c", ["a.c", "_.c"], ["ab.c", ".c", "a/.c"]),
+    ("a?b", ["axb"], ["a/b", "ab"]),
+    ("f[0-9].txt", ["f1.txt"], ["fa.txt", "f10.txt"]),
+    ("f[!0-9]", ["fa"], ["f1"]),
+    ("a.b", ["a.b", "a.b/c"], ["axb"]),          # '.' is literal
+    ("a+(b)", ["a+(b)"], ["aab"]),               # regex characters are literal
+])
+def test_cfg_006_glob_wildcards(pattern, yes, no):
+    g = compile_glob(pattern)
+    for path in yes:
+        assert g.match(path), f"{pattern!r} should match {path!r}"
+    for path in no:
+        assert not g.match(path), f"{pattern!r} should not match {path!r}"
+
+
+def test_cfg_006_literal_directory_pattern_matches_everything_beneath():
+    g = compile_glob("dist")
+    assert g.match("dist") and g.match("dist/a") and g.match("dist/a/b.js")
+    assert not g.match("distx") and not g.match("x/dist")
+    deep = compile_glob("build/out")
+    assert deep.match("build/out/x") and not deep.match("build/outer")
+    # A wildcard pattern does not get the implicit directory meaning.
+    assert not compile_glob("dis?").match("dist/a")
+
+
+def test_cfg_006_patterns_are_relative_to_the_project_directory():
+    assert matches("src/**", "packages/a/src/x.c", base="packages/a")
+    assert not matches("src/**", "src/x.c", base="packages/a")
+    assert not matches("src/**", "packages/b/src/x.c", base="packages/a")
+    assert matches("./src/*", "packages/a/src/x", base="packages/a")
+
+
+def test_cfg_006_root_prefix_is_relative_to_workspace_root():
+    assert matches("$root/VERSION", "VERSION", base="packages/a")
+    assert not matches("$root/VERSION", "packages/a/VERSION", base="packages/a")
+    assert matches("$root/packages/core/dist/**", "packages/core/dist/x", base="packages/app")
+    assert matches("!$root/x", "x", base="p")
+    assert compile_glob("!$root/x", "p").negated
+
+
+def test_cfg_006_exclusion():
+    s = GlobSet.compile(["src/**", "!src/gen/**", "!**/*.tmp"], "p")
+    assert s.match("p/src/a.c")
+    assert not s.match("p/src/gen/a.c")
+    assert not s.match("p/src/deep/a.tmp")
+    assert not s.match("p/other.c")
+    files = sorted(["p/src/a.c", "p/src/gen/b.c", "p/src/c.tmp", "p/x", "q/src/a.c"])
+    assert s.select(files) == ["p/src/a.c"]
+
+
+def test_cfg_006_select_narrows_by_prefix_but_keeps_every_match():
+    files = sorted(["a/dist", "a/dist/x", "a/distant/y", "a/dist-2/z", "a/b/dist/w", "b/dist/x"])
+    assert GlobSet.compile(["dist"], "a").select(files) == ["a/dist", "a/dist/x"]
+    assert GlobSet.compile(["**/dist/*"], "a").select(files) == ["a/b/dist/w", "a/dist/x"]
+    assert GlobSet.compile(["dist*/**"], "a").select(files) == [
+        "a/dist-2/z", "a/dist/x", "a/distant/y"]
+    assert GlobSet.compile(["$root/b/**", "x"], "a").select(files) == ["b/dist/x"]
+
+
+@pytest.mark.parametrize("pattern, why", [
+    ("../x", "'..' would escape"),
+    ("a/../../x", "'..' would escape"),
+    ("a/../b", "'..' would escape"),
+    ("/abs", "absolute paths are not allowed"),
+    ("!/abs", "absolute paths are not allowed"),
+    ("$root/../up", "'..' would escape"),
+    ("", "empty pattern"),
+    ("!", "empty pattern"),
+    (".", "pattern names no file"),
+    ("a[", "unclosed '['"),
+    ("a[]", "unclosed '['"),
+    ("[z-a]", "invalid character class"),
+])
+def test_cfg_006_invalid_patterns(pattern, why):
+    assert why in (check_pattern(pattern) or "")
+    with pytest.raises(GlobSyntaxError):
+        compile_glob(pattern)
+
+
+def test_cfg_006_bracket_edge_cases_are_members():
+    assert matches("a[]]", "a]")                # ']' first in a class is a member
+    assert matches("[[]x", "[x")
+    assert matches("f[\\]", "f\\")
+    assert not matches("f[!]]", "f]") and matches("f[!]]", "fx")
+
+
+# --------------------------------------------------------------------------
+# Input files
+
+def _ws(make_ws, task: str, extra=None):
+    files = {
+        "haz.toml": '[workspace]\nmembers = ["packages/*"]\n',
+        "VERSION": "1",
+        "packages/a/haz.toml": task,
+        "packages/a/src/main.c": "x",
+        "packages/a/src/gen/out.c": "x",
+        "packages/a/dist/app": "x",
+        "packages/a/README.md": "x",
+        "packages/a/.haz/cache/blob": "x",
+        "packages/a/sub/.git/HEAD": "x",
+        "packages/b/haz.toml": '[tasks.t]\ncmd = "x"\n',
+        "packages/b/src/b.c": "x",
+        ".haz/cache/entry": "x",
+    }
+    files.update(extra or {})
+    return make_ws(files)
+
+
+def _inputs(root: Path, label: str = "a:build"):
+    ws = load_workspace(root)
+    files = list_workspace_files(ws.root)
+    return select_inputs(files, ws.task(label), ws.project_of(label).rel_dir)
+
+
+def _no_git(monkeypatch):
+    monkeypatch.setattr("hazrun.files.shutil.which", lambda name: None)
+
+
+def test_cfg_006_default_inputs_are_every_project_file(make_ws, monkeypatch):
+    _no_git(monkeypatch)
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n')
+    assert _inputs(root) == [
+        "packages/a/README.md", "packages/a/dist/app", "packages/a/haz.toml",
+        "packages/a/src/gen/out.c", "packages/a/src/main.c"]
+
+
+def test_cfg_006_inputs_globs_with_exclusion_and_root(make_ws, monkeypatch):
+    _no_git(monkeypatch)
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n'
+                        'inputs = ["src/**", "!src/gen/**", "$root/VERSION"]\n')
+    assert _inputs(root) == ["VERSION", "packages/a/src/main.c"]
+
+
+@pytest.mark.parametrize("task, expected", [
+    ('outputs = ["dist", "src/gen/**"]',
+     ["packages/a/README.md", "packages/a/haz.toml", "packages/a/src/main.c"]),
+    ('inputs = ["**/*.c", "dist/**"]\noutputs = ["src/gen/*.c", "dist/**"]',
+     ["packages/a/src/main.c"]),
+])
+def test_cfg_006_own_outputs_are_never_inputs(make_ws, monkeypatch, task, expected):
+    _no_git(monkeypatch)
+    root = _ws(make_ws, f'[tasks.build]\ncmd = "x"\n{task}\n')
+    assert _inputs(root) == expected
+
+
+def test_cfg_006_without_git_walks_and_skips_git_and_haz_dirs(make_ws, monkeypatch):
+    _no_git(monkeypatch)
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n', {".gitignore": "dist/\n",
+                                                       ".git/config": "x"})
+    files = list_workspace_files(root)
+    assert "packages/a/dist/app" in files       # no git: .gitignore means nothing
+    assert ".gitignore" in files
+    assert not [f for f in files if "/.git/" in "/" + f or "/.haz/" in "/" + f]
+    assert files == sorted(files)
+
+
+def test_cfg_006_walk_lists_symlinks_and_does_not_follow_directory_links(make_ws, monkeypatch):
+    _no_git(monkeypatch)
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n')
+    os.symlink("src", root / "packages/a/srclink")
+    os.symlink("main.c", root / "packages/a/src/alias.c")
+    files = list_workspace_files(root)
+    assert "packages/a/srclink" in files and "packages/a/src/alias.c" in files
+    assert "packages/a/srclink/main.c" not in files
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL, timeout=60)
+
+
+def git_init(root: Path) -> None:
+    git(root, "init", "-q")
+    git(root, "config", "user.name", "hazrun tests")
+    git(root, "config", "user.email", "tests@hazrun.invalid")
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+def test_cfg_006_git_ignored_files_are_not_inputs(make_ws):
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n', {
+        ".gitignore": "dist/\n*.log\n",
+        "packages/a/debug.log": "x",
+        "packages/a/src/.gitignore": "gen/\n",
+    })
+    git_init(root)
+    git(root, "add", "haz.toml", "packages/a/haz.toml")
+    git(root, "commit", "-q", "-m", "init")
+    # Tracked, untracked-not-ignored: inputs.  Ignored, .git/, .haz/: never.
+    assert _inputs(root) == ["packages/a/README.md", "packages/a/haz.toml",
+                             "packages/a/src/.gitignore", "packages/a/src/main.c"]
+    files = list_workspace_files(root)
+    assert not [f for f in files if f.startswith(".git/") or "/.haz/" in "/" + f]
+    assert "packages/a/sub/.git/HEAD" not in files
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+def test_cfg_006_git_deleted_tracked_file_is_not_listed(make_ws):
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n')
+    git_init(root)
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "init")
+    (root / "packages/a/README.md").unlink()
+    assert "packages/a/README.md" not in _inputs(root)
+    assert "packages/a/src/main.c" in _inputs(root)
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+def test_cfg_006_workspace_in_a_subdirectory_of_a_git_work_tree(tmp_path, make_ws):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".gitignore").write_text("*.o\n")
+    (repo / "unrelated.txt").write_text("x")
+    git_init(repo)
+    root = repo / "ws"
+    for rel, text in {"haz.toml": '[workspace]\n[tasks.build]\ncmd = "x"\n',
+                      "a.c": "x", "a.o": "x"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    # Paths stay relative to the workspace root; the repo's ignores apply.
+    assert list_workspace_files(root) == ["a.c", "haz.toml"]
+    assert _inputs(root, "root:build") == ["a.c", "haz.toml"]
