@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import glob as _glob
+import math
 import os
 import re
 import sys
@@ -172,6 +173,8 @@ def _bool(v: Any) -> bool:
 def _seconds(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _Bad(f"must be a number of seconds, got {_type_name(v)}")
+    if not math.isfinite(v):  # TOML has inf and nan; a deadline cannot
+        raise _Bad(f"must be a finite number of seconds, got {v}")
     if v < 0:
         raise _Bad(f"must not be negative, got {v}")
     return float(v)
