@@ -627,3 +627,47 @@ def test_cfg_005_broken_config_never_prints_traceback(make_ws, hazrun_env, case)
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
         assert proc.stderr.startswith("hazrun: error: "), proc.stderr
         assert proc.stdout == ""
+
+
+# Values of every TOML type, valid and not, for every key.
+FUZZ_VALUES = ['1', '-1', '0', '2.5', 'true', '"x"', '""', '"../x"', '"/a"', '"a[]"',
+               '"$root/"', '"!"', '[]', '[1]', '["a", 2]', '["x"]', '["^x"]', '["a:b"]',
+               '[":"]', '["^"]', '[{name = "m"}]', '[{name = 1}]', '[{mode = "shared"}]',
+               '[["a"]]', '{}', '{a = 1}', '{heavy = 0}', '[{}]', '["src/**", "!x"]',
+               '["dist"]', '["a[!]"]', '1979-05-27', 'inf', 'nan']
+FUZZ_TASK_KEYS = ["cmd", "deps", "after", "inputs", "outputs", "env", "tags", "mutex",
+                  "cache", "timeout", "grace", "description", "bogus"]
+FUZZ_WS_KEYS = ["members", "concurrency", "env", "inputs", "grace", "tags",
+                "remote_cache", "bogus"]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_cfg_005_random_configs_load_or_raise_config_error(tmp_path, seed):
+    """Whatever the values, a load succeeds or raises a HazError: never
+    another exception (which the command line would print as a traceback)."""
+    import random
+    from hazrun import HazError
+    rng = random.Random(seed)
+    for n in range(10):
+        root = tmp_path / f"w{n}"
+        root.mkdir()
+        lines = ["[workspace]", 'members = ["p/*"]']
+        lines += [f"{k} = {rng.choice(FUZZ_VALUES)}"
+                  for k in rng.sample(FUZZ_WS_KEYS[1:], rng.randint(0, 3))]
+        (root / "haz.toml").write_text("\n".join(lines) + "\n")
+        for _ in range(rng.randint(1, 3)):
+            lines = []
+            if rng.random() < 0.5:
+                deps = rng.choice(FUZZ_VALUES + ['["a"]', '["b", "c"]'])
+                lines += ["[project]", f"deps = {deps}"]
+            for t in range(rng.randint(0, 3)):
+                lines.append(f"[tasks.{rng.choice('abc')}{t}]")
+                lines += [f"{k} = {rng.choice(FUZZ_VALUES)}"
+                          for k in rng.sample(FUZZ_TASK_KEYS, rng.randint(0, 4))]
+            d = root / "p" / rng.choice("abcd")
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "haz.toml").write_text("\n".join(lines) + "\n")
+        try:
+            load_workspace(root).graph.canonical_order()
+        except HazError as e:
+            assert str(e) and e.exit_code == 2
