@@ -98,3 +98,20 @@ def select_inputs(files: Sequence[str], task: TaskDef, project_rel_dir: str) -> 
     if outputs:
         chosen = [f for f in chosen if not outputs.match(f)]
     return chosen
+
+
+def git_ignored(root: Path, paths: List[str]) -> frozenset:
+    """The subset of root-relative ``paths`` git ignores (none outside git)."""
+    git = shutil.which("git")
+    if git is None or not paths:
+        return frozenset()
+    try:
+        proc = subprocess.run(
+            [git, "check-ignore", "-z", "--stdin"], cwd=root,
+            input=b"".join(os.fsencode(p) + b"\0" for p in paths),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    except OSError:
+        return frozenset()
+    if proc.returncode not in (0, 1):
+        return frozenset()  # not a work tree: nothing is ignored
+    return frozenset(os.fsdecode(p) for p in proc.stdout.split(b"\0") if p)

@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .config import TaskDef
+from .files import git_ignored, task_input_globs, task_output_globs
+from .invariants import RuntimeChecks
+from .mutex import MutexTable, blocks
 from .exit_code import signal_name
 from .loop import EventLoop, Timer
-from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation
+from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation, ViolationKind
 from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .workspace import Workspace
@@ -45,6 +48,7 @@ class Phase(enum.Enum):
     READY = "ready"             # may be admitted when caps allow
     PREPARING = "preparing"     # admitted: computing its key, looking it up
     RESTORING = "restoring"     # cache hit: restoring outputs
+    MUTEX_WAIT = "mutex_wait"   # cache miss, its mutexes are held by others
     RUNNING = "running"         # its process tree is alive
     COMPLETING = "completing"   # exited 0: collecting outputs, storing
     FINAL = "final"
@@ -177,6 +181,13 @@ class Scheduler:
         self.jobserver = options.jobserver
         self.implicit_free = True
         self.awaiting_token = False
+        self.mutexes = MutexTable(workspace.root / ".haz" / "locks")
+        self.mutex_waiters: List[_Task] = []
+        self.mutex_dirty = False
+        self.mutex_retry: Optional[Timer] = None
+        self.halted: Optional[ViolationKind] = None   # EXEC-019/020
+        self._checks: Optional[RuntimeChecks] = None
+        self._ignored: Dict[str, bool] = {}
 
     # -- the main loop ----------------------------------------------------
     def run(self) -> RunOutcome:
@@ -201,6 +212,7 @@ class Scheduler:
             self._drain_children(deadline=time.monotonic() + 5)
             raise
         finally:
+            self.mutexes.close()
             self.token._wake_fds.remove(self.loop.wake_fd)
             if self.jobserver is not None:
                 self.jobserver.release_all()  # JOBS-001: on every exit path
@@ -225,6 +237,10 @@ class Scheduler:
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED),
                         started=False)
             return
+        if self.halted is not None:
+            self._final(t, TaskResult(t.label, TaskState.SKIPPED, Cause(self.halted.value)),
+                        started=False)
+            return
         t.phase = Phase.READY
         heapq.heappush(self.ready, t)
 
@@ -235,7 +251,11 @@ class Scheduler:
         looked at again only when the tag frees room, so it never blocks
         later tasks that fit (EXEC-005) and costs nothing per event.
         """
-        while self.ready and self.admitted < self.jobs and not self.cancelling:
+        if self.cancelling or self.halted is not None:
+            return
+        if self.mutex_dirty and not self._grant_mutex_waiters():
+            return  # a waiter whose mutexes are free goes first (EXEC-006)
+        while self.ready and self.admitted < self.jobs:
             t = heapq.heappop(self.ready)
             full = self._full_tag(t)
             if full is not None:
@@ -293,6 +313,8 @@ class Scheduler:
 
     def _give_slot(self, t: _Task) -> None:
         self.admitted -= 1
+        if self.mutex_waiters:
+            self.mutex_dirty = True
         self._give_token(t)
         for tag in t.task.tags:
             if tag in self.tag_load:
@@ -338,12 +360,17 @@ class Scheduler:
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                       key=self._key_hex(t)), started=False)
             return
+        if self.halted is ViolationKind.RUNTIME_CYCLE:
+            self._give_slot(t)
+            self._final(t, TaskResult(t.label, TaskState.SKIPPED, Cause.RUNTIME_CYCLE,
+                                      key=self._key_hex(t)), started=False)
+            return
         if manifest is not None:
             t.phase = Phase.RESTORING
             self._submit(self.cache.restore, t.label, manifest,
                          done=lambda f: self._restored(t, f))
             return
-        self._spawn(t)
+        self._acquire_then_spawn(t)
 
     def _restored(self, t: _Task, future: Future) -> None:
         try:
@@ -356,7 +383,7 @@ class Scheduler:
                 self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                           key=self._key_hex(t)), started=False)
             else:
-                self._spawn(t)
+                self._acquire_then_spawn(t)
             return
         # EXEC-017: a hit prints what the original run printed, through the
         # same observers as a fresh run, streamed in bounded pieces.
@@ -374,6 +401,7 @@ class Scheduler:
                 self.observer.task_output(t.label, stream, rest)
         restored.close()
         t.stream_hash = restored.materialised.stream_hash
+        self._check_outputs(t, restored.materialised.root_paths(t.rel_dir))
         self._give_slot(t)
         self._final(t, TaskResult(t.label, TaskState.CACHED, key=self._key_hex(t),
                                   duration_s=time.monotonic() - t.started,
@@ -397,6 +425,7 @@ class Scheduler:
                                        lambda c: self._child_done(t, c))
         except SpawnError as e:
             self._close_logs(t)
+            self._release_mutexes(t)
             self._give_slot(t)
             self._final(t, TaskResult(t.label, TaskState.FAILED, Cause.SPAWN_ERROR,
                                       key=self._key_hex(t), detail=str(e),
@@ -441,6 +470,7 @@ class Scheduler:
             t.child.terminate(self._grace(t))
 
     def _child_done(self, t: _Task, child: Child) -> None:
+        self._release_mutexes(t)  # MUTEX-004: the whole tree is gone
         if t.timer is not None:
             t.timer.cancel()
             t.timer = None
@@ -504,6 +534,7 @@ class Scheduler:
             if warning:
                 self._warn(warning)
             t.stream_hash = materialised.stream_hash
+            self._check_outputs(t, materialised.root_paths(t.rel_dir))
             if t.task.outputs and not materialised.outputs and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
@@ -582,18 +613,155 @@ class Scheduler:
         if self.cancelling:
             return
         self.cancelling = True
-        parked = [t for heap in self.blocked.values() for t in heap]
-        self.blocked.clear()
-        pending = sorted(self.ready + parked)
-        self.ready = []
-        for t in pending:
-            if t.phase is Phase.READY:
-                self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED),
-                            started=False)
+        # MUTEX-007: a task waiting for a mutex never spawns.
+        for t in self._take_pending():
+            self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
+                                      key=self._key_hex(t)), started=False)
         for t in self.tasks.values():
             if t.phase is Phase.RUNNING and t.child is not None and not t.child.done:
                 t.stopped = True
                 t.child.terminate(self._grace(t))
+
+    def _take_pending(self) -> List[_Task]:
+        """Empty the ready heap, the tag-parked and the mutex waiters; return
+        those tasks (admitted-then-waiting ones hold no slot) in order."""
+        parked = [t for heap in self.blocked.values() for t in heap]
+        self.blocked.clear()
+        pending = sorted(self.ready + parked + self.mutex_waiters)
+        self.ready = []
+        self.mutex_waiters = []
+        return [t for t in pending if t.phase in (Phase.READY, Phase.MUTEX_WAIT)]
+
+    # -- mutexes (MUTEX-001..007, EXEC-006 condition 3) ------------------------
+    def _acquire_then_spawn(self, t: _Task) -> None:
+        """After a miss: spawn if every mutex is free now, else wait for them
+        with the slots given back (EXEC-006)."""
+        if not t.task.mutex or (not self._conflicts_with_waiters(t) and self._try_mutexes(t)):
+            self._spawn(t)
+            return
+        self._give_slot(t)
+        t.phase = Phase.MUTEX_WAIT
+        heapq.heappush(self.mutex_waiters, t)
+
+    def _conflicts_with_waiters(self, t: _Task) -> bool:
+        # MUTEX-005: a newcomer queues behind any waiter it conflicts with,
+        # so a waiting exclusive request is never overtaken.
+        return any(blocks(w.task.mutex, t.task.mutex) for w in self.mutex_waiters)
+
+    def _try_mutexes(self, t: _Task) -> bool:
+        try:
+            if self.mutexes.try_acquire(t.task.mutex):
+                return True
+        except OSError as e:
+            self._warn(f"mutex lock files under {self.mutexes.lock_dir} cannot be used "
+                       f"({e.strerror}); mutexes hold within this hazrun process only")
+            self.mutexes.lock_dir = None
+            return self.mutexes.try_acquire(t.task.mutex)
+        if self.mutexes.compatible(t.task.mutex):
+            # Free here but locked by another hazrun process: try again soon.
+            self._schedule_mutex_retry()
+        return False
+
+    def _schedule_mutex_retry(self) -> None:
+        if self.mutex_retry is None:
+            def retry() -> None:
+                self.mutex_retry = None
+                self.mutex_dirty = True
+            self.mutex_retry = self.loop.call_later(0.1, retry)
+
+    def _release_mutexes(self, t: _Task) -> None:
+        if t.task.mutex and t.phase is Phase.RUNNING:
+            self.mutexes.release(t.task.mutex)
+            if self.mutex_waiters:
+                self.mutex_dirty = True
+
+    def _grant_mutex_waiters(self) -> bool:
+        """Spawn the waiters whose mutexes are free, in canonical order
+        (MUTEX-005), ahead of tasks not yet admitted.  Returns False when a
+        grantable waiter lacks a slot, so that no ready task takes it."""
+        self.mutex_dirty = False
+        earlier: List[Any] = []
+        for t in sorted(self.mutex_waiters):
+            if blocks(earlier, t.task.mutex) or not self.mutexes.compatible(t.task.mutex):
+                earlier.extend(t.task.mutex)
+                continue
+            if self.admitted >= self.jobs:
+                return False
+            if self._full_tag(t) is not None:
+                earlier.extend(t.task.mutex)
+                continue
+            if not self._take_token(t):
+                self._await_token()
+                return False
+            if not self._try_mutexes(t):
+                self._give_token(t)
+                earlier.extend(t.task.mutex)
+                continue
+            self.mutex_waiters.remove(t)
+            heapq.heapify(self.mutex_waiters)
+            self._take_slot(t)
+            self._spawn(t)
+        return True
+
+    # -- runtime invariants (EXEC-019, EXEC-020) ------------------------------
+    def _runtime_checks(self) -> RuntimeChecks:
+        if self._checks is None:
+            succs = {l: [s for s, _ in t.succs] for l, t in self.tasks.items()}
+            inputs = {l: task_input_globs(t.task, t.rel_dir) for l, t in self.tasks.items()}
+            outputs = {l: task_output_globs(t.task, t.rel_dir) for l, t in self.tasks.items()}
+            self._checks = RuntimeChecks(self.order, succs, inputs, outputs)
+        return self._checks
+
+    def _is_input_candidate(self, path: str) -> bool:
+        """Git-ignored files are never inputs (CFG-006), produced or not."""
+        found = self._ignored.get(path)
+        if found is None:
+            found = self._ignored[path] = path not in git_ignored(self.ws.root, [path])
+        return found
+
+    def _check_outputs(self, t: _Task, paths: List[str]) -> None:
+        """After a success: claim the outputs, look for overlaps and cycles."""
+        if not paths:
+            return
+        checks = self._runtime_checks()
+        overlap = checks.claim(t.label, paths)
+        if overlap is not None:
+            self._violation(overlap, terminate=False)
+            return
+        cycle, races = checks.add_outputs(t.label, paths, self._is_input_candidate)
+        for race in races:
+            self._warn(f"{race.writer} writes {race.path}, an input of {race.reader}, "
+                       "but neither depends on the other: the result depends on timing; "
+                       f"add \"{race.writer}\" to the deps of {race.reader}")
+        if cycle is not None:
+            self._violation(cycle, terminate=True)
+
+    def _violation(self, violation: Violation, terminate: bool) -> None:
+        """EXEC-019/020: record it, stop admitting, skip what has not
+        started; for a runtime cycle, also stop the tasks in flight."""
+        self.violations.append(violation)
+        what = " -> ".join(violation.tasks + ((violation.tasks[0],) if terminate else ()))
+        if violation.kind is ViolationKind.OUTPUT_OVERLAP:
+            self._warn(f"output overlap: {violation.tasks[0]} and {violation.tasks[1]} "
+                       f"both write {violation.path}; the run stops admitting tasks")
+        else:
+            self._warn(f"runtime cycle: {what} (closed by {violation.path}); "
+                       "the run stops")
+        if self.halted is not None:
+            return
+        self.halted = violation.kind
+        cause = Cause(violation.kind.value)
+        not_started = self._take_pending() + [
+            t for t in self.tasks.values() if t.phase is Phase.WAITING]
+        for t in sorted(not_started):
+            if t.phase is not Phase.FINAL:
+                self._final(t, TaskResult(t.label, TaskState.SKIPPED, cause,
+                                          key=self._key_hex(t)), started=False)
+        if terminate:
+            for t in self.tasks.values():
+                if t.phase is Phase.RUNNING and t.child is not None and not t.child.done:
+                    t.stopped = True
+                    t.child.terminate(self._grace(t))
 
     # -- helpers --------------------------------------------------------------
     def _submit(self, fn, *args, done) -> None:

@@ -18,8 +18,6 @@ The pipeline of one task (EXEC-002) calls, in order::
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -31,8 +29,8 @@ from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
 from . import restore as _restore
-from .hashing import StatCache, atomic_write
-from .model import (CacheMissError, KeyInfo, Manifest, Materialised,
+from .hashing import FileState, StatCache, atomic_write
+from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError)
 from .outputs import find_outputs
 from .store import CorruptBlob, CorruptManifest, Store, is_digest
@@ -68,6 +66,7 @@ class Cache:
         self.workspace = workspace
         self.root = Path(workspace.root)
         self.root_real = os.path.realpath(self.root)
+        self._root_slash = str(self.root).rstrip("/") + "/"
         self.environ = dict(environ)  # one snapshot for every key of the run
         self.path = resolve_cache_dir(self.root, cache_dir, environ)
         self._store = Store(self.path)
@@ -143,17 +142,24 @@ class Cache:
                 return paths
             unknown = [p for p in paths if self._produced.get(p, True) is None]
         if unknown:
-            ignored = _git_ignored(self.root, unknown)
+            ignored = _files.git_ignored(self.root, unknown)
             with self._lock:
                 for p in unknown:
                     self._produced[p] = p not in ignored
         with self._lock:
             return [p for p in paths if self._produced.get(p, True)]
 
-    def _rows(self, paths: List[str]) -> List[_key.Row]:
+    def _probe(self, label: str, kind: str, rel: str) -> Optional[FileState]:
+        try:
+            return self.stat_cache.probe(rel, self._root_slash + rel)
+        except InputError as e:
+            raise InputError(e.reason, rel,
+                             f"{label}: cannot hash {kind} {rel}: {e.reason}") from None
+
+    def _rows(self, label: str, kind: str, paths: List[str]) -> List[_key.Row]:
         rows = []
         for rel in paths:
-            state = self.stat_cache.probe(rel, os.path.join(self.root, rel))
+            state = self._probe(label, kind, rel)
             if state is not None:  # gone since the listing: not an input
                 rows.append(_key.file_row(rel, state))
         return rows
@@ -177,7 +183,8 @@ class Cache:
         if ws.settings.inputs:
             ws_inputs = self._candidates(GlobSet.compile(ws.settings.inputs).select(files))
         parts = _key.components(task, self.environ, ws.settings.env,
-                                self._rows(ws_inputs), self._rows(inputs), pred_streams)
+                                self._rows(label, "workspace input", ws_inputs),
+                                self._rows(label, "input", inputs), pred_streams)
         return KeyInfo(label, _key.key_of(parts), parts)
 
     # -- lookup and restore (CACHE-004) -----------------------------------------
@@ -259,7 +266,7 @@ class Cache:
         prefix = project.rel_dir + "/" if project.rel_dir else ""
         entries = []
         for rel in find_outputs(str(self.root), globs, project.rel_dir):
-            state = self.stat_cache.probe(rel, os.path.join(self.root, rel))
+            state = self._probe(label, "output", rel)
             if state is None:
                 continue
             path = rel[len(prefix):]
@@ -370,20 +377,3 @@ def _ensure_haz_dir(haz_dir: Path) -> None:
         (haz_dir / ".gitignore").write_text("*\n")
     except OSError:
         pass
-
-
-def _git_ignored(root: Path, paths: List[str]) -> frozenset:
-    """The subset of root-relative ``paths`` git ignores (none outside git)."""
-    git = shutil.which("git")
-    if git is None or not paths:
-        return frozenset()
-    try:
-        proc = subprocess.run(
-            [git, "check-ignore", "-z", "--stdin"], cwd=root,
-            input=b"".join(os.fsencode(p) + b"\0" for p in paths),
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
-    except OSError:
-        return frozenset()
-    if proc.returncode not in (0, 1):
-        return frozenset()  # not a work tree: nothing is ignored
-    return frozenset(os.fsdecode(p) for p in proc.stdout.split(b"\0") if p)
