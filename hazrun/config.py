@@ -26,7 +26,10 @@ from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
 from .globs import GlobSet, check_pattern
 
 CONFIG_NAME = "haz.toml"
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]*\Z")
+# CFG-002's pattern, widened on purpose: '_' (my_lib) and a leading '@'
+# (npm's @scope/pkg) are names users have; neither clashes with ':' or '^'.
+NAME_RE = re.compile(r"[A-Za-z0-9@][A-Za-z0-9._@/_-]*\Z")
+NAME_RULE = "[A-Za-z0-9@][A-Za-z0-9._@/_-]*"
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 DEFAULT_GRACE = 10.0
 
@@ -465,7 +468,7 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
     where = f"[tasks.{name}]"
     if not NAME_RE.match(name) or ":" in name:
         reader.problem(file, where, f"task name '{name}' must match "
-                       "[A-Za-z0-9][A-Za-z0-9._@/-]* and contain no ':'")
+                       f"{NAME_RULE} and contain no ':'")
         return None
     values = reader.table(file, where, data, TASK_SCHEMA)
     if not isinstance(data, dict):
@@ -504,7 +507,7 @@ def _project(reader: _Reader, root: Path, directory: Path, data: Dict[str, Any],
     name = settings.get("name", default_name)
     if not NAME_RE.match(name) or ":" in name:
         reader.problem(file, "[project] key 'name'" if "name" in settings else "",
-                       f"project name '{name}' must match [A-Za-z0-9][A-Za-z0-9._@/-]* "
+                       f"project name '{name}' must match {NAME_RULE} "
                        "and contain no ':'" + ("" if "name" in settings else
                                                "; set [project] name = \"...\""))
         return None

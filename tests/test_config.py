@@ -198,13 +198,19 @@ def test_cfg_002_default_names(make_ws):
     assert "my.lib@2/x-y:t" in ws.graph
 
 
-@pytest.mark.parametrize("name", ["-lead", ".hidden", "a:b", "with space", "", "é", "@scope/x"])
+@pytest.mark.parametrize("name", ["-lead", ".hidden", "a:b", "with space", "", "é", "_x"])
 def test_cfg_002_invalid_project_name(make_ws, name):
     root = one_project(make_ws, f'[project]\nname = "{name}"\n[tasks.t]\ncmd = "x"\n')
     msg = config_error(root)
     assert msg.startswith("packages/a/haz.toml: [project] key 'name': ")
     assert f"project name '{name}' must match" in msg
     assert "no ':'" in msg
+
+
+@pytest.mark.parametrize("name", ["my_lib", "@scope/ui"])
+def test_cfg_002_underscores_and_npm_scopes_are_names(make_ws, name):
+    root = one_project(make_ws, f'[project]\nname = "{name}"\n[tasks.t]\ncmd = "x"\n')
+    assert f"{name}:t" in load_workspace(root).graph
 
 
 def test_cfg_002_invalid_directory_name_asks_for_project_name(make_ws):
