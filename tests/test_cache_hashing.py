@@ -57,7 +57,7 @@ def test_cache_006_hashing_streams_in_bounded_memory(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 2 << 20
+    assert peak < hashing.BIG_CHUNK + (1 << 20)  # one read buffer, not the file
 
 
 def test_cache_006_second_key_reads_no_file_content(root, reads):
@@ -237,7 +237,9 @@ def test_cache_006_stat_cache_is_thread_safe(tmp_path):
                for s, p in zip(states, files))
     assert sc.files_hashed == 200 and sc.hits == 400
     sc.save()
-    assert len(StatCache(tmp_path / "sc.json")._entries) == 200
+    again = StatCache(tmp_path / "sc.json")
+    again._ensure_loaded()
+    assert len(again._entries) == 200
 
 
 def test_cache_006_saving_without_writable_haz_dir_is_a_warning(root):

@@ -42,7 +42,13 @@ class InputError(CacheError):
     changing while it was read), so no key describes the workspace.
 
     The caller warns and runs the task without looking it up or storing it.
+    ``path`` is the file concerned and ``reason`` the message without it.
     """
+
+    def __init__(self, reason: str, path: str = "", message: str = ""):
+        self.reason = reason
+        self.path = path
+        super().__init__(message or (f"{path}: {reason}" if path else reason))
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ class Store:
             return
         fd = os.open(src, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
         try:
-            buf = _buffer()
+            buf = _buffer(size)
 
             def read() -> memoryview:
                 return buf[:os.readv(fd, [buf])]
@@ -260,7 +260,7 @@ class Store:
         fd = os.open(self.blob_path(digest), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
         try:
             h = new_hasher(size)
-            buf = _buffer()
+            buf = _buffer(size)
             total = 0
             while True:
                 n = os.readv(fd, [buf])
