@@ -153,8 +153,8 @@ class Cache:
         try:
             return self.stat_cache.probe(rel, self._root_slash + rel)
         except InputError as e:
-            raise InputError(e.reason, rel,
-                             f"{label}: cannot hash {kind} {rel}: {e.reason}") from None
+            raise InputError(e.reason, rel, f"cannot hash {kind} {rel}: {e.reason}",
+                             label) from None
 
     def _rows(self, label: str, kind: str, paths: List[str]) -> List[_key.Row]:
         rows = []
@@ -232,8 +232,7 @@ class Cache:
         project = ws.project_of(label)
 
         def miss(reason: str) -> CacheMissError:
-            return CacheMissError(f"{label}: cache entry {manifest.key[:12]} not "
-                                  f"restored: {reason}")
+            return CacheMissError(f"cache entry {manifest.key[:12]}: {reason}", label)
 
         if manifest.label != label:
             raise miss(f"it belongs to {manifest.label}")
@@ -301,11 +300,11 @@ class Cache:
                     label=label, key=key.key, duration_s=float(duration_s), stdout=out,
                     stderr=err, outputs=materialised.outputs, created=time.time()))
         except CorruptBlob as e:
-            raise StoreError(f"{label}: not stored in the cache: {e}") from None
+            raise StoreError(str(e), label) from None
         except OSError as e:
             what = e.strerror or str(e)
             where = e.filename or self.path
-            raise StoreError(f"{label}: not stored in the cache: {what}: {where}") from None
+            raise StoreError(f"{what}: {where}", label) from None
 
     # -- explain (CLI-002) ----------------------------------------------------
 

@@ -20,7 +20,16 @@ FORMAT_VERSION = 1
 
 
 class CacheError(Exception):
-    """Base of the cache's errors; ``str()`` is a one-line message."""
+    """Base of the cache's errors.
+
+    ``str()`` is one line: the reason, naming the entry or file concerned
+    but not the task, which is ``label`` (the scheduler prefixes it:
+    ``a:build: not stored in the cache (<reason>)``).
+    """
+
+    def __init__(self, message: str, label: str = ""):
+        super().__init__(message)
+        self.label = label
 
 
 class CacheMissError(CacheError):
@@ -45,10 +54,10 @@ class InputError(CacheError):
     ``path`` is the file concerned and ``reason`` the message without it.
     """
 
-    def __init__(self, reason: str, path: str = "", message: str = ""):
+    def __init__(self, reason: str, path: str = "", message: str = "", label: str = ""):
+        super().__init__(message or (f"{path}: {reason}" if path else reason), label)
         self.reason = reason
         self.path = path
-        super().__init__(message or (f"{path}: {reason}" if path else reason))
 
 
 @dataclass(frozen=True)
