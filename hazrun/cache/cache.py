@@ -118,6 +118,7 @@ class Cache:
                         self._listing_set = frozenset(listing)
                         self._listing = listing
         with self._lock:
+            assert self._listing is not None
             if not self._produced:
                 return self._listing
             if self._merged is None:
@@ -125,9 +126,9 @@ class Cache:
             return self._merged
 
     def _note_produced(self, root_paths: Sequence[str]) -> None:
+        # Recorded even before the listing exists: one being taken right now
+        # may have read the directory before these files were written.
         with self._lock:
-            if self._listing is None:
-                return  # the listing, when taken, will see them
             new = [p for p in root_paths
                    if p not in self._listing_set and p not in self._produced]
             for p in new:
@@ -369,10 +370,10 @@ class Cache:
 
 def _ensure_haz_dir(haz_dir: Path) -> None:
     """Create .haz/ with a .gitignore, so git never sees its contents."""
-    if haz_dir.is_dir():
-        return
     haz_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        (haz_dir / ".gitignore").write_text("*\n")
-    except OSError:
-        pass
+    ignore = haz_dir / ".gitignore"
+    if not ignore.exists():
+        try:
+            ignore.write_text("*\n")
+        except OSError:
+            pass

@@ -233,6 +233,17 @@ class StatCache:
         started = time.time_ns()
         with self._lock:
             entry = self._entries.get(rel)
+        if entry is not None:
+            # The common case, kept short: one lstat, and the entry matches.
+            try:
+                st = os.lstat(path)
+            except OSError:
+                st = None
+            if (st is not None and stat.S_ISREG(st.st_mode)
+                    and (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == entry[:4]):
+                with self._lock:
+                    self.hits += 1
+                return FileState(None, st.st_mode & 0o7777, st.st_size, entry[4], entry[:4])
 
         def known(sig: Sig) -> Optional[str]:
             if entry is not None and entry[:4] == sig:
