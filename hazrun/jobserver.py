@@ -67,6 +67,12 @@ class JobserverError(Exception):
     """The jobserver named in MAKEFLAGS cannot be used; str() says the fix."""
 
 
+# What an unusable jobserver almost always means: a recipe line without
+# '+', which make runs with the pool closed (pipe) or after it has gone.
+_FIX = ("make shares its jobserver only with the recipe lines it runs that are "
+        "marked '+' (write '+hazrun run ...' in the Makefile)")
+
+
 def _is_fifo(fd: int) -> bool:
     try:
         return stat.S_ISFIFO(os.fstat(fd).st_mode)
@@ -86,12 +92,12 @@ class JobserverClient:
                 fd = os.open(auth.fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as e:
                 raise JobserverError(
-                    f"make's jobserver fifo {auth.fifo} cannot be opened ({e.strerror}); "
-                    "running without it") from None
+                    f"make's jobserver fifo {auth.fifo} cannot be opened ({e.strerror}): "
+                    f"{_FIX}; running without it") from None
             if not _is_fifo(fd):
                 os.close(fd)
-                raise JobserverError(f"make's jobserver {auth.fifo} is not a fifo; "
-                                     "running without it")
+                raise JobserverError(f"make's jobserver {auth.fifo} is not a fifo: "
+                                     f"{_FIX}; running without it")
             self._own_fds.append(fd)
             self.read_fd = self.write_fd = fd
             return
@@ -99,8 +105,7 @@ class JobserverClient:
             if not _is_fifo(fd):
                 raise JobserverError(
                     f"make's jobserver pipe (fds {auth.read_fd},{auth.write_fd}) is not "
-                    "open in hazrun: make passes it only to recipe lines marked '+' "
-                    "(write '+hazrun run ...' in the Makefile); running without it")
+                    f"open in hazrun: {_FIX}; running without it")
         try:
             # A description of our own, so O_NONBLOCK stays ours.
             self.read_fd = os.open(f"/proc/self/fd/{auth.read_fd}",
