@@ -224,7 +224,8 @@ def test_cache_003_truncated_manifest_is_a_miss_with_a_warning(root):
         assert c.lookup(key) is not None
 
 
-@pytest.mark.parametrize("payload", [b"", b"{}", b"[1,2]", b'{"format": 99}', b"\xff\xfe"])
+@pytest.mark.parametrize("payload", [b"", b"{}", b"[1,2]", b'{"format": 99}', b"\xff\xfe",
+                                     b"[" * 100000])
 def test_cache_003_garbage_manifest_is_a_miss(root, payload):
     with open_cache(root) as c:
         key, _ = store_build(c)
@@ -265,6 +266,20 @@ def test_cache_004_manifest_from_disk_naming_parent_path_is_rejected(root):
             c.restore("a:build", manifest)
         assert "../../x" in str(e.value)
     assert not (root.parent / "x").exists()
+
+
+@pytest.mark.parametrize("path,target", [("dist/\ud800", None), ("dist/x", "\ud800"),
+                                         ("dist/x", "a\0b")])
+def test_cache_004_names_no_file_system_takes_are_a_miss(root, path, target):
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        lib = [e for e in m.outputs if e.path == "dist/lib.txt"][0]
+        odd = (OutputEntry(path, 0, None, 1, target) if target
+               else OutputEntry(path, 0o644, lib.digest, lib.size))
+        before = tree(root)
+        with pytest.raises(CacheMissError):
+            c.restore("a:build", _manifest_with(c, key, [lib, odd]))
+        assert tree(root) == before
 
 
 def test_cache_004_file_and_directory_of_the_same_name_rejected(root):
@@ -510,7 +525,7 @@ def test_cache_003_two_processes_storing_the_same_key_leave_a_valid_entry(root):
     assert os.listdir(root / ".haz/cache/tmp") == []
 
 
-def test_cache_threads_store_and_restore_concurrently(tmp_path):
+def test_cache_003_threads_store_and_restore_concurrently(tmp_path):
     """The scheduler's pool calls one Cache from many threads at once."""
     n = 24
     files = {"haz.toml": '[workspace]\nmembers = ["p/*"]\n'}
@@ -564,7 +579,7 @@ def test_cache_002_materialised_of_sorts_outputs():
     assert m.root_paths("") == ["a", "b"]
 
 
-def test_cache_threads_lookups_share_one_listing(root):
+def test_cache_001_threads_computing_keys_share_one_listing(root):
     """Concurrent first calls list the workspace once and agree."""
     with open_cache(root) as c:
         barrier = threading.Barrier(6)

@@ -61,7 +61,7 @@ def load(directory: Path, label: str) -> Optional[Dict[str, Any]]:
     try:
         data = record_path(directory, label).read_bytes()
         rec = json.loads(zlib.decompress(data))
-    except (OSError, ValueError, zlib.error):
+    except (OSError, ValueError, RecursionError, zlib.error):
         return None
     if not isinstance(rec, dict) or rec.get("label") != label:
         return None

@@ -259,6 +259,9 @@ def restore(store: Store, manifest: Manifest, globs: GlobSet, project_rel_dir: s
         _close_all(logs)
         where = f" ({e.filename})" if e.filename else ""
         raise CacheMissError(f"{e.strerror or e}{where}") from None
+    except ValueError as e:  # a name no file system takes (NUL, lone surrogate)
+        _close_all(logs)
+        raise CacheMissError(f"unusable name in the manifest ({e})") from None
     except BaseException:
         _close_all(logs)
         raise

@@ -391,7 +391,7 @@ def decode_manifest(data: bytes) -> Manifest:
     """Parse and type-check a manifest; raises CorruptManifest."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CorruptManifest("it is not valid JSON (truncated?)") from None
     _need(isinstance(obj, dict), "it is not a JSON object")
     _need(obj.get("format") == FORMAT_VERSION,
