@@ -169,6 +169,7 @@ def _jobserver(args, ws, options, console: Console):
     jobs = options.jobs or ws.settings.concurrency or available_cpus()
     server = JobserverServer(jobs)
     options.environ = dict(os.environ, MAKEFLAGS=server.makeflags)
+    options.pass_fds = server.auth().pass_fds
     client = JobserverClient(server.auth())
     options.jobserver = client
     return client, server

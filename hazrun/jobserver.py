@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import stat
-import tempfile
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Tuple
 
@@ -160,29 +159,35 @@ class JobserverClient:
 
 
 class JobserverServer:
-    """A pool of ``jobs - 1`` tokens in a fifo that hazrun serves to its own
-    tasks (``--jobserver``), so nested ``make`` calls share hazrun's -j."""
+    """A pool of ``jobs - 1`` tokens that hazrun serves to its own tasks
+    (``--jobserver``), so nested ``make`` calls share hazrun's -j.
+
+    The pool is a pipe named as ``--jobserver-auth=R,W`` and inherited by
+    the tasks: every GNU make since 4.2 reads that form, while make 4.3 and
+    older stop with an internal error on the newer ``fifo:PATH`` form.
+    Both ends stay blocking, as make expects; hazrun's own client reads
+    through a description of its own (see JobserverClient).
+    """
+
+    # A pipe holds 64 KiB; no machine has more slots than that.
+    MAX_TOKENS = 4096
 
     def __init__(self, jobs: int):
-        self.dir = tempfile.mkdtemp(prefix="hazrun-jobserver-")
-        self.path = os.path.join(self.dir, "fifo")
-        os.mkfifo(self.path, 0o600)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.tokens = max(0, jobs - 1)
-        os.write(self.fd, b"+" * self.tokens)
+        self.read_fd, self.write_fd = os.pipe()  # close-on-exec but for pass_fds
+        self.tokens = min(max(0, jobs - 1), self.MAX_TOKENS)
+        os.write(self.write_fd, b"+" * self.tokens)
         self.jobs = jobs
 
     @property
     def makeflags(self) -> str:
-        return f"-j{self.jobs} --jobserver-auth=fifo:{self.path}"
+        return f"-j{self.jobs} --jobserver-auth={self.read_fd},{self.write_fd}"
 
     def auth(self) -> JobserverAuth:
-        return JobserverAuth(fifo=self.path)
+        return JobserverAuth(read_fd=self.read_fd, write_fd=self.write_fd)
 
     def close(self) -> None:
-        os.close(self.fd)
-        try:
-            os.unlink(self.path)
-            os.rmdir(self.dir)
-        except OSError:
-            pass
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
