@@ -160,10 +160,13 @@ def _jobserver(args, ws, options, console: Console):
             client = JobserverClient(auth)
         except JobserverError as e:
             console.warning(str(e))
-            return None, None
-        options.jobserver = client
-        options.pass_fds = auth.pass_fds
-        return client, None
+            if not args.jobserver:
+                return None, None
+            # --jobserver: nested make gets hazrun's slots instead of none.
+        else:
+            options.jobserver = client
+            options.pass_fds = auth.pass_fds
+            return client, None
     if not args.jobserver:
         return None, None
     jobs = options.jobs or ws.settings.concurrency or available_cpus()
