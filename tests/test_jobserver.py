@@ -475,3 +475,20 @@ def test_jobs_002_jobserver_option_serves_when_makes_is_unusable(make_ws, tmp_pa
     assert len(warnings(err)) == 1, err
     _assert_nested_make_used_the_jobserver(out + err)
     assert max_overlap(intervals(log)) == 2
+
+
+@needs_make
+def test_jobs_001_demo_makefile(tmp_path, wrapper):
+    """The README's example, demo/Makefile, builds and tests the demo."""
+    demo = tmp_path / "demo"
+    shutil.copytree(REPO / "demo", demo,
+                    ignore=shutil.ignore_patterns(".haz", "dist", "site"))
+    proc = subprocess.run(["make", "-j3", f"HAZRUN={wrapper}", "CI=1"], cwd=str(demo),
+                          env=base_env(), stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=120)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 0, out + err
+    assert not warnings(err), err
+    assert "app tests passed" in out
+    assert (demo / "packages" / "app" / "dist" / "app.txt").is_file()
+    assert "--output buffered" in out  # CI=1 picks the CI log format
