@@ -635,8 +635,11 @@ class Scheduler:
     # -- mutexes (MUTEX-001..007, EXEC-006 condition 3) ------------------------
     def _acquire_then_spawn(self, t: _Task) -> None:
         """After a miss: spawn if every mutex is free now, else wait for them
-        with the slots given back (EXEC-006)."""
-        if not t.task.mutex or (not self._conflicts_with_waiters(t) and self._try_mutexes(t)):
+        with the slots given back (EXEC-006).  A group task (no cmd) runs
+        no process, so nothing would ever release what it took: it takes
+        nothing."""
+        if not t.task.mutex or t.task.cmd is None or (
+                not self._conflicts_with_waiters(t) and self._try_mutexes(t)):
             self._spawn(t)
             return
         self._give_slot(t)
