@@ -138,3 +138,10 @@ def blocks(earlier: Sequence[MutexSpec], later: Sequence[MutexSpec]) -> bool:
         if mode is not None and (mode is MutexMode.EXCLUSIVE or spec.mode is MutexMode.EXCLUSIVE):
             return True
     return False
+
+
+def must_not_overtake(waiting: Sequence[MutexSpec], later: Sequence[MutexSpec]) -> bool:
+    """MUTEX-005: a waiting exclusive request is not overtaken by a shared
+    request that came later, whatever their canonical order."""
+    exclusive = {s.name for s in waiting if s.mode is MutexMode.EXCLUSIVE}
+    return any(s.name in exclusive and s.mode is MutexMode.SHARED for s in later)

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 from .config import TaskDef
 from .files import git_ignored, task_input_globs, task_output_globs
 from .invariants import RuntimeChecks
-from .mutex import MutexTable, blocks
+from .mutex import MutexTable, blocks, must_not_overtake
 from .exit_code import signal_name
 from .loop import EventLoop, Timer
 from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation, ViolationKind
@@ -133,6 +133,7 @@ class _Task:
     timed_out: bool = False
     stopped: bool = False       # terminated by cancellation (EXEC-014)
     token: Any = None           # JOBS-001: IMPLICIT or the byte it holds
+    behind: Tuple["_Task", ...] = ()   # MUTEX-005: exclusive waiters queued first
     result: Optional[TaskResult] = None
 
     def __lt__(self, other: "_Task") -> bool:
@@ -644,6 +645,8 @@ class Scheduler:
             return
         self._give_slot(t)
         t.phase = Phase.MUTEX_WAIT
+        t.behind = tuple(w for w in self.mutex_waiters
+                         if must_not_overtake(w.task.mutex, t.task.mutex))
         heapq.heappush(self.mutex_waiters, t)
 
     def _conflicts_with_waiters(self, t: _Task) -> bool:
@@ -685,6 +688,11 @@ class Scheduler:
         self.mutex_dirty = False
         earlier: List[Any] = []
         for t in sorted(self.mutex_waiters):
+            if any(w.phase is Phase.MUTEX_WAIT for w in t.behind):
+                # MUTEX-005: an exclusive request that was waiting when this
+                # shared one came goes first, even if later in canonical
+                # order.  Not added to ``earlier``: that would block it.
+                continue
             if blocks(earlier, t.task.mutex) or not self.mutexes.compatible(t.task.mutex):
                 earlier.extend(t.task.mutex)
                 continue
