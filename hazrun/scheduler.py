@@ -758,17 +758,19 @@ class Scheduler:
         else:
             self._warn(f"runtime cycle: {what} (closed by {violation.path}); "
                        "the run stops")
-        if self.halted is not None:
-            return
-        self.halted = violation.kind
-        cause = Cause(violation.kind.value)
-        not_started = self._take_pending() + [
-            t for t in self.tasks.values() if t.phase is Phase.WAITING]
-        for t in sorted(not_started):
-            if t.phase is not Phase.FINAL:
-                self._final(t, TaskResult(t.label, TaskState.SKIPPED, cause,
-                                          key=self._key_hex(t)), started=False)
+        if self.halted is None:
+            self.halted = violation.kind
+            cause = Cause(violation.kind.value)
+            not_started = self._take_pending() + [
+                t for t in self.tasks.values() if t.phase is Phase.WAITING]
+            for t in sorted(not_started):
+                if t.phase is not Phase.FINAL:
+                    self._final(t, TaskResult(t.label, TaskState.SKIPPED, cause,
+                                              key=self._key_hex(t)), started=False)
         if terminate:
+            # Also after an overlap halted the run first: a cycle stops what
+            # is in flight, and tasks still being prepared never spawn.
+            self.halted = ViolationKind.RUNTIME_CYCLE
             for t in self.tasks.values():
                 if t.phase is Phase.RUNNING and t.child is not None and not t.child.done:
                     t.stopped = True
