@@ -644,6 +644,12 @@ class Scheduler:
             self._spawn(t)
             return
         self._give_slot(t)
+        if self.halted is not None:
+            # EXEC-020: admission has stopped, so no waiter is granted any
+            # more; like the waiters the violation found, it never starts.
+            self._final(t, TaskResult(t.label, TaskState.SKIPPED, Cause(self.halted.value),
+                                      key=self._key_hex(t)), started=False)
+            return
         t.phase = Phase.MUTEX_WAIT
         t.behind = tuple(w for w in self.mutex_waiters
                          if must_not_overtake(w.task.mutex, t.task.mutex))
