@@ -80,6 +80,16 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--grace", type=_seconds, metavar="S",
                    help="seconds between SIGTERM and SIGKILL when stopping a task "
                         "(default: the task's grace, [workspace] grace, 10)")
+    rc = p.add_mutually_exclusive_group()
+    rc.add_argument("--remote-cache", metavar="URL",
+                    help="share results through the cache server at URL (overrides "
+                         "$HAZ_REMOTE_CACHE_URL and [workspace.remote_cache] url; "
+                         "the token comes from $HAZ_REMOTE_CACHE_TOKEN)")
+    rc.add_argument("--no-remote-cache", action="store_true",
+                    help="use no remote cache in this run")
+    p.add_argument("--remote-cache-read-only", action="store_true",
+                   help="download from the remote cache but upload nothing (for "
+                        "builds of untrusted changes)")
 
 
 def _observers(args: argparse.Namespace, console: Console):
@@ -109,7 +119,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = RunOptions(jobs=args.jobs, tag_caps=dict(args.tag_cap),
                          fail_fast=args.fail_fast, force=args.force,
                          no_cache=args.no_cache, grace=args.grace,
-                         cache_dir=args.cache_dir)
+                         cache_dir=args.cache_dir, remote=_remote(args, ws))
     if args.dry_run:
         from .cli_dryrun import dry_run
         return dry_run(ws, args, options, console)
@@ -137,6 +147,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         except OSError as e:
             console.error(f"cannot write the summary to {args.summary_json}: {e.strerror}")
     return exit_code_for(outcome, token.signal)
+
+
+def _remote(args: argparse.Namespace, ws):
+    """REMOTE-001: command line, then environment, then haz.toml."""
+    import os
+    from .cache.remote import resolve_remote
+    return resolve_remote(ws.settings.remote_cache, os.environ, url=args.remote_cache,
+                          read_only=args.remote_cache_read_only,
+                          disabled=args.no_remote_cache)
 
 
 def _jobserver(args, ws, options, console: Console):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 
 class TaskState(str, enum.Enum):
@@ -80,6 +80,7 @@ class RunOutcome:
     violations: List[Violation] = field(default_factory=list)
     duration_s: float = 0.0
     cancelled: bool = False              # the run's own cancellation fired
+    remote: Optional[Dict[str, Any]] = None   # REMOTE-006: counts; None: no remote
 
     def in_order(self) -> List[TaskResult]:
         return [self.results[label] for label in self.order]

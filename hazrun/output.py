@@ -298,7 +298,20 @@ def format_summary(outcome: RunOutcome, colour: bool = False) -> List[str]:
     for v in outcome.violations:
         lines.append(f"hazrun:   {v.kind.value.replace('_', ' ')}: "
                      f"{' -> '.join(v.tasks)} ({v.path})")
+    if outcome.remote is not None:
+        lines.append(format_remote(outcome.remote))
     return lines
+
+
+def format_remote(stats: dict) -> str:
+    """REMOTE-006: the remote cache's line of the summary."""
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+    line = (f"hazrun: remote cache: {n(stats['hits'], 'hit')}, "
+            f"{n(stats['uploads'], 'upload')}, {n(stats['errors'], 'error')}")
+    if stats.get("disabled"):
+        line += " (stopped asking it after repeated failures)"
+    return line
 
 
 class Summary(RunObserver):
@@ -313,7 +326,7 @@ class Summary(RunObserver):
 
 def summary_json(outcome: RunOutcome, signal: Optional[int]) -> dict:
     """CLI-003: the summary document."""
-    return {
+    doc = {
         "version": 1,
         "exit_code": exit_code_for(outcome, signal),
         "signal": signal_name(signal),
@@ -331,6 +344,10 @@ def summary_json(outcome: RunOutcome, signal: Optional[int]) -> dict:
         "violations": [{"kind": v.kind.value, "tasks": list(v.tasks), "path": v.path}
                        for v in outcome.violations],
     }
+    if outcome.remote is not None:  # REMOTE-006: only when a remote is configured
+        doc["remote"] = {k: outcome.remote[k]
+                         for k in ("hits", "misses", "uploads", "errors", "disabled")}
+    return doc
 
 
 def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],

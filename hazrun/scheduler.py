@@ -102,6 +102,7 @@ class RunOptions:
     parent_death_signal: bool = False        # set by the command line
     jobserver: Any = None                    # JOBS-001: a JobserverClient
     pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds
+    remote: Any = None                       # REMOTE-001: RemoteSettings; None: none
 
 
 def available_cpus() -> int:
@@ -219,9 +220,11 @@ class Scheduler:
                 self.jobserver.release_all()  # JOBS-001: on every exit path
             self.procs.close()
             self.loop.close()
+        remote_stats = getattr(self.cache, "remote_stats", None)
         outcome = RunOutcome(self.order, {l: self.tasks[l].result for l in self.order},
                              self.violations, time.monotonic() - start,
-                             cancelled=self.token.cancelled)
+                             cancelled=self.token.cancelled,
+                             remote=remote_stats() if remote_stats else None)
         self.observer.run_finished(outcome)
         return outcome
 
@@ -511,22 +514,23 @@ class Scheduler:
     def _complete(self, t: _Task):
         """Pool: the outputs it made (CACHE-002), then the store (CACHE-005)."""
         materialised = self.cache.collect_outputs(t.label)
-        warning = None
+        warning, stored = None, False
         if t.logs and t.key is not None:
             duration = time.monotonic() - t.started
             try:
                 for log in t.logs.values():
                     log.seek(0)
-                self.cache.store(t.label, t.key, materialised, t.logs[Stream.STDOUT],
-                                 t.logs[Stream.STDERR], duration)
+                stored = self.cache.store(t.label, t.key, materialised,
+                                          t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
+                                          duration)
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
-        return materialised, warning
+        return materialised, warning, stored
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)
         try:
-            materialised, warning = future.result()
+            materialised, warning, stored = future.result()
         except Exception as e:
             self._warn(f"{t.label}: outputs not collected ({_why(e)})")
             # Successors must not hit on a stream hash nobody computed.
@@ -539,12 +543,25 @@ class Scheduler:
             if t.task.outputs and not materialised.outputs and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
+            if stored and getattr(self.cache, "uploading", False):
+                # REMOTE-006: its own pool job; successors do not wait for it,
+                # the run does.
+                self._submit(self.cache.upload, t.label, t.key,
+                             done=lambda f: self._uploaded(t, f))
         if duration is None:
             duration = time.monotonic() - t.started
         self._give_slot(t)
         self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
                                   exit_code=0 if t.task.cmd is not None else None,
                                   duration_s=duration))
+
+    def _uploaded(self, t: _Task, future: Future) -> None:
+        """REMOTE-005: an upload's failures are warnings (drained by _submit);
+        an unexpected error is one too, never a task's state."""
+        try:
+            future.result()
+        except Exception as e:
+            self._warn(f"{t.label}: not uploaded to the remote cache ({_why(e)})")
 
     # -- final states and cascades (EXEC-009..013) -----------------------
     def _final(self, t: _Task, result: TaskResult, started: bool = True) -> None:
@@ -605,6 +622,10 @@ class Scheduler:
     # -- cancellation (EXEC-012..015) ----------------------------------------
     def _check_cancel(self) -> None:
         if self.token.cancelled and not self.cancelling:
+            # REMOTE-006: Ctrl-C abandons downloads and uploads at once.
+            cancel_remote = getattr(self.cache, "cancel_remote", None)
+            if cancel_remote is not None:
+                cancel_remote()
             self._start_cancel()
         if self.token.forced:
             self.procs.kill_all()  # EXEC-014: a second signal skips the grace
@@ -832,7 +853,8 @@ def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[R
         environ = os.environ if options.environ is None else options.environ
         cache = Cache(workspace, options.cache_dir, environ,
                       read=not (options.no_cache or options.force),
-                      write=not options.no_cache)
+                      write=not options.no_cache,
+                      remote=None if options.no_cache else options.remote)
     scheduler = Scheduler(workspace, labels, observer or RunObserver(), options,
                           cancel or CancelToken(), cache)
     try:

@@ -33,6 +33,7 @@ from .hashing import FileState, StatCache, atomic_write
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError)
 from .outputs import find_outputs
+from .remote import RemoteCache
 from .store import CorruptBlob, CorruptManifest, Store, is_digest
 
 HAZ_DIR = ".haz"
@@ -58,11 +59,13 @@ def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None
 
 class Cache:
     """See the module docstring.  ``read=False`` never looks up (--force,
-    --no-cache); ``write=False`` never stores (--no-cache)."""
+    --no-cache); ``write=False`` never stores (--no-cache).  ``remote`` (a
+    RemoteSettings): the remote cache asked on a local miss and given fresh
+    successes (REMOTE-001..007)."""
 
     def __init__(self, workspace: Workspace, cache_dir: Optional[Path] = None,
                  environ: Mapping[str, str] = os.environ, read: bool = True,
-                 write: bool = True):
+                 write: bool = True, remote: Any = None):
         self.workspace = workspace
         self.root = Path(workspace.root)
         self.root_real = os.path.realpath(self.root)
@@ -87,6 +90,9 @@ class Cache:
         self._records: Dict[str, Dict[str, Any]] = {}
         self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
         self._closed = False
+        self.remote: Optional[RemoteCache] = None
+        if remote is not None:
+            self.remote = RemoteCache(remote, self._store, self._warn)
 
     # -- warnings ---------------------------------------------------------
 
@@ -192,7 +198,16 @@ class Cache:
 
     def lookup(self, key: Union[KeyInfo, str]) -> Optional[Manifest]:
         """The manifest stored under ``key``, or None (a miss).  An entry that
-        is corrupt or incomplete is a miss with a warning."""
+        is corrupt or incomplete is a miss with a warning.  On a local miss,
+        the remote cache (REMOTE-003): a verified download goes into the
+        local store and is looked up there, so the next run hits locally."""
+        manifest = self._lookup_local(key)
+        if manifest is None and self.read and self.remote is not None:
+            if self._fetch_remote(key):
+                manifest = self._lookup_local(key)
+        return manifest
+
+    def _lookup_local(self, key: Union[KeyInfo, str]) -> Optional[Manifest]:
         if not self.read:
             return None
         k = key.key if isinstance(key, KeyInfo) else key
@@ -279,12 +294,12 @@ class Cache:
         return materialised
 
     def store(self, label: str, key: KeyInfo, materialised: Materialised,
-              stdout: Log, stderr: Log, duration_s: float) -> None:
+              stdout: Log, stderr: Log, duration_s: float) -> bool:
         """Store a fresh success under ``key``; raises StoreError.  A no-op
-        with write=False or for a task with ``cache = false``.  Logs are read
-        from their start."""
+        (False) with write=False or for a task with ``cache = false``.  Logs
+        are read from their start."""
         if not self.write or not self.workspace.task(label).cache:
-            return
+            return False
         if key.label != label:
             raise AssertionError(f"internal error: key of {key.label} used for {label}")
         project = self.workspace.project_of(label)
@@ -306,6 +321,63 @@ class Cache:
             what = e.strerror or str(e)
             where = e.filename or self.path
             raise StoreError(f"{what}: {where}", label) from None
+        return True
+
+    # -- the remote cache (REMOTE-003..007) ---------------------------------------
+
+    @property
+    def uploading(self) -> bool:
+        """Whether fresh successes go to the remote cache (REMOTE-006/007)."""
+        return self.write and self.remote is not None and self.remote.uploading
+
+    def _fetch_remote(self, key: Union[KeyInfo, str]) -> bool:
+        assert self.remote is not None
+        if isinstance(key, KeyInfo):
+            return self.remote.fetch(key.key, key.label, self._remote_check(key.label))
+        return self.remote.fetch(key, None)
+
+    def _remote_check(self, label: str):
+        """What a downloaded manifest must pass before it enters the local
+        store: it is ``label``'s, and restoring it writes only its outputs."""
+        project = self.workspace.project_of(label)
+        globs = _files.task_output_globs(self.workspace.task(label), project.rel_dir)
+
+        def check(manifest: Manifest) -> Optional[str]:
+            if manifest.label != label:
+                return f"it belongs to {manifest.label}"
+            try:
+                _restore.check_manifest_paths(manifest.outputs, globs, project.rel_dir)
+            except _restore.Rejected as e:
+                return str(e)
+            return None
+        return check
+
+    def upload(self, label: str, key: KeyInfo) -> bool:
+        """REMOTE-006: upload the entry just stored for ``label`` (from the
+        pool, off the critical path).  Failures are warnings; False: not
+        uploaded."""
+        if not self.uploading:
+            return False
+        assert self.remote is not None
+        try:
+            manifest = self._store.read_manifest(key.key)
+        except (CorruptManifest, OSError) as e:
+            self._warn(f"{label}: not uploaded to the remote cache "
+                       f"({getattr(e, 'strerror', None) or e})")
+            return False
+        if manifest is None or manifest.label != label:
+            return False
+        return self.remote.upload(manifest)
+
+    def remote_stats(self) -> Optional[Dict[str, Any]]:
+        """REMOTE-006: hits, misses, uploads, errors, disabled; None without
+        a remote cache."""
+        return self.remote.stats() if self.remote is not None else None
+
+    def cancel_remote(self) -> None:
+        """Ctrl-C: abandon remote requests in flight and queued uploads."""
+        if self.remote is not None:
+            self.remote.cancel()
 
     # -- explain (CLI-002) ----------------------------------------------------
 
@@ -340,6 +412,9 @@ class Cache:
                 return
             self._closed = True
             records = dict(self._records)
+        if self.remote is not None:
+            self.remote.close()
+        with self._lock:
             present = None
             if self._listing is not None:
                 present = set(self._listing_set).union(self._produced)

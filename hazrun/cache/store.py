@@ -203,6 +203,17 @@ class Store:
             raise CorruptBlob(f"{src} changed after its outputs were hashed")
         self._publish(tmp, self.blob_path(digest))
 
+    def put_blob(self, read: "ReadFn", digest: str, size: int) -> None:
+        """Store blob ``digest`` from ``read`` (a downloaded artifact,
+        REMOTE-003), verified while it is copied.  Raises CorruptBlob, having
+        stored nothing, if the content does not match; replaces whatever
+        was stored under that digest if it does."""
+        tmp, found, n = self._copy_to_tmp(read, size)
+        if found != digest or n != size:
+            _unlink(tmp)
+            raise CorruptBlob(f"blob {digest[:12]} does not match its digest")
+        self._publish(tmp, self.blob_path(digest))
+
     def put_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]]) -> LogRef:
         """Store a log (bytes, or a binary file read from its start)."""
         if isinstance(stream, (bytes, bytearray, memoryview)):

@@ -1,0 +1,209 @@
+"""REMOTE-003/004: the artifact of one cache entry, and its signature.
+
+An artifact is a gzip'd tar made with the standard library: first the
+manifest (``manifest.json``, as the local store writes it), then every blob
+it names (``blobs/<digest>``, each once, sorted).  Headers carry no times or
+owners, so one entry always packs to the same bytes.
+
+:func:`unpack` trusts nothing: the manifest must parse, be for the key that
+was asked for and pass the caller's check; every member must be a blob the
+manifest names, of the size it says, and hash to its digest while it is
+copied into the local store (whose writes are atomic).  The manifest is
+written last, so a failure leaves at most verified, unreferenced blobs.
+
+A tag (REMOTE-004) is standard base64 of HMAC-SHA256 over four
+length-prefixed fields: ``hazrun-artifact-v1``, the key, the team, the
+archive's bytes.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import io
+import os
+import tarfile
+import zlib
+from typing import IO, Callable, Dict, Iterator, Optional
+
+from ..hashing import CHUNK, new_hasher
+from ..model import Manifest
+from ..store import CorruptBlob, CorruptManifest, Store, decode_manifest, encode_manifest
+
+MANIFEST = "manifest.json"
+BLOBS = "blobs/"
+MAX_MANIFEST = 64 << 20       # bytes: far more than any real manifest
+COMPRESS_LEVEL = 1            # measured: level 6 costs 3x the time for ~10% less
+SIGNATURE_DOMAIN = b"hazrun-artifact-v1"
+MAX_SIGNED = (1 << 32) - 1    # a 4-byte length prefix
+
+
+class Rejected(Exception):
+    """Why a downloaded artifact is not used; the message is the reason."""
+
+
+def blobs_of(manifest: Manifest) -> Dict[str, int]:
+    """Every blob the manifest needs: digest -> size."""
+    need = {e.digest: e.size for e in manifest.outputs if e.digest is not None}
+    need[manifest.stdout.digest] = manifest.stdout.size
+    need[manifest.stderr.digest] = manifest.stderr.size
+    return need
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class _Verified:
+    """Reads a blob for the tar, hashing it; :meth:`check` after the last read."""
+
+    def __init__(self, f: IO[bytes], digest: str, size: int):
+        self.f = f
+        self.digest = digest
+        self.size = size
+        self.h = new_hasher(size)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def check(self) -> None:
+        if self.f.read(1) or self.h.hexdigest() != self.digest:
+            raise CorruptBlob(f"blob {self.digest[:12]} in the local cache is corrupt")
+
+
+def pack(store: Store, manifest: Manifest, out: IO[bytes]) -> int:
+    """Write the artifact of ``manifest`` to ``out``; returns its size.
+
+    Raises CorruptBlob or OSError (a blob missing or changed locally): the
+    entry is then not uploaded.
+    """
+    gz = gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=COMPRESS_LEVEL,
+                       mtime=0)
+    with gz, tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        data = encode_manifest(manifest)
+        tar.addfile(_info(MANIFEST, len(data)), io.BytesIO(data))
+        for digest, size in sorted(blobs_of(manifest).items()):
+            fd = os.open(store.blob_path(digest),
+                         os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                reader = _Verified(f, digest, size)
+                tar.addfile(_info(BLOBS + digest, size), reader)
+                reader.check()
+    out.flush()
+    return out.tell()
+
+
+def unpack(store: Store, f: IO[bytes], key: str,
+           check: Optional[Callable[[Manifest], Optional[str]]] = None) -> Manifest:
+    """Verify the artifact in ``f`` and write it into the local store.
+
+    ``check(manifest)`` returns why the manifest must not be used, or None.
+    Raises Rejected (nothing usable was written) or OSError (the local store
+    cannot be written).
+    """
+    f.seek(0)
+    try:
+        with tarfile.open(fileobj=f, mode="r|gz") as tar:
+            manifest = _read_manifest(tar, key, check)
+            need = blobs_of(manifest)
+            got = set()
+            for member in _members(tar):
+                digest = member.name[len(BLOBS):] if member.name.startswith(BLOBS) else ""
+                if digest not in need or digest in got or not member.isfile():
+                    raise Rejected(f"it holds an unexpected member '{member.name[:80]}'")
+                if member.size != need[digest]:
+                    raise Rejected(f"blob {digest[:12]} has {member.size} bytes, its "
+                                   f"manifest says {need[digest]}")
+                src = tar.extractfile(member)
+                assert src is not None
+                try:
+                    store.put_blob(lambda: src.read(CHUNK), digest, member.size)
+                except CorruptBlob:
+                    raise Rejected(f"blob {digest[:12]} does not match its digest") from None
+                got.add(digest)
+            missing = sorted(set(need) - got)
+            if missing:
+                raise Rejected(f"blob {missing[0][:12]} is missing from it")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise Rejected(f"it is not a whole gzip'd tar ({e or type(e).__name__})") from None
+    store.put_manifest(manifest)
+    return manifest
+
+
+def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    while True:
+        member = tar.next()
+        if member is None:
+            return
+        yield member
+
+
+def _read_manifest(tar: tarfile.TarFile, key: str,
+                   check: Optional[Callable[[Manifest], Optional[str]]]) -> Manifest:
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isfile() \
+            or first.size > MAX_MANIFEST:
+        raise Rejected("it does not start with its manifest")
+    src = tar.extractfile(first)
+    assert src is not None
+    try:
+        manifest = decode_manifest(src.read())
+    except CorruptManifest as e:
+        raise Rejected(f"its manifest is unusable: {e}") from None
+    if manifest.key != key:
+        raise Rejected(f"it holds the entry of key {manifest.key[:12]}")
+    why = check(manifest) if check is not None else None
+    if why:
+        raise Rejected(why)
+    return manifest
+
+
+# -- REMOTE-004 -----------------------------------------------------------------
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def sign(secret: bytes, key: str, team: Optional[str], f: IO[bytes], size: int) -> str:
+    """The tag of the ``size``-byte archive in ``f`` (read from its start).
+
+    Raises ValueError for an archive too big for the 4-byte length prefix.
+    """
+    if size > MAX_SIGNED:
+        raise ValueError("an artifact of 4 GiB or more cannot be signed")
+    mac = hmac.new(secret, digestmod="sha256")
+    for part in (SIGNATURE_DOMAIN, key.encode("ascii"), (team or "").encode("utf-8")):
+        mac.update(_field(part))
+    mac.update(size.to_bytes(4, "big"))
+    f.seek(0)
+    left = size
+    while left:
+        chunk = f.read(min(CHUNK, left))
+        if not chunk:
+            raise ValueError("the archive is shorter than its size")
+        mac.update(chunk)
+        left -= len(chunk)
+    return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def verify(secret: bytes, key: str, team: Optional[str], f: IO[bytes], size: int,
+           tag: Optional[str]) -> None:
+    """Raise Rejected unless ``tag`` is the artifact's tag (constant time)."""
+    if not tag:
+        raise Rejected("it carries no signature tag, and a signature key is set")
+    try:
+        expected = sign(secret, key, team, f, size)
+    except ValueError as e:
+        raise Rejected(str(e)) from None
+    if not hmac.compare_digest(expected.encode("ascii"),
+                               tag.strip().encode("utf-8", "replace")):
+        raise Rejected("its signature tag does not match (another signature key, "
+                       "or the artifact was altered)")

@@ -1,0 +1,446 @@
+"""REMOTE-002: the two wire protocols, behind one small interface.
+
+A :class:`RemoteBackend` does three things with one cache server: ask
+whether it holds a key (HEAD), download an artifact into a file (GET), and
+upload one from a file (PUT).  ``http`` addresses ``<url>/<key>`` (a
+signature tag is the second object ``<url>/<key>.tag``); ``turbo`` speaks
+the Turborepo remote cache API, ``<url>/v8/artifacts/<key>``.
+
+Only :mod:`http.client`.  Each pool thread keeps one keep-alive connection
+per backend.  ``timeout`` is the socket timeout, so it bounds connect and
+every read and write, not a whole transfer.  Bodies stream between the
+socket and files in fixed-size pieces: no artifact is ever held in memory.
+
+Failures raise :class:`RemoteError`, whose ``kind`` is the warning's class
+(``GET timeout``, ``PUT HTTP 500``); a 404 is not an error but an answer.
+Nothing here counts failures or warns: that is the client's policy.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import socket
+import ssl
+import threading
+import urllib.parse
+from typing import IO, Dict, List, Optional, Set, Tuple
+
+from ... import __version__
+from .settings import RemoteSettings
+
+PIECE = 1 << 16            # bytes per socket read or write
+MAX_SMALL = 4096           # a tag object, an error page we read and drop
+MAX_DRAIN = 1 << 16        # an error body longer than this closes the connection
+MAX_REDIRECTS = 3
+USER_AGENT = f"hazrun/{__version__}"
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+          ConnectionAbortedError)
+
+
+class RemoteError(Exception):
+    """A request that failed: no answer, or an answer other than success or
+    404.  ``op`` is the method, ``what`` the error class; ``str()`` never
+    holds a credential."""
+
+    def __init__(self, op: str, what: str, detail: str = "", status: int = 0):
+        super().__init__(f"{op} {what}" + (f" ({detail})" if detail else ""))
+        self.op = op
+        self.what = what
+        self.detail = detail
+        self.status = status
+
+    @property
+    def kind(self) -> str:
+        return f"{self.op} {self.what}"
+
+
+class Abandoned(Exception):
+    """The run was cancelled while (or before) the request ran."""
+
+
+class LocalError(Exception):
+    """Writing what was downloaded failed on this machine (disk full)."""
+
+
+def classify(op: str, e: BaseException, timeout: float) -> RemoteError:
+    """A socket-level exception as a RemoteError of a stable class."""
+    if isinstance(e, (socket.timeout, TimeoutError)):
+        return RemoteError(op, "timeout", f"no answer within {timeout:g}s")
+    if isinstance(e, ConnectionRefusedError):
+        return RemoteError(op, "connection refused", "is the server running?")
+    if isinstance(e, _STALE):
+        return RemoteError(op, "connection closed", "the server hung up")
+    if isinstance(e, socket.gaierror):
+        return RemoteError(op, "unknown host", e.strerror or "")
+    if isinstance(e, (ssl.SSLError, ssl.CertificateError)):
+        return RemoteError(op, "TLS error", getattr(e, "reason", None) or type(e).__name__)
+    if isinstance(e, http.client.HTTPException):
+        return RemoteError(op, "bad answer", type(e).__name__)
+    if isinstance(e, OSError):
+        return RemoteError(op, "network error", e.strerror or type(e).__name__)
+    return RemoteError(op, "error", type(e).__name__)
+
+
+class _Response:
+    """What a request returned: status, headers, and the open response."""
+
+    def __init__(self, status: int, headers: Dict[str, str],
+                 resp: http.client.HTTPResponse, conn: http.client.HTTPConnection,
+                 reusable: bool):
+        self.status = status
+        self.headers = headers
+        self.resp = resp
+        self.conn = conn
+        self.reusable = reusable
+
+
+class HttpClient:
+    """Connections to one server: one per pool thread, kept alive, all of
+    them closed (or shut down at once by :meth:`abort`) at the end."""
+
+    def __init__(self, settings: RemoteSettings):
+        parts = urllib.parse.urlsplit(settings.url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.base_path = parts.path
+        self.timeout = settings.timeout
+        self.settings = settings
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: Set[http.client.HTTPConnection] = set()
+        self._aborted = False
+
+    # -- connections ------------------------------------------------------
+    def _new(self, scheme: str, host: str, port: Optional[int]) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = cls(host, port, timeout=self.timeout, blocksize=PIECE)
+        with self._lock:
+            if self._aborted:
+                raise Abandoned()
+            self._open.add(conn)
+        return conn
+
+    def _discard(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        with self._lock:
+            self._open.discard(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+
+    def _own(self) -> Tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to the server; True if it was used before."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        conn = self._local.conn = self._new(self.scheme, self.host, self.port)
+        return conn, False
+
+    def abort(self) -> None:
+        """Cancel: fail every request in flight now, and every later one."""
+        with self._lock:
+            self._aborted = True
+            conns = list(self._open)
+        for conn in conns:
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns = list(self._open)
+            self._open.clear()
+        for conn in conns:
+            conn.close()
+
+    # -- requests ---------------------------------------------------------
+    def headers(self) -> Dict[str, str]:
+        """User-Agent and the credentials (REMOTE-001: the token as Bearer)."""
+        h = {"User-Agent": USER_AGENT}
+        if self.settings.token:
+            h["Authorization"] = "Bearer " + self.settings.token
+        elif self.settings.basic_auth:
+            h["Authorization"] = "Basic " + base64.b64encode(
+                self.settings.basic_auth.encode("utf-8")).decode("ascii")
+        return h
+
+    def request(self, method: str, target: str, headers: Dict[str, str],
+                body: Optional[IO[bytes]] = None) -> _Response:
+        """Send one request to the server and read the answer's head.
+
+        A kept-alive connection that the server closed while idle is
+        replaced and the request sent again, once.  GET and HEAD follow
+        redirects (without the credentials when the host changes).
+        """
+        if self._aborted:
+            raise Abandoned()
+        start = body.tell() if body is not None else 0
+        conn, reused = self._own()
+        try:
+            resp = self._send(conn, method, target, headers, body)
+        except _STALE as e:
+            self._discard(conn)
+            if not reused or self._aborted:
+                raise self._failed(method, e)
+            if body is not None:
+                body.seek(start)
+            conn, _ = self._own()
+            resp = self._try(conn, method, target, headers, body)
+        except BaseException as e:
+            self._discard(conn)
+            raise self._failed(method, e)
+        answer = self._answer(resp, conn, own=True)
+        if method in ("GET", "HEAD") and answer.status in (301, 302, 303, 307, 308):
+            return self._redirect(method, answer, headers)
+        return answer
+
+    def _try(self, conn, method, target, headers, body) -> http.client.HTTPResponse:
+        try:
+            return self._send(conn, method, target, headers, body)
+        except BaseException as e:
+            self._discard(conn)
+            raise self._failed(method, e)
+
+    def _failed(self, method: str, e: BaseException) -> BaseException:
+        if self._aborted:
+            return Abandoned()
+        if isinstance(e, (Abandoned, KeyboardInterrupt, SystemExit, MemoryError)):
+            return e
+        return classify(method, e, self.timeout)
+
+    @staticmethod
+    def _send(conn, method, target, headers, body) -> http.client.HTTPResponse:
+        conn.request(method, target, body=body, headers=headers)
+        return conn.getresponse()
+
+    def _answer(self, resp: http.client.HTTPResponse, conn, own: bool) -> _Response:
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        return _Response(resp.status, headers, resp, conn, own and not resp.will_close)
+
+    def _redirect(self, method: str, answer: _Response, headers: Dict[str, str]) -> _Response:
+        for _ in range(MAX_REDIRECTS):
+            location = answer.headers.get("location", "")
+            self.finish(answer)
+            if not location:
+                raise RemoteError(method, f"HTTP {answer.status}", "a redirect without "
+                                  "a location", answer.status)
+            url = urllib.parse.urljoin(f"{self.scheme}://{self.host}"
+                                       f"{':%d' % self.port if self.port else ''}"
+                                       f"{self.base_path}/", location)
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise RemoteError(method, "bad answer", "a redirect to a non-HTTP URL")
+            same = (parts.scheme, parts.hostname, parts.port) == \
+                (self.scheme, self.host, self.port)
+            h = dict(headers)
+            if not same:
+                h.pop("Authorization", None)
+            conn = self._new(parts.scheme, parts.hostname, parts.port)
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            resp = self._try(conn, method, target, h, None)
+            answer = self._answer(resp, conn, own=False)
+            if answer.status not in (301, 302, 303, 307, 308):
+                return answer
+        self.finish(answer)
+        raise RemoteError(method, "too many redirects")
+
+    def finish(self, answer: _Response, limit: int = MAX_DRAIN) -> bytes:
+        """Read the rest of a small body so the connection can be reused;
+        a long one closes the connection instead.  Returns what was read."""
+        data = b""
+        try:
+            data = answer.resp.read(limit + 1)
+        except BaseException:
+            answer.reusable = False
+        if len(data) > limit or not answer.reusable or not answer.resp.isclosed():
+            self._discard(answer.conn)
+        elif answer.conn is not getattr(self._local, "conn", None):
+            self._discard(answer.conn)
+        return data[:limit]
+
+    def download(self, method: str, answer: _Response, dest: IO[bytes]) -> int:
+        """Stream the answer's body into ``dest``; returns the byte count."""
+        total = 0
+        buf = bytearray(PIECE)
+        view = memoryview(buf)
+        try:
+            while True:
+                try:
+                    n = answer.resp.readinto(buf)
+                except BaseException as e:
+                    self._discard(answer.conn)
+                    raise self._failed(method, e)
+                if not n:
+                    break
+                try:
+                    dest.write(view[:n])
+                except OSError as e:
+                    self._discard(answer.conn)
+                    raise LocalError(f"cannot write the download: {e.strerror or e}") from None
+                total += n
+        finally:
+            view.release()
+        length = answer.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) != total:
+            self._discard(answer.conn)
+            raise RemoteError(method, "connection closed", "the answer was cut short")
+        if not answer.reusable or answer.conn is not getattr(self._local, "conn", None):
+            self._discard(answer.conn)
+        return total
+
+
+def _status_error(op: str, status: int) -> RemoteError:
+    hint = ""
+    if status in (401, 403):
+        hint = "check HAZ_REMOTE_CACHE_TOKEN" if op != "PUT" else \
+            "check HAZ_REMOTE_CACHE_TOKEN, or use --remote-cache-read-only"
+    elif status == 413:
+        hint = "the server refuses an artifact this big"
+    return RemoteError(op, f"HTTP {status}", hint, status)
+
+
+class RemoteBackend:
+    """One cache server (REMOTE-002).  Methods raise RemoteError, Abandoned
+    or LocalError; they are safe to call from several threads at once."""
+
+    name = ""
+
+    def __init__(self, settings: RemoteSettings):
+        self.settings = settings
+        self.client = HttpClient(settings)
+
+    def exists(self, key: str) -> bool:
+        """HEAD: does the server hold ``key``?"""
+        raise NotImplementedError
+
+    def fetch(self, key: str, dest: IO[bytes], want_tag: bool) -> Optional[Tuple[int, Optional[str]]]:
+        """GET the artifact of ``key`` into ``dest``: (bytes, tag or None),
+        or None if the server does not have it (404)."""
+        raise NotImplementedError
+
+    def store(self, key: str, src: IO[bytes], size: int, duration_s: float,
+              tag: Optional[str]) -> None:
+        """PUT ``size`` bytes of ``src`` (from its start) as the artifact of
+        ``key``, with its signature ``tag`` if there is one."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        self.client.abort()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- shared by both protocols --------------------------------------------
+    def _head(self, target: str) -> bool:
+        answer = self.client.request("HEAD", target, self.client.headers())
+        self.client.finish(answer)
+        if answer.status == 404:
+            return False
+        if 200 <= answer.status < 300:
+            return True
+        raise _status_error("HEAD", answer.status)
+
+    def _get(self, target: str, dest: IO[bytes]) -> Optional[Tuple[int, Dict[str, str]]]:
+        answer = self.client.request("GET", target, self.client.headers())
+        if answer.status == 404:
+            self.client.finish(answer)
+            return None
+        if not 200 <= answer.status < 300:
+            self.client.finish(answer)
+            raise _status_error("GET", answer.status)
+        return self.client.download("GET", answer, dest), answer.headers
+
+    def _put(self, target: str, src: IO[bytes], size: int,
+             extra: Dict[str, str]) -> None:
+        headers = self.client.headers()
+        headers.update({"Content-Type": "application/octet-stream",
+                        "Content-Length": str(size)})
+        headers.update(extra)
+        src.seek(0)
+        answer = self.client.request("PUT", target, headers, body=src)
+        self.client.finish(answer)
+        if not 200 <= answer.status < 300:
+            raise _status_error("PUT", answer.status)
+
+
+class HttpBackend(RemoteBackend):
+    """``http``: ``<url>/<key>``, the tag as ``<url>/<key>.tag`` (WebDAV nginx
+    or Apache, Artifactory generic repositories, bazel-remote, S3 gateways)."""
+
+    name = "http"
+
+    def _target(self, name: str) -> str:
+        return f"{self.client.base_path}/{name}"
+
+    def exists(self, key: str) -> bool:
+        return self._head(self._target(key))
+
+    def fetch(self, key, dest, want_tag):
+        got = self._get(self._target(key), dest)
+        if got is None:
+            return None
+        tag = None
+        if want_tag:
+            answer = self.client.request("GET", self._target(key + ".tag"),
+                                         self.client.headers())
+            body = self.client.finish(answer, limit=MAX_SMALL)
+            if 200 <= answer.status < 300:
+                tag = body.decode("ascii", "replace").strip()
+            elif answer.status != 404:
+                raise _status_error("GET", answer.status)
+        return got[0], tag
+
+    def store(self, key, src, size, duration_s, tag):
+        if tag is not None:
+            # The tag first: whoever finds the artifact then finds its tag.
+            data = tag.encode("ascii") + b"\n"
+            self._put(self._target(key + ".tag"), io.BytesIO(data), len(data),
+                      {"Content-Type": "text/plain"})
+        self._put(self._target(key), src, size, {})
+
+
+class TurboBackend(RemoteBackend):
+    """``turbo``: the Turborepo remote cache API (the open-source
+    turborepo-remote-cache server, Vercel's)."""
+
+    name = "turbo"
+
+    def _target(self, key: str) -> str:
+        query: List[Tuple[str, str]] = []
+        team = self.settings.team
+        if team:
+            query.append(("slug", team))
+            if team.startswith("team_"):
+                query.append(("teamId", team))
+        q = "?" + urllib.parse.urlencode(query) if query else ""
+        return f"{self.client.base_path}/v8/artifacts/{key}{q}"
+
+    def exists(self, key: str) -> bool:
+        return self._head(self._target(key))
+
+    def fetch(self, key, dest, want_tag):
+        got = self._get(self._target(key), dest)
+        if got is None:
+            return None
+        size, headers = got
+        return size, headers.get("x-artifact-tag")
+
+    def store(self, key, src, size, duration_s, tag):
+        extra = {"x-artifact-duration": str(max(0, int(round(duration_s * 1000))))}
+        if tag is not None:
+            extra["x-artifact-tag"] = tag
+        self._put(self._target(key), src, size, extra)
+
+
+def make_backend(settings: RemoteSettings) -> RemoteBackend:
+    if settings.protocol == "turbo":
+        return TurboBackend(settings)
+    if settings.protocol == "http":
+        return HttpBackend(settings)
+    raise AssertionError(f"internal error: unknown protocol {settings.protocol!r}")
