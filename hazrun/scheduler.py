@@ -308,6 +308,8 @@ class Scheduler:
     def _token_ready(self) -> None:
         self.awaiting_token = False
         self.loop.remove_reader(self.jobserver.read_fd)
+        if self.mutex_waiters:
+            self.mutex_dirty = True  # EXEC-006: a waiter gets the token first
 
     def _take_slot(self, t: _Task) -> None:
         self.admitted += 1
