@@ -203,11 +203,14 @@ class TurboServer(_Process):
 
 
 class FixedStatusServer:
-    """Answers every request with ``status`` (and a short body)."""
+    """Answers every request with ``status`` (and a short body), or with
+    ``status_for[method]``; records requests and Authorization headers."""
 
     def __init__(self, status: int):
         self.status = status
+        self.status_for: dict = {}
         self.requests: List[str] = []
+        self.auth: List[str] = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -215,6 +218,8 @@ class FixedStatusServer:
 
             def _answer(self) -> None:
                 outer.requests.append(f"{self.command} {self.path}")
+                if self.headers.get("Authorization"):
+                    outer.auth.append(self.headers["Authorization"])
                 length = int(self.headers.get("Content-Length") or 0)
                 while length > 0:
                     chunk = self.rfile.read(min(length, 1 << 16))
@@ -222,7 +227,7 @@ class FixedStatusServer:
                         break
                     length -= len(chunk)
                 body = b'{"error":"nope"}' if self.command != "HEAD" else b""
-                self.send_response(outer.status)
+                self.send_response(outer.status_for.get(self.command, outer.status))
                 self.send_header("Content-Length", "16")
                 self.end_headers()
                 self.wfile.write(body)

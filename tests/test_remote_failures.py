@@ -1,0 +1,350 @@
+"""A remote cache that fails never fails a run (REMOTE-005): a server that is
+down, one that never answers, 401, 500; the failure policy on a fake
+backend; the socket timeout bounds each operation, not a transfer."""
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from conftest import run_hazrun, write_files
+from remote_servers import TOKEN, FixedStatusServer, SilentServer, free_port
+
+N_TASKS = 6
+
+
+def workspace(tmp_path: Path, fail: bool = False) -> Path:
+    files = {"haz.toml": '[workspace]\nmembers = ["p/*"]\n'}
+    for i in range(N_TASKS):
+        cmd = f"mkdir -p out && echo {i} > out/f && echo task {i}"
+        if fail and i == 0:
+            cmd = "echo broken; exit 1"
+        files[f"p/t{i}/haz.toml"] = f'[tasks.build]\ncmd = "{cmd}"\noutputs = ["out/**"]\n'
+    return write_files(tmp_path / "ws", files)
+
+
+def env_for(url: Optional[str], **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAZ_")}
+    if url is not None:
+        env["HAZ_REMOTE_CACHE_URL"] = url
+        env["HAZ_REMOTE_CACHE_TOKEN"] = TOKEN
+    env.update(extra)
+    return env
+
+
+class Scenario:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.server = None
+        if kind == "down":
+            self.url = f"http://127.0.0.1:{free_port()}/cache"
+            self.warning = "GET connection refused"
+        elif kind == "slow":
+            self.server = SilentServer()
+            self.url = self.server.url()
+            self.warning = "GET timeout (no answer within 0.5s)"
+        else:
+            self.server = FixedStatusServer(int(kind))
+            self.url = self.server.url()
+            self.warning = f"GET HTTP {kind}"
+
+    def requests(self) -> Optional[List[str]]:
+        return getattr(self.server, "requests", None)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+@pytest.fixture(params=["down", "slow", "401", "500"])
+def scenario(request):
+    s = Scenario(request.param)
+    yield s
+    s.stop()
+
+
+def test_remote_005_a_failing_remote_is_warned_about_and_dropped(scenario, tmp_path):
+    ws = workspace(tmp_path)
+    start = time.monotonic()
+    proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build", "-j4",
+                      "--summary-json", str(tmp_path / "s.json"),
+                      env=env_for(scenario.url, HAZ_REMOTE_CACHE_TIMEOUT="0.5"))
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert {t["state"] for t in doc["tasks"]} == {"succeeded"}
+    assert doc["exit_code"] == 0
+    # One warning per kind, naming the server; then the remote is dropped.
+    assert proc.stderr.count(scenario.warning) == 1, proc.stderr
+    assert f"hazrun: warning: remote cache {scenario.url}: " in proc.stderr
+    assert "3 failures in a row; not asked again in this run" in proc.stderr
+    assert doc["remote"]["disabled"] is True
+    assert doc["remote"]["errors"] <= 3
+    assert doc["remote"]["hits"] == 0 and doc["remote"]["uploads"] == 0
+    requests = scenario.requests()
+    if requests is not None:
+        assert len(requests) <= 3, requests
+    if scenario.kind == "401":
+        assert "check HAZ_REMOTE_CACHE_TOKEN" in proc.stderr
+    if scenario.kind == "slow":
+        # Three lookups time out together, then nobody waits for it again.
+        assert elapsed < 8, elapsed
+    assert TOKEN not in proc.stdout + proc.stderr
+    assert TOKEN not in (tmp_path / "s.json").read_text()
+    # The local cache still works: the next run (no remote) hits.
+    again = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build",
+                       env=env_for(None))
+    assert f"{N_TASKS} cached" in again.stderr, again.stderr
+
+
+def test_remote_005_exit_code_is_the_same_with_a_failing_remote(tmp_path):
+    ws = workspace(tmp_path, fail=True)
+    plain = run_hazrun(ws, "--cache-dir", str(tmp_path / "c1"), "run", "build",
+                       env=env_for(None))
+    bad = FixedStatusServer(500)
+    try:
+        remote = run_hazrun(ws, "--cache-dir", str(tmp_path / "c2"), "run", "build",
+                            "--summary-json", str(tmp_path / "s.json"), env=env_for(bad.url()))
+    finally:
+        bad.stop()
+    assert plain.returncode == remote.returncode == 1
+    doc = json.loads((tmp_path / "s.json").read_text())
+    states = {t["label"]: t["state"] for t in doc["tasks"]}
+    assert states["t0:build"] == "failed"
+    assert sum(s == "succeeded" for s in states.values()) == N_TASKS - 1
+
+
+def test_remote_005_put_failures_are_warnings(tmp_path):
+    """GET answers 404 (a plain miss, no warning); PUT fails."""
+    server = FixedStatusServer(500)
+    server.status_for = {"GET": 404, "HEAD": 404}
+    ws = workspace(tmp_path)
+    try:
+        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build", "-j2",
+                          "--summary-json", str(tmp_path / "s.json"),
+                          env=env_for(server.url()))
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("PUT HTTP 500") == 1, proc.stderr
+    assert "GET" not in proc.stderr
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["remote"]["uploads"] == 0 and doc["remote"]["misses"] == N_TASKS
+    assert {t["state"] for t in doc["tasks"]} == {"succeeded"}
+
+
+def test_remote_005_credentials_in_the_url_are_never_printed(tmp_path):
+    server = FixedStatusServer(401)
+    ws = workspace(tmp_path)
+    url = f"http://builder:pw-SECRET-9@127.0.0.1:{server.port}/cache"
+    try:
+        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build",
+                          "--remote-cache", url, "--summary-json", str(tmp_path / "s.json"),
+                          env=env_for(None))
+    finally:
+        server.stop()
+    assert proc.returncode == 0
+    assert f"remote cache http://127.0.0.1:{server.port}/cache: GET HTTP 401" in proc.stderr
+    assert "pw-SECRET-9" not in proc.stdout + proc.stderr
+    assert "pw-SECRET-9" not in (tmp_path / "s.json").read_text()
+    assert server.auth and all(a.startswith("Basic ") for a in server.auth)
+
+
+# -- the policy, on a fake backend ------------------------------------------------
+
+class FakeBackend:
+    """Answers fetches from a script: "fail", "404", "hit" (garbage bytes),
+    or blocks until released; counts calls and the most in flight."""
+
+    def __init__(self, script=None, block: Optional[threading.Event] = None):
+        self.script = list(script or [])
+        self.block = block
+        self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.aborted = False
+
+    def fetch(self, key, dest, want_tag):
+        from hazrun.cache.remote import Abandoned, RemoteError
+        with self.lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            step = self.script.pop(0) if self.script else "fail"
+        try:
+            if self.block is not None:
+                self.block.wait(10)
+                if self.aborted:
+                    raise Abandoned()
+            if step == "fail":
+                raise RemoteError("GET", "HTTP 500", status=500)
+            if step == "404":
+                return None
+            dest.write(b"not an archive")
+            return 14, None
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def abort(self):
+        self.aborted = True
+        if self.block is not None:
+            self.block.set()
+
+    def close(self):
+        pass
+
+
+def make_client(tmp_path, backend):
+    from hazrun.cache.remote import RemoteCache, resolve_remote
+    from hazrun.cache.store import Store
+    warnings: List[str] = []
+    settings = resolve_remote(None, {"HAZ_REMOTE_CACHE_URL": "http://cache.invalid"})
+    client = RemoteCache(settings, Store(tmp_path / "store"), warnings.append, backend)
+    return client, warnings
+
+
+KEY = "cd" * 32
+
+
+def test_remote_005_a_success_or_404_resets_the_count(tmp_path):
+    backend = FakeBackend(["fail", "fail", "404", "fail", "fail", "fail", "404"])
+    client, warnings = make_client(tmp_path, backend)
+    for _ in range(5):
+        assert client.fetch(KEY, "a:b") is False
+    assert not client.disabled
+    assert client.fetch(KEY, "a:b") is False
+    assert client.disabled
+    # Not asked again.
+    assert client.fetch(KEY, "a:b") is False
+    assert backend.calls == 6
+    assert client.stats() == {"hits": 0, "misses": 6, "uploads": 0, "errors": 5,
+                              "disabled": True}
+    assert [w for w in warnings if "GET HTTP 500" in w] == \
+        ["remote cache http://cache.invalid: GET HTTP 500"]
+
+
+def test_remote_005_verification_failures_do_not_count(tmp_path):
+    backend = FakeBackend(["hit"] * 5)
+    client, warnings = make_client(tmp_path, backend)
+    for _ in range(5):
+        assert client.fetch(KEY, "a:b") is False
+    assert not client.disabled and backend.calls == 5
+    assert len([w for w in warnings if "rejected" in w]) == 5
+    assert client.stats()["errors"] == 5
+
+
+def test_remote_005_at_most_three_requests_to_an_unproven_server(tmp_path):
+    release = threading.Event()
+    backend = FakeBackend(block=release)
+    client, _ = make_client(tmp_path, backend)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(client.fetch(KEY, "a:b")))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while backend.in_flight < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert backend.in_flight == 3
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert results == [False] * 8
+    assert backend.calls == 3 and backend.max_in_flight == 3
+    assert client.disabled
+
+
+def test_remote_006_cancel_releases_waiters_at_once(tmp_path):
+    release = threading.Event()
+    backend = FakeBackend(block=release)
+    client, warnings = make_client(tmp_path, backend)
+    threads = [threading.Thread(target=client.fetch, args=(KEY, "a:b")) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    client.cancel()
+    for t in threads:
+        t.join(5)
+    assert time.monotonic() - start < 2
+    assert not any(t.is_alive() for t in threads)
+    assert backend.calls == 3
+    assert client.stats()["errors"] == 0 and not client.disabled
+    assert not warnings  # abandoning is not a failure
+    assert client.uploading is False
+
+
+# -- REMOTE-002: timeout bounds each socket operation, not the transfer ------------
+
+class Dribble:
+    """Sends a 200 answer of ``n`` bytes in pieces, ``gap`` seconds apart."""
+
+    def __init__(self, n: int, pieces: int, gap: float):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.body = os.urandom(n)
+        self.pieces, self.gap = pieces, gap
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body))
+            step = len(self.body) // self.pieces + 1
+            for i in range(0, len(self.body), step):
+                time.sleep(self.gap)
+                conn.sendall(self.body[i:i + step])
+
+    def stop(self):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_remote_002_timeout_bounds_each_read_not_the_transfer():
+    from hazrun.cache.remote import make_backend, resolve_remote
+    server = Dribble(100_000, pieces=6, gap=0.25)
+    try:
+        settings = resolve_remote(None, {"HAZ_REMOTE_CACHE_URL":
+                                         f"http://127.0.0.1:{server.port}",
+                                         "HAZ_REMOTE_CACHE_TIMEOUT": "0.8"})
+        backend = make_backend(settings)
+        out = io.BytesIO()
+        start = time.monotonic()
+        size, _ = backend.fetch("ef" * 32, out, want_tag=False)
+        took = time.monotonic() - start
+        backend.close()
+    finally:
+        server.stop()
+    assert size == 100_000 and out.getvalue() == server.body
+    assert took > 0.8  # longer than the timeout in all, yet no timeout
+
+
+def test_remote_002_a_silent_server_times_out_within_the_timeout():
+    from hazrun.cache.remote import RemoteError, make_backend, resolve_remote
+    server = SilentServer()
+    try:
+        backend = make_backend(resolve_remote(None, {
+            "HAZ_REMOTE_CACHE_URL": server.url(), "HAZ_REMOTE_CACHE_TIMEOUT": "0.3"}))
+        start = time.monotonic()
+        with pytest.raises(RemoteError) as e:
+            backend.fetch("ef" * 32, io.BytesIO(), want_tag=False)
+        assert e.value.kind == "GET timeout"
+        assert time.monotonic() - start < 2
+        backend.close()
+    finally:
+        server.stop()
