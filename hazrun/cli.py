@@ -82,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _relative_to_directory(args: argparse.Namespace) -> None:
+    """-C DIR means "as if started in DIR" (as make -C and git -C do), so
+    relative paths given on the command line are taken from DIR too."""
+    if not args.directory:
+        return
+    for name in ("cache_dir", "summary_json"):
+        value = getattr(args, name, None)
+        if value and not os.path.isabs(value):
+            setattr(args, name, os.path.join(args.directory, value))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``hazrun`` console script; exits the process."""
     sys.exit(run_cli(argv))
@@ -95,6 +106,7 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     from .console import Console
     console = Console.for_streams(sys.stdout, sys.stderr, args.color)
+    _relative_to_directory(args)
     try:
         if args.command == "list":
             from .cli_info import cmd_list

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .cache import clean, format_size, info, parse_age, parse_size, prune, resolve_cache_dir
 from .config import find_root
 from .console import Console
 from .errors import HazError, UsageError
@@ -44,6 +43,8 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def cmd_cache(args: argparse.Namespace, console: Console) -> int:
+    # Imported here: building the parser for 'hazrun run' must not load them.
+    from .cache import clean, format_size, info, parse_age, parse_size, prune
     path = _cache_dir(args)
     try:
         if args.cache_command == "info":
@@ -77,10 +78,10 @@ def cmd_cache(args: argparse.Namespace, console: Console) -> int:
 def _cache_dir(args: argparse.Namespace) -> Path:
     """--cache-dir (relative to -C DIR, as every path on the command line),
     else $HAZ_CACHE_DIR or .haz/cache under the workspace root."""
-    base = Path(args.directory) if args.directory else Path.cwd()
-    if args.cache_dir:
-        return Path(os.path.abspath(base / args.cache_dir))
+    if args.cache_dir:  # already taken from -C DIR by the command line
+        return Path(os.path.abspath(args.cache_dir))
     if os.environ.get("HAZ_CACHE_DIR") and os.path.isabs(os.environ["HAZ_CACHE_DIR"]):
         return Path(os.environ["HAZ_CACHE_DIR"])
-    root, _data = find_root(base)
+    from .cache import resolve_cache_dir
+    root, _data = find_root(Path(args.directory) if args.directory else Path.cwd())
     return resolve_cache_dir(root)

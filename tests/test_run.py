@@ -392,3 +392,13 @@ def test_exec_021_usage_errors_exit_2(make_ws):
     assert "did you mean 'build'" in proc.stderr
     proc = run_hazrun(ws, "run", "build", "-j", "0")
     assert proc.returncode == 2
+
+
+def test_cli_relative_paths_are_taken_from_dash_c(make_ws, tmp_path):
+    """-C DIR acts as if started in DIR: --summary-json and --cache-dir too."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "echo hi"\n'})
+    proc = run_hazrun(ws, "run", "x", "--summary-json", "s.json", "--cache-dir", "cc")
+    assert proc.returncode == 0, proc.stderr
+    assert (ws / "s.json").is_file() and (ws / "cc").is_dir()
+    info = run_hazrun(ws, "cache", "info", "--cache-dir", "cc")
+    assert "entries: 1" in info.stdout
