@@ -344,18 +344,31 @@ class Scheduler:
                      done=lambda f: self._prepared_future(t, f))
 
     def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool):
+        """Pool: the key, the lookup and, on a hit, the restore at once (one
+        trip through the pool per cached task), unless the run is stopping."""
         key = self.cache.compute_key(t.label, preds)
         self.cache.record(t.label, key)  # for explain (CLI-002 -v)
         manifest = self.cache.lookup(key) if lookup else None
-        return key, manifest
+        restored: Any = None
+        # Read from the pool thread: at worst a restore starts just before
+        # the loop sees a cancellation, as one already in flight would.
+        if manifest is not None and not (self.token.cancelled or self.cancelling
+                                         or self.halted is not None):
+            restored = _Attempt(self.cache.restore, t.label, manifest)
+        return key, manifest, restored
 
     def _prepared_future(self, t: _Task, future: Future) -> None:
         try:
-            key, manifest = future.result()
+            key, manifest, restored = future.result()
         except Exception as e:  # an unreadable input, a vanished file ...
             self._warn(f"{t.label}: cache key not computed ({_why(e)}); "
                        "running it without the cache")
-            key, manifest = None, None
+            key, manifest, restored = None, None, None
+        if restored is not None:
+            t.key = key
+            t.phase = Phase.RESTORING
+            self._restored(t, restored)
+            return
         self._prepared(t, key, manifest)
 
     def _prepared(self, t: _Task, key: Any, manifest: Any) -> None:
@@ -378,7 +391,7 @@ class Scheduler:
             return
         self._acquire_then_spawn(t)
 
-    def _restored(self, t: _Task, future: Future) -> None:
+    def _restored(self, t: _Task, future: "Future | _Attempt") -> None:
         try:
             restored = future.result()
         except Exception as e:
@@ -417,6 +430,7 @@ class Scheduler:
         spec = SpawnSpec(t.task.cmd, t.cwd, self._task_env(t), self.options.pass_fds)
         if t.task.cmd is None:
             # A group task (deps only): nothing to run, it succeeds.
+            self._give_slot(t)
             t.phase = Phase.COMPLETING
             self._submit(self._complete, t, done=lambda f: self._completed(t, f, None))
             return
@@ -506,6 +520,9 @@ class Scheduler:
             result = TaskResult(t.label, TaskState.FAILED, Cause.EXIT_CODE,
                                 exit_code=status.exit_code, duration_s=duration, key=key)
         else:
+            # The slot is the process's (EXEC-004): give it back now, so the
+            # next task starts while this one's outputs are hashed and stored.
+            self._give_slot(t)
             t.phase = Phase.COMPLETING
             self._submit(self._complete, t, done=lambda f: self._completed(t, f, duration))
             return
@@ -552,7 +569,6 @@ class Scheduler:
                              done=lambda f: self._uploaded(t, f))
         if duration is None:
             duration = time.monotonic() - t.started
-        self._give_slot(t)
         self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
                                   exit_code=0 if t.task.cmd is not None else None,
                                   duration_s=duration))
@@ -827,6 +843,25 @@ class Scheduler:
         for log in t.logs.values():
             log.close()
         t.logs = {}
+
+
+class _Attempt:
+    """A call's result or exception, read back like a finished Future's."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, fn, *args: Any):
+        self.value: Any = None
+        self.error: Optional[Exception] = None
+        try:
+            self.value = fn(*args)
+        except Exception as e:
+            self.error = e
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def _spool():
