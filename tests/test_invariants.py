@@ -1,0 +1,353 @@
+"""Runtime invariants over what tasks really wrote (EXEC-019, EXEC-020,
+EXEC-021 exit 3, CLI-003 violations), with real processes.
+
+Where a task must still be running when hazrun records a violation, the
+test reads hazrun's stderr as it comes and, once the violation's warning has
+been printed, creates the file that task waits for: no sleeping and hoping.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import threading
+
+from conftest import REPO, hazrun_cmd, intervals, run_hazrun, timed
+
+q = json.dumps  # a TOML basic string with everything escaped
+
+ROOT = '[workspace]\nmembers = ["p/*"]\n'
+
+
+def until(test: str, tries: int = 400) -> str:
+    """Shell: wait (at most tries * 50 ms) until ``test`` succeeds."""
+    return (f"n=0; until {test}; do n=$((n+1)); [ $n -ge {tries} ] && break; "
+            "sleep 0.05; done")
+
+
+def exists(path) -> str:
+    return f"[ -e {shlex.quote(str(path))} ]"
+
+
+def summary(path):
+    doc = json.loads(path.read_text())
+    return doc, {t["label"]: t for t in doc["tasks"]}
+
+
+def state(task):
+    return task["state"], task["cause"]
+
+
+def run_until_warning(ws, needle, marker, *args, more=()):
+    """Run hazrun; when a stderr line contains ``needle``, create ``marker``
+    (and so for each further (needle, marker) pair in ``more``).  Returns
+    (exit code, stderr)."""
+    watch = [(needle, marker), *more]
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), *args), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out = []
+    # stdout is drained beside, so a chatty task can never block hazrun.
+    drain = threading.Thread(target=lambda: out.append(proc.stdout.read()))
+    drain.start()
+    lines = []
+    try:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            for text, path in watch:
+                if text in line and not path.exists():
+                    path.write_text("go")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        drain.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    err = "".join(lines)
+    assert "Traceback" not in err, err
+    return proc.returncode, err
+
+
+# -- EXEC-020: output overlap ----------------------------------------------------------
+
+def overlap_ws(make_ws, tmp_path, slow_ends="exit 0"):
+    """x:w1 and x:w2 both write out/f; x:late waits on w2; s:slow is running
+    when the overlap is found and ends only after it; s:after waits on it."""
+    log = tmp_path / "run.log"
+    seen = tmp_path / "seen"
+    ws = make_ws({
+        "haz.toml": ROOT,
+        "p/x/haz.toml": (
+            f'[tasks.w1]\ncmd = {q(timed("w1", "mkdir -p out; echo 1 > out/f", log))}\n'
+            'outputs = ["out/**"]\n'
+            f'[tasks.w2]\ncmd = {q(timed("w2", "mkdir -p out; echo 2 > out/f", log))}\n'
+            'outputs = ["out/**"]\ndeps = ["w1"]\n'
+            f'[tasks.late]\ncmd = {q(timed("late", "true", log))}\ndeps = ["w2"]\n'),
+        "p/s/haz.toml": (
+            f'[tasks.slow]\ncmd = {q(timed("slow", until(exists(seen)), log) + "; " + slow_ends)}\n'
+            f'[tasks.after]\ncmd = {q(timed("after", "true", log))}\ndeps = ["slow"]\n'),
+    })
+    return ws, log, seen
+
+
+def test_exec_020_output_overlap(make_ws, tmp_path):
+    ws, log, seen = overlap_ws(make_ws, tmp_path)
+    report = tmp_path / "s.json"
+    code, err = run_until_warning(ws, "output overlap", seen, "run", "x:late", "s:after",
+                                  "-j4", "--no-cache", "--summary-json", str(report))
+    assert code == 3, err
+    doc, tasks = summary(report)
+    assert doc["exit_code"] == 3 and doc["signal"] is None
+    assert doc["violations"] == [{"kind": "output_overlap", "tasks": ["x:w1", "x:w2"],
+                                  "path": "p/x/out/f"}]
+    # What had run or was running ends normally.
+    for label in ("x:w1", "x:w2", "s:slow"):
+        assert state(tasks[label]) == ("succeeded", None), label
+    # What had not started is skipped, and never runs.
+    for label in ("x:late", "s:after"):
+        assert state(tasks[label]) == ("skipped", "output_overlap"), label
+        assert tasks[label]["upstream"] is None
+    spans = intervals(log)
+    assert "late" not in spans and "after" not in spans
+    assert "hazrun: warning: output overlap: x:w1 and x:w2 both write p/x/out/f" in err
+
+
+def test_exec_021_overlap_and_a_failure_exit_1(make_ws, tmp_path):
+    ws, log, seen = overlap_ws(make_ws, tmp_path, slow_ends="exit 5")
+    report = tmp_path / "s.json"
+    code, err = run_until_warning(ws, "output overlap", seen, "run", "x:late", "s:after",
+                                  "-j4", "--no-cache", "--summary-json", str(report))
+    assert code == 1, err
+    doc, tasks = summary(report)
+    assert doc["exit_code"] == 1
+    assert [v["kind"] for v in doc["violations"]] == ["output_overlap"]
+    assert (tasks["s:slow"]["state"], tasks["s:slow"]["exit_code"]) == ("failed", 5)
+    assert state(tasks["s:after"]) == ("skipped", "output_overlap")
+
+
+def test_exec_020_overlap_found_on_cache_hits_too(make_ws, tmp_path):
+    """Restored outputs are claimed like fresh ones."""
+    ws = make_ws({
+        "haz.toml": ROOT,
+        "p/x/haz.toml": ('[tasks.w1]\ncmd = "echo 1 > f.txt"\noutputs = ["f.txt"]\n'
+                         '[tasks.w2]\ncmd = "echo 2 > f.txt"\noutputs = ["f.txt"]\n'
+                         'deps = ["w1"]\n'),
+    })
+    report = tmp_path / "s.json"
+    assert run_hazrun(ws, "run", "x:w2").returncode == 3
+    proc = run_hazrun(ws, "run", "x:w2", "--summary-json", str(report))
+    assert proc.returncode == 3, proc.stderr
+    doc, tasks = summary(report)
+    assert state(tasks["x:w1"]) == ("cached", None)
+    assert doc["violations"] == [{"kind": "output_overlap", "tasks": ["x:w1", "x:w2"],
+                                  "path": "p/x/f.txt"}]
+
+
+# -- EXEC-019: runtime cycle -------------------------------------------------------------
+
+def cycle_ws(make_ws, tmp_path, tasks_on_cycle=2):
+    """a:build reads $root/p/<last>/out/**; b:build deps a:build (and c:build
+    deps b:build); the last one writes out/gen.txt: a cycle closed by it.
+    s:slow, off the cycle, is running when the cycle is found."""
+    log = tmp_path / "run.log"
+    seen = tmp_path / "seen"
+    last = "b" if tasks_on_cycle == 2 else "c"
+    files = {
+        "haz.toml": ROOT,
+        "p/a/haz.toml": (f'[tasks.build]\ncmd = {q(timed("a", "true", log))}\n'
+                         f'inputs = ["src/**", "$root/p/{last}/out/**"]\n'),
+        "p/a/src/main.txt": "main\n",
+        "p/s/haz.toml": (
+            f'[tasks.slow]\ncmd = {q(timed("slow", until(exists(seen)) + "; sleep 1000", log))}\n'
+            f'[tasks.after]\ncmd = {q(timed("after", "true", log))}\ndeps = ["slow"]\n'),
+    }
+    chain = ["a", "b"] if tasks_on_cycle == 2 else ["a", "b", "c"]
+    for prev, name in zip(chain, chain[1:]):
+        body = "mkdir -p out; echo gen > out/gen.txt" if name == last else "true"
+        files[f"p/{name}/haz.toml"] = (
+            f'[tasks.build]\ncmd = {q(timed(name, body, log))}\ndeps = ["{prev}:build"]\n'
+            + ('outputs = ["out/**"]\n' if name == last else ""))
+    files["p/z/haz.toml"] = (f'[tasks.build]\ncmd = {q(timed("z", "true", log))}\n'
+                             f'deps = ["{last}:build"]\n')
+    return make_ws(files), log, seen
+
+
+def test_exec_019_runtime_cycle(make_ws, tmp_path):
+    ws, log, seen = cycle_ws(make_ws, tmp_path)
+    report = tmp_path / "s.json"
+    # seen is created once the cycle is reported: s:slow is then running.
+    code, err = run_until_warning(ws, "runtime cycle", seen, "run", "z:build", "s:after",
+                                  "-j4", "--no-cache", "--grace", "5",
+                                  "--summary-json", str(report))
+    # A violation, not the user's cancellation.
+    assert code == 3, err
+    doc, tasks = summary(report)
+    assert doc["exit_code"] == 3 and doc["signal"] is None
+    assert doc["violations"] == [{"kind": "runtime_cycle", "tasks": ["b:build", "a:build"],
+                                  "path": "p/b/out/gen.txt"}]
+    assert state(tasks["a:build"]) == ("succeeded", None)
+    assert state(tasks["b:build"]) == ("succeeded", None)
+    # In flight, off the cycle: stopped as by EXEC-014.
+    assert state(tasks["s:slow"]) == ("cancelled", "signalled")
+    # Not started: skipped, never run.
+    for label in ("z:build", "s:after"):
+        assert state(tasks[label]) == ("skipped", "runtime_cycle"), label
+    spans = intervals(log)
+    assert "z" not in spans and "after" not in spans
+    assert "end slow" not in log.read_text()
+    assert ("hazrun: warning: runtime cycle: b:build -> a:build -> b:build "
+            "(closed by p/b/out/gen.txt)") in err
+
+
+def test_exec_019_cycle_lists_labels_in_order(make_ws, tmp_path):
+    """c:build writes what a:build reads; b deps a, c deps b: the cycle is
+    listed from the writer along the edges (c feeds a, a feeds b, b feeds c)."""
+    ws, log, seen = cycle_ws(make_ws, tmp_path, tasks_on_cycle=3)
+    seen.write_text("go")  # s:slow is not part of this run
+    report = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "z:build", "--no-cache", "--summary-json", str(report))
+    assert proc.returncode == 3, proc.stderr
+    doc, tasks = summary(report)
+    assert doc["violations"] == [{"kind": "runtime_cycle",
+                                  "tasks": ["c:build", "a:build", "b:build"],
+                                  "path": "p/c/out/gen.txt"}]
+    assert state(tasks["z:build"]) == ("skipped", "runtime_cycle")
+
+
+def test_exec_019_git_ignored_output_closes_no_cycle(make_ws, tmp_path):
+    """Files git ignores are never inputs (CFG-006), so writing one is no
+    augmented edge."""
+    ws, log, seen = cycle_ws(make_ws, tmp_path)
+    (ws / ".gitignore").write_text("out/\n")
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    proc = run_hazrun(ws, "run", "z:build", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert "cycle" not in proc.stderr
+
+
+# -- EXEC-019: races ----------------------------------------------------------------------
+
+def race_ws(make_ws, ordered: bool):
+    return make_ws({
+        "haz.toml": ROOT,
+        "p/w/haz.toml": ('[tasks.gen]\ncmd = "mkdir -p out; echo data > out/data.txt"\n'
+                         'outputs = ["out/**"]\n'),
+        "p/r/haz.toml": ('[tasks.use]\ncmd = "true"\n'
+                         'inputs = ["src/**", "$root/p/w/out/**"]\n'
+                         + ('deps = ["w:gen"]\n' if ordered else "")),
+    })
+
+
+def test_exec_019_race_warning(make_ws):
+    ws = race_ws(make_ws, ordered=False)
+    proc = run_hazrun(ws, "run", "gen", "use", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    warning = [l for l in proc.stderr.splitlines() if "neither depends on the other" in l]
+    assert len(warning) == 1, proc.stderr
+    line = warning[0]
+    assert line.startswith("hazrun: warning: ")
+    assert "w:gen" in line and "r:use" in line and "p/w/out/data.txt" in line
+    assert 'add "w:gen" to the deps of r:use' in line
+
+
+def test_exec_019_no_race_warning_when_ordered(make_ws):
+    ws = race_ws(make_ws, ordered=True)
+    proc = run_hazrun(ws, "run", "use", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+
+
+def test_exec_019_cycle_after_an_overlap_still_stops_tasks_in_flight(make_ws, tmp_path):
+    """An overlap halts the run first; b:build, in flight, then completes and
+    closes a cycle: s:slow, still running, must be stopped all the same."""
+    ws, log, seen = cycle_ws(make_ws, tmp_path)
+    overlap_seen = tmp_path / "overlap-seen"
+    never = tmp_path / "never"
+    # b:build finishes only after the overlap; s:slow waits for nothing
+    # that comes (10 s at most): only termination ends it early.
+    (ws / "p/b/haz.toml").write_text(
+        f'[tasks.build]\ncmd = {q(timed("b", until(exists(overlap_seen)) + "; mkdir -p out; echo gen > out/gen.txt", log))}\n'
+        'deps = ["a:build"]\noutputs = ["out/**"]\n')
+    (ws / "p/s/haz.toml").write_text(
+        f'[tasks.slow]\ncmd = {q(timed("slow", until(exists(never), tries=200), log))}\n')
+    (ws / "p/x").mkdir()
+    # The overlap comes only once b:build is running.
+    b_started = f"grep -q '^start b ' {shlex.quote(str(log))}"
+    (ws / "p/x/haz.toml").write_text(
+        f'[tasks.w1]\ncmd = {q(until(b_started) + "; echo 1 > f")}\noutputs = ["f"]\n'
+        '[tasks.w2]\ncmd = "echo 2 > f"\noutputs = ["f"]\ndeps = ["w1"]\n')
+    report = tmp_path / "s.json"
+    code, err = run_until_warning(ws, "output overlap", overlap_seen,
+                                  "run", "b:build", "s:slow", "x:w2", "-j4", "--no-cache",
+                                  "--grace", "5", "--summary-json", str(report))
+    assert code == 3, err
+    doc, tasks = summary(report)
+    assert [v["kind"] for v in doc["violations"]] == ["output_overlap", "runtime_cycle"]
+    assert state(tasks["b:build"]) == ("succeeded", None)
+    assert state(tasks["s:slow"]) == ("cancelled", "signalled")
+
+
+def test_exec_020_task_needing_a_held_mutex_after_the_overlap_is_skipped(make_ws, tmp_path):
+    """m:t is admitted before an overlap halts the run, and asks for db,
+    held by h:hold, only after it: no waiter is granted once admission has
+    stopped, so it is skipped (it has not started) instead of waiting for
+    ever."""
+    from hazrun import load_workspace
+    from hazrun.cache import Cache
+    from hazrun.output import RunObserver
+    from hazrun.scheduler import CancelToken, RunOptions, run_graph
+
+    h_started = tmp_path / "h-started"
+    m_final = tmp_path / "m-final"
+    ws = make_ws({
+        "haz.toml": ROOT,
+        "p/h/haz.toml": ('[tasks.hold]\nmutex = ["db"]\ncache = false\n'
+                         f'cmd = {q(f"touch {h_started}; " + until(exists(m_final)))}\n'),
+        "p/m/haz.toml": '[tasks.t]\nmutex = ["db"]\ncmd = "echo m ran"\n',
+        "p/x/haz.toml": (f'[tasks.w1]\ncmd = {q(until(exists(h_started)) + "; echo 1 > f")}\n'
+                         'outputs = ["f"]\n'
+                         '[tasks.w2]\ncmd = "echo 2 > f"\noutputs = ["f"]\ndeps = ["w1"]\n'),
+    })
+    overlap = threading.Event()
+
+    class Observer(RunObserver):
+        def warning(self, message):
+            if "output overlap" in message:
+                overlap.set()
+
+        def task_finished(self, result):
+            if result.label == "m:t":
+                m_final.write_text(result.state.value)
+
+        task_skipped = task_finished
+
+    class SlowKeyCache(Cache):
+        def compute_key(self, label, pred_streams):
+            if label == "m:t":
+                overlap.wait(20)  # m:t misses only once the run is halted
+            return super().compute_key(label, pred_streams)
+
+    workspace = load_workspace(ws)
+    cache = SlowKeyCache(workspace, tmp_path / "cache", dict(os.environ))
+    token = CancelToken()
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(run_graph(
+        workspace, ["h:hold", "m:t", "x:w2"], Observer(), RunOptions(jobs=4),
+        token, cache)))
+    runner.start()
+    runner.join(60)
+    if runner.is_alive():
+        token.cancel()
+        runner.join(60)
+        raise AssertionError("the run never ended: m:t waits for a mutex for ever")
+    results = outcome[0].results
+    assert [v.kind.value for v in outcome[0].violations] == ["output_overlap"]
+    assert (results["m:t"].state.value, results["m:t"].cause.value) == ("skipped",
+                                                                          "output_overlap")
+    assert results["h:hold"].state.value == "succeeded"
