@@ -121,3 +121,13 @@ def timed(label, body, log):
     """A shell command that logs its start and end around ``body``."""
     return (f'echo "start {label} $(date +%s%N)" >> {log}; {body}; '
             f'echo "end {label} $(date +%s%N)" >> {log}')
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Poll ``predicate`` until it holds; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, hazrun_cmd, run_hazrun
+from conftest import REPO, hazrun_cmd, run_hazrun, wait_for
 
 ROOT = '[workspace]\nmembers = ["p/*"]\n'
 
@@ -24,15 +24,6 @@ def start_hazrun(root, *args):
     return subprocess.Popen(hazrun_cmd("-C", str(root), *args), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_pids(directory: Path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, hazrun_cmd, intervals, max_overlap, timed
+from conftest import REPO, hazrun_cmd, intervals, max_overlap, timed, wait_for
 
 from hazrun.jobserver import JobserverAuth, JobserverError, parse_makeflags
 
@@ -122,15 +122,6 @@ def starts(log) -> int:
         return sum(1 for line in Path(log).read_text().splitlines() if line.startswith("start"))
     except FileNotFoundError:
         return 0
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def warnings(err):

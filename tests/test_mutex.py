@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed
+from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed, wait_for
 
 q = json.dumps  # a TOML basic string with everything escaped
 
@@ -68,15 +68,6 @@ def stop(*procs):
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def has_line(log, label, kind="start"):
