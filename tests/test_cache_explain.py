@@ -105,6 +105,27 @@ def test_cli_002_explain_compares_with_the_previous_run_not_this_one(root):
     assert "nothing changed" in explain(root)[0]
 
 
+def test_cli_002_records_are_written_only_when_the_key_changes(root):
+    recorded(root)
+    (record,) = (root / ".haz/explain").iterdir()
+    first = os.stat(record).st_ino
+    recorded(root)  # the same key: nothing to write
+    assert os.stat(record).st_ino == first
+    (root / "pkg/a/src/main.c").write_text("changed")
+    recorded(root)
+    assert os.stat(record).st_ino != first
+    assert explain(root) == ["nothing changed since the last run; its cache entry is "
+                             "gone (pruned, cleaned, or never stored)"]
+
+
+def test_cli_002_records_written_again_when_they_are_lost(root):
+    recorded(root)
+    for f in (root / ".haz/explain").iterdir():
+        f.unlink()
+    recorded(root)
+    assert "nothing changed" in explain(root)[0]
+
+
 def test_cli_002_corrupt_record_is_no_record(root):
     recorded(root)
     for f in (root / ".haz/explain").iterdir():

@@ -138,6 +138,43 @@ def test_cache_004_restore_overwrites_changed_outputs(root):
     assert os.readlink(root / "pkg/a/link") == "dist/lib.txt"
 
 
+def _signatures(directory: Path):
+    """(inode, mtime, ctime) of every file and symlink: a write or a rename
+    into place changes the ctime."""
+    out = {}
+    for rel in tree(directory):
+        st = os.lstat(directory / rel)
+        out[rel] = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    return out
+
+
+def test_cache_004_outputs_in_place_are_not_written_again(root):
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+    with open_cache(root) as c:  # the next run: same outputs on disk
+        before = _signatures(root / "pkg/a")
+        with c.restore("a:build", c.lookup(key)) as r:
+            assert r.stdout.read() == b"built\n"
+        assert _signatures(root / "pkg/a") == before
+        assert c.take_warnings() == []
+    assert no_temp_files(root) == []
+
+
+def test_cache_004_same_size_change_with_the_old_mtime_is_restored(root):
+    lib = root / "pkg/a/dist/lib.txt"
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        os.utime(lib, (1_000_000_000, 1_000_000_000))  # old: the stat cache trusts it
+        c.restore("a:build", c.lookup(key)).close()
+        assert c.stat_cache.probe("pkg/a/dist/lib.txt", str(lib)) is not None
+    st = os.stat(lib)
+    lib.write_bytes(b"LIBRARY\n")  # same size, mtime put back: only ctime tells
+    os.utime(lib, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with open_cache(root) as c:
+        c.restore("a:build", c.lookup(key)).close()
+    assert lib.read_bytes() == b"library\n"
+
+
 @pytest.mark.parametrize("as_file", [False, True])
 def test_cache_003_logs_round_trip_byte_for_byte(root, as_file):
     stdout = b"line 1\n\xff\xfe not utf-8 \x00\r\nno newline at end"

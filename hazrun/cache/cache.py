@@ -29,7 +29,7 @@ from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
 from . import restore as _restore
-from .hashing import FileState, StatCache, atomic_write
+from .hashing import FileState, StatCache, atomic_write, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError)
 from .outputs import find_outputs
@@ -39,6 +39,7 @@ from .store import CorruptBlob, CorruptManifest, Store, is_digest
 HAZ_DIR = ".haz"
 STAT_CACHE = "statcache.json"
 EXPLAIN_DIR = "explain"
+EXPLAIN_INDEX = "explain-index.json"
 ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
@@ -87,7 +88,7 @@ class Cache:
         self._produced: Dict[str, Optional[bool]] = {}
         self._merged: Optional[List[str]] = None
         self._warnings: List[str] = []
-        self._records: Dict[str, Dict[str, Any]] = {}
+        self._records: Dict[str, KeyInfo] = {}
         self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
         self._closed = False
         self.remote: Optional[RemoteCache] = None
@@ -253,11 +254,25 @@ class Cache:
         if manifest.label != label:
             raise miss(f"it belongs to {manifest.label}")
         globs = _files.task_output_globs(task, project.rel_dir)
+        prefix = project.rel_dir + "/" if project.rel_dir else ""
+
+        def digest_of(path: str, st: os.stat_result) -> Optional[str]:
+            # An output in place is not written again (CACHE-004); the stat
+            # cache usually knows its content without reading it.
+            rel = prefix + path
+            try:
+                state = self.stat_cache.probe(rel, self._root_slash + rel)
+            except InputError:
+                return None
+            if state is None or state.symlink is not None or state.sig != signature(st):
+                return None
+            return state.digest
+
         try:
             with self._store.lock(exclusive=False):
                 stdout, stderr = _restore.restore(
                     self._store, manifest, globs, project.rel_dir, str(project.dir),
-                    self.root_real)
+                    self.root_real, digest_of)
         except CacheMissError as e:
             raise miss(str(e)) from None
         except OSError as e:  # the lock
@@ -384,9 +399,8 @@ class Cache:
     def record(self, label: str, key: KeyInfo) -> None:
         """Remember ``key``'s components as the last run of ``label``; written
         by :meth:`close`."""
-        rec = _explain.compact(label, key.key, key.components)
         with self._lock:
-            self._records[label] = rec
+            self._records[label] = key  # made compact by close(), if it changed
 
     def _previous_record(self, label: str) -> Optional[Dict[str, Any]]:
         with self._lock:
@@ -426,15 +440,33 @@ class Cache:
         except OSError as e:
             self._warn(f"cannot save the stat cache {self.haz_dir / STAT_CACHE}: "
                        f"{e.strerror}")
+        self._write_records(records)
+
+    def _write_records(self, records: Mapping[str, KeyInfo]) -> None:
+        """Write the explain records whose key differs from the one recorded
+        last (the index says which), then the index."""
         directory = self.haz_dir / EXPLAIN_DIR
-        for label, rec in sorted(records.items()):
+        index_path = self.haz_dir / EXPLAIN_INDEX
+        written = _explain.load_index(index_path)
+        changed = False
+        for label, key in sorted(records.items()):
+            path = _explain.record_path(directory, label)
+            if written.get(label) == key.key and path.exists():
+                continue  # the same key has the same components: same record
+            rec = _explain.compact(label, key.key, key.components)
             try:
-                atomic_write(_explain.record_path(directory, label), _explain.encode(rec),
-                             fsync=False)
+                atomic_write(path, _explain.encode(rec), fsync=False)
             except OSError as e:
                 self._warn(f"cannot record the run of {label} in {directory}: "
                            f"{e.strerror}")
                 break
+            written[label] = key.key
+            changed = True
+        if changed:
+            try:
+                atomic_write(index_path, _explain.encode_index(written), fsync=False)
+            except OSError:
+                pass  # without the index, the next run writes its records again
 
     def __enter__(self) -> "Cache":
         return self

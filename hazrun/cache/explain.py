@@ -7,6 +7,11 @@ and a 16-hex-digit digest, zlib-compressed.  :func:`diff` compares such a
 record with the components of a new key and says, in plain lines, which
 input files, environment variables, predecessors or definition fields
 changed.  Raw environment values are never recorded (only digests).
+
+An index beside the records (label -> key of its record) lets the end of a
+run rewrite only the records whose key changed, so a run where nothing
+changed writes no record at all.  The index is a hint: if it is lost or
+stale, records are simply written again.
 """
 from __future__ import annotations
 
@@ -54,6 +59,24 @@ def record_path(directory: Path, label: str) -> Path:
 
 def encode(record: Mapping[str, Any]) -> bytes:
     return zlib.compress(canonical(record), 6)
+
+
+def load_index(path: Path) -> Dict[str, str]:
+    """label -> key of its current record; empty if absent or unreadable."""
+    try:
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
+        return {}
+    keys = obj.get("keys")
+    if not isinstance(keys, dict):
+        return {}
+    return {k: v for k, v in keys.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def encode_index(keys: Mapping[str, str]) -> bytes:
+    return canonical({"format": FORMAT_VERSION, "keys": dict(keys)})
 
 
 def load(directory: Path, label: str) -> Optional[Dict[str, Any]]:

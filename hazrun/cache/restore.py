@@ -8,6 +8,12 @@ destination.  Only when every output is staged does the second phase rename
 them into place.  A failure in the first phase removes the temp files and
 the directories it created, so the work tree is as it was.
 
+An output already in place (a regular file with the same permission bits
+and content, or a symlink with the same target) is left alone: a run where
+nothing changed writes nothing.  Its content is known from its stat
+signature through the stat cache (``digest_of``), so usually without
+reading it.
+
 Directories are walked one component at a time through directory file
 descriptors opened with O_NOFOLLOW, and files are created relative to them,
 so no write goes through a symlink the walk did not check.  A symlink on
@@ -19,11 +25,10 @@ from __future__ import annotations
 
 import collections
 import errno
+import io
 import os
 import stat
-import tempfile
-import uuid
-from typing import IO, List, Optional, Tuple
+from typing import IO, Callable, List, Optional, Tuple
 
 from ..globs import GlobSet
 from .model import CacheMissError, Manifest, OutputEntry
@@ -34,6 +39,11 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 SPOOL = 1 << 20        # logs are kept in memory up to this size
 MAX_OPEN_DIRS = 64     # directory fds held at once during one restore
 NEVER = (".git", ".haz")
+EMPTY_DIGEST = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"  # blake3(b"")
+
+# (project-relative path, its lstat) -> the digest of that regular file's
+# content if it can be told for that very stat, else None.
+DigestOf = Callable[[str, os.stat_result], Optional[str]]
 
 
 class Rejected(Exception):
@@ -161,8 +171,26 @@ def _split(path: str) -> Tuple[str, str]:
     return d, name
 
 
-def _stage(store: Store, dirs: _Dirs, entry: OutputEntry) -> Tuple[str, str, str]:
-    """Write one output to a temp name beside its destination."""
+def _in_place(entry: OutputEntry, st: os.stat_result, pfd: int, name: str,
+              digest_of: Optional[DigestOf]) -> bool:
+    """Whether the file found (``st``, not followed) is what the entry says."""
+    if entry.symlink is not None:
+        if not stat.S_ISLNK(st.st_mode):
+            return False
+        try:
+            return os.readlink(name, dir_fd=pfd) == entry.symlink
+        except OSError:
+            return False
+    if (not stat.S_ISREG(st.st_mode) or st.st_size != entry.size
+            or st.st_mode & 0o7777 != entry.mode & 0o777):
+        return False
+    return digest_of is not None and digest_of(entry.path, st) == entry.digest
+
+
+def _stage(store: Store, dirs: _Dirs, entry: OutputEntry,
+           digest_of: Optional[DigestOf] = None) -> Optional[Tuple[str, str, str]]:
+    """Write one output to a temp name beside its destination; None if it
+    is in place already."""
     rel_dir, name = _split(entry.path)
     pfd = dirs.get(rel_dir, create=True)
     try:
@@ -171,7 +199,9 @@ def _stage(store: Store, dirs: _Dirs, entry: OutputEntry) -> Tuple[str, str, str
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise Rejected(f"'{entry.path}' is a directory in the work tree")
-    tmp = f".{name[:64]}.hazrun-{uuid.uuid4().hex[:12]}.tmp"
+    if st is not None and _in_place(entry, st, pfd, name, digest_of):
+        return None
+    tmp = f".{name[:64]}.hazrun-{os.urandom(6).hex()}.tmp"
     if entry.symlink is not None:
         os.symlink(entry.symlink, tmp, dir_fd=pfd)
         return rel_dir, tmp, name
@@ -199,7 +229,8 @@ def _unlink_at(name: str, dir_fd: int) -> None:
 
 
 def restore_outputs(store: Store, project_dir: str, root_real: str,
-                    outputs: Tuple[OutputEntry, ...]) -> None:
+                    outputs: Tuple[OutputEntry, ...],
+                    digest_of: Optional[DigestOf] = None) -> None:
     """Both phases; raises Rejected, CorruptBlob or OSError having written
     nothing, or (only if a rename fails after every check passed) OSError."""
     dirs = _Dirs(project_dir, root_real)
@@ -207,7 +238,9 @@ def restore_outputs(store: Store, project_dir: str, root_real: str,
     try:
         try:
             for entry in outputs:
-                staged.append(_stage(store, dirs, entry))
+                one = _stage(store, dirs, entry, digest_of)
+                if one is not None:
+                    staged.append(one)
         except BaseException:
             for rel_dir, tmp, _ in staged:
                 try:
@@ -226,6 +259,9 @@ def restore_outputs(store: Store, project_dir: str, root_real: str,
 
 def restore_log(store: Store, digest: str, size: int) -> IO[bytes]:
     """A verified copy of a stored log, positioned at its start."""
+    if size == 0 and digest == EMPTY_DIGEST:
+        return io.BytesIO()  # nothing to read (most tasks print nothing)
+    import tempfile  # only for logs with content
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL)
     try:
         store.copy_blob(digest, size, spool.write)
@@ -237,7 +273,8 @@ def restore_log(store: Store, digest: str, size: int) -> IO[bytes]:
 
 
 def restore(store: Store, manifest: Manifest, globs: GlobSet, project_rel_dir: str,
-            project_dir: str, root_real: str) -> Tuple[IO[bytes], IO[bytes]]:
+            project_dir: str, root_real: str, digest_of: Optional[DigestOf] = None
+            ) -> Tuple[IO[bytes], IO[bytes]]:
     """CACHE-004 for one manifest; returns the verified stdout and stderr.
 
     Raises CacheMissError with the reason; nothing is written then.
@@ -247,7 +284,7 @@ def restore(store: Store, manifest: Manifest, globs: GlobSet, project_rel_dir: s
         check_manifest_paths(manifest.outputs, globs, project_rel_dir)
         for ref in (manifest.stdout, manifest.stderr):
             logs.append(restore_log(store, ref.digest, ref.size))
-        restore_outputs(store, project_dir, root_real, manifest.outputs)
+        restore_outputs(store, project_dir, root_real, manifest.outputs, digest_of)
     except (Rejected, CorruptBlob) as e:
         _close_all(logs)
         raise CacheMissError(str(e)) from None
