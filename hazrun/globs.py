@@ -7,8 +7,10 @@ the workspace root instead of the project directory.  A pattern without
 wildcards also matches everything beneath it, so ``outputs = ["dist"]``
 means the whole directory, as it would in ``.gitignore``.
 
-Every pattern is compiled to a root-relative regular expression once, so
-matching is a regex match on a root-relative POSIX path.
+A pattern is compiled to a regular expression over the path below its base
+directory, so the hundreds of projects that say ``src/**`` share one
+compiled regex; matching is a prefix test on the root-relative POSIX path
+and a regex match from the end of that prefix.
 """
 from __future__ import annotations
 
@@ -66,10 +68,14 @@ class Glob:
     negated: bool
     rooted: str         # root-relative form, e.g. 'packages/a/src/**'
     prefix: str         # literal leading directories, '' or ending in '/'
-    regex: Pattern[str]
+    regex: Pattern[str]  # of the part below base, e.g. 'src/**'
+    base: str = ""      # root-relative base directory, '' or ending in '/'
 
     def match(self, path: str) -> bool:
-        return self.regex.match(path) is not None
+        base = self.base
+        if base and not path.startswith(base):
+            return False
+        return self.regex.match(path, len(base)) is not None
 
 
 def normalize_pattern(pattern: str, base: str) -> Tuple[bool, str]:
@@ -77,6 +83,12 @@ def normalize_pattern(pattern: str, base: str) -> Tuple[bool, str]:
 
     ``base`` is the project directory relative to the root ('' for the root).
     """
+    negated, base, rel = _normalize(pattern, base)
+    return negated, (base + "/" + rel if base else rel)
+
+
+def _normalize(pattern: str, base: str) -> Tuple[bool, str, str]:
+    """(negated, the base it is relative to, the normalised pattern below it)."""
     negated = pattern.startswith("!")
     body = pattern[1:] if negated else pattern
     if not body:
@@ -92,8 +104,7 @@ def normalize_pattern(pattern: str, base: str) -> Tuple[bool, str]:
                               "$root/... for files elsewhere in the workspace")
     if not segments:
         raise GlobSyntaxError("pattern names no file")
-    rooted = "/".join(([base] if base else []) + segments)
-    return negated, rooted
+    return negated, base.strip("/"), "/".join(segments)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -103,8 +114,20 @@ def compile_glob(pattern: str, base: str = "") -> Glob:
     Memoised: a workspace repeats the same few patterns in every project,
     and a Glob is immutable.
     """
-    negated, rooted = normalize_pattern(pattern, base)
-    segments = rooted.split("/")
+    negated, base, rel = _normalize(pattern, base)
+    regex, literal, literal_dirs = _compile_relative(rel)
+    base_slash = base + "/" if base else ""
+    rooted = base_slash + rel
+    prefix = rooted if literal else base_slash + literal_dirs
+    return Glob(pattern[1:] if negated else pattern, negated, rooted, prefix, regex,
+                base_slash)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_relative(rel: str) -> Tuple[Pattern[str], bool, str]:
+    """The regex of a normalised pattern, whether it has no wildcard, and its
+    literal leading directories ('' or ending in '/')."""
+    segments = rel.split("/")
     parts: List[str] = []
     prefix_segments: List[str] = []
     literal = True
@@ -126,10 +149,8 @@ def compile_glob(pattern: str, base: str = "") -> Glob:
         regex = re.compile(body + ("(?:/.*)?" if literal else "") + r"\Z", re.S)
     except re.error as e:  # e.g. a reversed range such as [z-a]
         raise GlobSyntaxError(f"invalid character class: {e.msg}") from None
-    prefix = "".join(s + "/" for s in prefix_segments)
-    if literal:
-        prefix = rooted  # candidates are the path itself and what is under it
-    return Glob(pattern[1:] if negated else pattern, negated, rooted, prefix, regex)
+    # A literal pattern's candidates are the path itself and what is under it.
+    return regex, literal, "".join(s + "/" for s in prefix_segments)
 
 
 @dataclass(frozen=True)
