@@ -6,13 +6,13 @@ fix; bugs are assertions.  Task outcomes are never exceptions.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or ``''``."""
+    import difflib  # only on an error: kept off the start-up path
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -126,6 +125,7 @@ class MutexTable:
         self.holds.clear()
 
     def _path(self, name: str) -> Path:
+        import urllib.parse  # only for tasks with mutexes
         return self.lock_dir / (urllib.parse.quote(name, safe="") + ".lock")
 
 

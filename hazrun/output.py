@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zlib
 from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -201,6 +200,7 @@ class BufferedOutput(RunObserver):
     def task_output(self, label, stream, data):
         spool = self.spools.get((label, stream))
         if spool is None:
+            import tempfile  # buffered modes only
             spool = self.spools[(label, stream)] = tempfile.SpooledTemporaryFile(
                 max_size=SPOOL_MEMORY)
         spool.write(data)
@@ -356,6 +356,7 @@ def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
     doc = summary_json(outcome, signal)
     if extra:
         doc.update(extra)
+    import tempfile
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".hazrun-summary-", dir=directory)
     try:

@@ -22,9 +22,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
-import psutil
+
+
+class _LazyPsutil:
+    """psutil, imported on first use: a run that spawns nothing (every task
+    a cache hit) never needs it, and importing it costs start-up time."""
+
+    def __getattr__(self, name: str) -> Any:
+        import psutil as module
+        globals()["psutil"] = module
+        return getattr(module, name)
+
+
+psutil: Any = _LazyPsutil()
 
 from .loop import EventLoop, Timer
 
@@ -173,7 +185,10 @@ class ProcessSet:
         self.loop = loop
         self.subreaper = subreaper
         self.children: Dict[int, "Child"] = {}
-        self.watchdog = Watchdog() if parent_death_signal else None
+        # Started with the first task: a run that spawns nothing needs none.
+        self.parent_death_signal = parent_death_signal
+        self.watchdog: Optional[Watchdog] = None
+        self.spawned = False
         self._poll_timer: Optional[Timer] = None
 
     def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
@@ -183,6 +198,9 @@ class ProcessSet:
             argv = ["/bin/sh", "-c", spec.cmd]
         else:
             argv = list(spec.cmd)
+        if self.parent_death_signal and self.watchdog is None:
+            self.watchdog = Watchdog()
+        self.spawned = True
         try:
             popen = subprocess.Popen(
                 argv, cwd=str(spec.cwd), env=dict(spec.env),
@@ -265,9 +283,10 @@ class ProcessSet:
     def sweep_orphans(self) -> int:
         """EXEC-015: end adopted orphans (double-forked daemons) and reap them.
 
-        Only meaningful as a subreaper; returns how many were ended.
+        Only meaningful as a subreaper, after spawning a task: orphans are
+        its descendants.  Returns how many were ended.
         """
-        if not self.subreaper:
+        if not self.subreaper or not self.spawned:
             return 0
         me = psutil.Process()
         ended = 0

@@ -7,8 +7,6 @@ since the last run; ``housekeeping``: info, prune and clean; ``cache``: the
 :class:`Cache` a run uses from its pool threads.
 """
 from .cache import Cache, resolve_cache_dir
-from .housekeeping import (CacheInfo, PruneResult, clean, format_size, info, parse_age,
-                           parse_size, prune)
 from .model import (FORMAT_VERSION, CacheError, CacheMissError, InputError, KeyInfo,
                     LogRef, Manifest, Materialised, OutputEntry, Restored, StoreError,
                     stream_hash)
@@ -19,3 +17,15 @@ __all__ = [
     "CacheMissError", "InputError", "KeyInfo", "LogRef", "Manifest", "Materialised",
     "OutputEntry", "Restored", "StoreError", "stream_hash",
 ]
+
+# Housekeeping (hazrun cache info|prune|clean) is loaded on first use, so
+# that a run does not import it.
+_HOUSEKEEPING = ("CacheInfo", "PruneResult", "clean", "format_size", "info", "parse_age",
+                 "parse_size", "prune")
+
+
+def __getattr__(name: str):
+    if name in _HOUSEKEEPING:
+        from . import housekeeping
+        return getattr(housekeeping, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,7 @@ components can be kept on disk for :mod:`explain` without leaking them.
 from __future__ import annotations
 
 import json
-import platform
+import os
 import sys
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -66,7 +66,10 @@ def env_snapshot(names: Iterable[str], environ: Mapping[str, str]
 
 
 def platform_info() -> Dict[str, str]:
-    return {"os": sys.platform, "arch": platform.machine().lower() or "unknown"}
+    # os.uname().machine is what platform.machine() returns, without
+    # importing the platform module on every run.
+    machine = os.uname().machine if hasattr(os, "uname") else ""
+    return {"os": sys.platform, "arch": machine.lower() or "unknown"}
 
 
 def file_row(rel: str, state: FileState) -> Row:
