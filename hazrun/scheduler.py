@@ -20,7 +20,6 @@ import os
 import signal as _signal
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -553,7 +552,7 @@ class Scheduler:
         except Exception as e:
             self._warn(f"{t.label}: outputs not collected ({_why(e)})")
             # Successors must not hit on a stream hash nobody computed.
-            t.stream_hash = "unknown-" + uuid.uuid4().hex
+            t.stream_hash = "unknown-" + os.urandom(16).hex()
         else:
             if warning:
                 self._warn(warning)

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .. import files as _files
 from ..globs import GlobSet
@@ -33,8 +33,10 @@ from .hashing import FileState, StatCache, atomic_write, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError)
 from .outputs import find_outputs
-from .remote import RemoteCache
 from .store import CorruptBlob, CorruptManifest, Store, is_digest
+
+if TYPE_CHECKING:
+    from .remote import RemoteCache
 
 HAZ_DIR = ".haz"
 STAT_CACHE = "statcache.json"
@@ -93,6 +95,7 @@ class Cache:
         self._closed = False
         self.remote: Optional[RemoteCache] = None
         if remote is not None:
+            from .remote import RemoteCache  # only with a remote: http, ssl
             self.remote = RemoteCache(remote, self._store, self._warn)
 
     # -- warnings ---------------------------------------------------------

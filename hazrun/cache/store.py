@@ -26,7 +26,6 @@ import os
 import re
 import stat
 import threading
-import uuid
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -113,7 +112,7 @@ class Store:
     # -- writing --------------------------------------------------------
 
     def _tmp_name(self) -> Path:
-        return self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}.tmp"
+        return self.tmp / f"{os.getpid()}-{os.urandom(16).hex()}.tmp"
 
     def _open_tmp(self) -> Tuple[int, Path]:
         path = self._tmp_name()
