@@ -208,7 +208,11 @@ class Scheduler:
                 self.loop.run_once()
                 self._admit()
         except BaseException:
-            # A bug or an interrupt in the loop: leave no process behind.
+            # A bug or an interrupt in the loop: leave no process behind, and
+            # no upload for the pool's shutdown to wait for.
+            cancel_remote = getattr(self.cache, "cancel_remote", None)
+            if cancel_remote is not None:
+                cancel_remote()
             self.procs.kill_all()
             self._drain_children(deadline=time.monotonic() + 5)
             raise
