@@ -298,8 +298,9 @@ class HttpClient:
 def _status_error(op: str, status: int) -> RemoteError:
     hint = ""
     if status in (401, 403):
-        hint = "check HAZ_REMOTE_CACHE_TOKEN" if op != "PUT" else \
-            "check HAZ_REMOTE_CACHE_TOKEN, or use --remote-cache-read-only"
+        hint = "check HAZ_REMOTE_CACHE_TOKEN (or the URL's user:password)"
+        if op == "PUT":
+            hint += ", or use --remote-cache-read-only"
     elif status == 413:
         hint = "the server refuses an artifact this big"
     return RemoteError(op, f"HTTP {status}", hint, status)
