@@ -15,6 +15,7 @@ import ctypes
 import enum
 import errno
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,8 @@ from .loop import EventLoop, Timer
 # while waiting for stragglers of a process group to go.
 POLL_S = 0.05
 READ_SIZE = 1 << 16
+# posix_spawn with setsid (POSIX_SPAWN_SETSID): Linux/glibc and recent macOS.
+_POSIX_SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
 # How long the pipes may stay open after the task's whole process group is
 # gone (held by a process that left the group).
 LINGER_S = 2.0
@@ -190,6 +193,7 @@ class ProcessSet:
         self.watchdog: Optional[Watchdog] = None
         self.spawned = False
         self._poll_timer: Optional[Timer] = None
+        self._devnull: Optional[int] = None
 
     def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
               on_done: Callable[["Child"], None]) -> "Child":
@@ -201,21 +205,59 @@ class ProcessSet:
         if self.parent_death_signal and self.watchdog is None:
             self.watchdog = Watchdog()
         self.spawned = True
-        try:
-            popen = subprocess.Popen(
-                argv, cwd=str(spec.cwd), env=dict(spec.env),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True,
-                pass_fds=spec.pass_fds, close_fds=True)
-        except OSError as e:
-            what = e.filename if e.filename else argv[0]
-            raise SpawnError(f"{what}: {e.strerror or e}") from None
-        child = Child(self, popen, on_output, on_done)
-        self.children[popen.pid] = child
+        if isinstance(spec.cmd, str) and _POSIX_SPAWN:
+            pid, out, err = self._posix_spawn_shell(spec)
+            child = Child(self, pid, out, err, on_output, on_done)
+        else:
+            try:
+                popen = subprocess.Popen(
+                    argv, cwd=str(spec.cwd), env=dict(spec.env),
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True,
+                    pass_fds=spec.pass_fds, close_fds=True)
+            except OSError as e:
+                what = e.filename if e.filename else argv[0]
+                raise SpawnError(f"{what}: {e.strerror or e}") from None
+            child = Child(self, popen.pid, popen.stdout, popen.stderr, on_output,
+                          on_done, popen)
+        self.children[child.pid] = child
         if self.watchdog is not None:
             self.watchdog.watch(child.pgid)
         child.watch()
         return child
+
+    def _posix_spawn_shell(self, spec: SpawnSpec):
+        """A string command through posix_spawn: the loop thread is blocked
+        only while the kernel starts /bin/sh, not for Popen's bookkeeping,
+        which is most of a short task's cost to hazrun.
+
+        posix_spawn has no working-directory action, so the script starts
+        with a ``cd`` on its own first line's head (line numbers in the
+        shell's messages stay as the user wrote them).  Every fd hazrun
+        opens is close-on-exec (PEP 446), so the child inherits only its
+        three standard streams and the jobserver's fds.
+        """
+        if self._devnull is None:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        for fd in spec.pass_fds:
+            os.set_inheritable(fd, True)
+        script = f"cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            pid = os.posix_spawn(
+                "/bin/sh", ["/bin/sh", "-c", script], spec.env, setsid=True,
+                file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                              (os.POSIX_SPAWN_DUP2, out_w, 1),
+                              (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        except OSError as e:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise SpawnError(f"/bin/sh: {e.strerror or e}") from None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        return pid, open(out_r, "rb", buffering=0), open(err_r, "rb", buffering=0)
 
     # Reaping ---------------------------------------------------------
     def reap(self) -> None:
@@ -279,6 +321,9 @@ class ProcessSet:
         if self.watchdog is not None:
             self.watchdog.close()
             self.watchdog = None
+        if self._devnull is not None:
+            os.close(self._devnull)
+            self._devnull = None
 
     def sweep_orphans(self) -> int:
         """EXEC-015: end adopted orphans (double-forked daemons) and reap them.
@@ -339,14 +384,16 @@ def _alive(p: psutil.Process) -> bool:
 class Child:
     """One task's process tree, seen from the loop."""
 
-    def __init__(self, owner: ProcessSet, popen: subprocess.Popen,
+    def __init__(self, owner: ProcessSet, pid: int, stdout, stderr,
                  on_output: Callable[[Stream, bytes], None],
-                 on_done: Callable[["Child"], None]):
+                 on_done: Callable[["Child"], None],
+                 popen: Optional[subprocess.Popen] = None):
         self.owner = owner
         self.loop = owner.loop
         self.popen = popen
-        self.pid = popen.pid
-        self.pgid = popen.pid  # start_new_session: leader of its own group
+        self.pid = pid
+        self.pgid = pid  # a new session: leader of its own process group
+        self._pipes = ((stdout, Stream.STDOUT), (stderr, Stream.STDERR))
         self.started = time.monotonic()
         self.ended: Optional[float] = None
         self.status: Optional[ExitStatus] = None
@@ -365,8 +412,7 @@ class Child:
 
     # Watching ---------------------------------------------------------
     def watch(self) -> None:
-        for pipe, stream in ((self.popen.stdout, Stream.STDOUT),
-                             (self.popen.stderr, Stream.STDERR)):
+        for pipe, stream in self._pipes:
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             self._open[fd] = stream
@@ -414,8 +460,9 @@ class Child:
         if self.status is None:
             self.status = ExitStatus.from_wait(status)
             self.ended = time.monotonic()
-            # Keep Popen from waiting on a pid that is already reaped.
-            self.popen.returncode = os.waitstatus_to_exitcode(status)
+            if self.popen is not None:
+                # Keep Popen from waiting on a pid that is already reaped.
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
 
     def needs_polling(self) -> bool:
         return not self.done and (self._pidfd is None or self.status is not None)

@@ -402,3 +402,18 @@ def test_cli_relative_paths_are_taken_from_dash_c(make_ws, tmp_path):
     assert (ws / "s.json").is_file() and (ws / "cc").is_dir()
     info = run_hazrun(ws, "cache", "info", "--cache-dir", "cc")
     assert "entries: 1" in info.stdout
+
+
+def test_exec_003_shell_cmd_keeps_positional_parameters_and_cwd(make_ws):
+    """A string cmd runs in the project directory under /bin/sh -c, with
+    the script's own line numbers, whatever way it is spawned."""
+    ws = make_ws({"haz.toml": ROOT_TOML,
+                  "p/d i r/haz.toml": '[project]\nname = "d"\n'
+                                      '[tasks.t]\ncmd = "echo $0 $#; pwd; nosuchcmd-hz"\n'})
+    summary = ws / "s.json"
+    proc = run_hazrun(ws, "run", "t", "--no-cache", "--summary-json", str(summary))
+    assert proc.returncode == 1
+    assert json.loads(summary.read_text())["tasks"][0]["exit_code"] == 127
+    assert "[d:t] /bin/sh 0" in proc.stdout
+    assert f"[d:t] {ws / 'p' / 'd i r'}" in proc.stdout
+    assert re.search(r"\[d:t\] .*1: .*nosuchcmd-hz", proc.stderr), proc.stderr
