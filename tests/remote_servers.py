@@ -106,6 +106,25 @@ class Nginx(_Process):
              "-g", "daemon off;"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         _wait_listening(self.port, self.proc, self.error_log)
+        self._wait_answering()
+
+    def _wait_answering(self, deadline_s: float = 30) -> None:
+        """The master listens before it forks its worker: wait for an answer,
+        so that the worker exists before any test's leak check starts."""
+        import http.client
+        deadline = time.monotonic() + deadline_s
+        while True:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("HEAD", "/")
+                conn.getresponse().read()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                conn.close()
 
     def config(self) -> str:
         user = ""
@@ -118,7 +137,9 @@ class Nginx(_Process):
 pid {d}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
-    access_log {self.access_log};
+    log_format hazrun '$remote_addr - $remote_user [$time_local] "$request" '
+                      '$status $body_bytes_sent $request_length';
+    access_log {self.access_log} hazrun;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -156,6 +177,20 @@ http {{
                 if path.startswith(f"/{prefix}/"):
                     out.append(f"{method} {path}")
         return out
+
+
+    def traffic(self, prefix: str) -> "tuple[int, int]":
+        """(bytes of answer bodies sent, bytes of requests received) under
+        ``prefix``."""
+        sent = received = 0
+        if self.access_log.exists():
+            for line in self.access_log.read_text(errors="replace").splitlines():
+                if f" /{prefix}/" not in line:
+                    continue
+                fields = line.rsplit(" ", 3)
+                sent += int(fields[-2])
+                received += int(fields[-1])
+        return sent, received
 
 
 class TurboServer(_Process):

@@ -8,7 +8,8 @@ owners, so one entry always packs to the same bytes.
 :func:`unpack` trusts nothing: the manifest must parse, be for the key that
 was asked for and pass the caller's check; every member must be a blob the
 manifest names, of the size it says, and hash to its digest while it is
-copied into the local store (whose writes are atomic).  The manifest is
+copied into the local store (whose writes are atomic); a blob the local
+store already holds, verified there, is not written again.  The manifest is
 written last, so a failure leaves at most verified, unreferenced blobs.
 
 A tag (REMOTE-004) is standard base64 of HMAC-SHA256 over four
@@ -122,13 +123,15 @@ def unpack(store: Store, f: IO[bytes], key: str,
                 if member.size != need[digest]:
                     raise Rejected(f"blob {digest[:12]} has {member.size} bytes, its "
                                    f"manifest says {need[digest]}")
+                got.add(digest)
+                if store.has_valid_blob(digest, member.size):
+                    continue  # verified in place: no write, no fsync (empty logs ...)
                 src = tar.extractfile(member)
                 assert src is not None
                 try:
                     store.put_blob(lambda: src.read(CHUNK), digest, member.size)
                 except CorruptBlob:
                     raise Rejected(f"blob {digest[:12]} does not match its digest") from None
-                got.add(digest)
             missing = sorted(set(need) - got)
             if missing:
                 raise Rejected(f"blob {missing[0][:12]} is missing from it")
