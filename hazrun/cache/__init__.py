@@ -4,9 +4,11 @@
 encoding; ``store``: manifests and blobs on disk; ``restore``: all-or-nothing
 restores; ``outputs``: finding a task's outputs; ``explain``: what changed
 since the last run; ``housekeeping``: info, prune and clean; ``cache``: the
-:class:`Cache` a run uses from its pool threads.
+:class:`Cache` a run uses from its pool threads; ``remote``: the remote
+cache (REMOTE-001..007).
 """
 from .cache import Cache, resolve_cache_dir
+from .remote import RemoteSettings, resolve_remote
 from .model import (FORMAT_VERSION, CacheError, CacheMissError, InputError, KeyInfo,
                     LogRef, Manifest, Materialised, OutputEntry, Restored, StoreError,
                     stream_hash)
@@ -15,7 +17,8 @@ __all__ = [
     "Cache", "resolve_cache_dir", "CacheInfo", "PruneResult", "clean", "format_size",
     "info", "parse_age", "parse_size", "prune", "FORMAT_VERSION", "CacheError",
     "CacheMissError", "InputError", "KeyInfo", "LogRef", "Manifest", "Materialised",
-    "OutputEntry", "Restored", "StoreError", "stream_hash",
+    "OutputEntry", "Restored", "StoreError", "stream_hash", "RemoteSettings",
+    "resolve_remote",
 ]
 
 # Housekeeping (hazrun cache info|prune|clean) is loaded on first use, so
