@@ -29,28 +29,35 @@ def _git_files(root: Path) -> Optional[List[str]]:
     git = shutil.which("git")
     if git is None:
         return None
+    # -t tags each entry (H cached, R deleted from the work tree, S not
+    # checked out, ? untracked) and -s gives a tracked entry's mode (160000:
+    # a submodule root), so the work tree is never stat'ed file by file.
     try:
         proc = subprocess.run(
-            [git, "ls-files", "-co", "--exclude-standard", "-z"],
+            [git, "ls-files", "-cdo", "-s", "-t", "--exclude-standard", "-z"],
             cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, check=False)
     except OSError:
         return None
     if proc.returncode != 0:
         return None  # not a work tree
-    out = []
+    found = set()
+    absent = set()
     for raw in proc.stdout.split(b"\0"):
         if not raw:
             continue
-        rel = os.fsdecode(raw)
-        if _excluded(rel):
+        tag = raw[:1]
+        if tag == b"?":
+            found.add(raw[2:])
             continue
-        # Tracked files deleted from the work tree and submodule roots are
-        # listed by git but are not files here.
-        path = root / rel
-        if path.is_symlink() or path.is_file():
-            out.append(rel)
-    return out
+        meta, _, path = raw[2:].partition(b"\t")
+        # Tracked files deleted from the work tree or not checked out, and
+        # submodule roots, are listed by git but are not files here.
+        if tag in (b"R", b"S") or meta.startswith(b"160000 "):
+            absent.add(path)
+        else:
+            found.add(path)
+    return [rel for rel in map(os.fsdecode, found - absent) if not _excluded(rel)]
 
 
 def _walk_files(root: Path) -> List[str]:

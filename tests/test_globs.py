@@ -239,6 +239,21 @@ def test_cfg_006_git_deleted_tracked_file_is_not_listed(make_ws):
 
 
 @pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+def test_cfg_006_git_submodule_root_and_untracked_files_listed_right(make_ws):
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n', {"packages/a/new.c": "x"})
+    git_init(root)
+    git(root, "add", "haz.toml", "packages/a/haz.toml")
+    (root / "packages/a/vendor").mkdir()
+    (root / "packages/a/vendor/lib.c").write_text("x")
+    # A gitlink (what 'git submodule add' records): a directory, not a file.
+    git(root, "update-index", "--add", "--cacheinfo",
+        "160000,1111111111111111111111111111111111111111,packages/a/vendor")
+    files = list_workspace_files(root)
+    assert "packages/a/vendor" not in files
+    assert "packages/a/new.c" in files and "packages/a/haz.toml" in files
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
 def test_cfg_006_workspace_in_a_subdirectory_of_a_git_work_tree(tmp_path, make_ws):
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -17,6 +17,7 @@ The pipeline of one task (EXEC-002) calls, in order::
 """
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -33,7 +34,7 @@ from .hashing import FileState, StatCache, atomic_write, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError)
 from .outputs import find_outputs
-from .store import CorruptBlob, CorruptManifest, Store, is_digest
+from .store import EMPTY_DIGEST, CorruptBlob, CorruptManifest, Store, is_digest
 
 if TYPE_CHECKING:
     from .remote import RemoteCache
@@ -143,8 +144,12 @@ class Cache:
                    if p not in self._listing_set and p not in self._produced]
             for p in new:
                 self._produced[p] = None
-            if new:
-                self._merged = None
+            if new and self._merged is not None:
+                # A new list: compute_key may be reading the old one.
+                merged = list(self._merged)
+                for p in sorted(new):
+                    bisect.insort(merged, p)
+                self._merged = merged
 
     def _candidates(self, paths: List[str]) -> List[str]:
         """Drop produced files that git ignores, as the listing would have."""
@@ -238,6 +243,8 @@ class Cache:
         wanted += [(manifest.stdout.digest, manifest.stdout.size),
                    (manifest.stderr.digest, manifest.stderr.size)]
         for digest, size in wanted:
+            if size == 0 and digest == EMPTY_DIGEST:
+                continue  # restored without reading a blob
             if self._store.blob_size(digest) != size:
                 self._warn(f"{who}ignoring incomplete cache entry {k[:12]}: blob "
                            f"{digest[:12]} is missing or truncated")
@@ -451,14 +458,18 @@ class Cache:
         directory = self.haz_dir / EXPLAIN_DIR
         index_path = self.haz_dir / EXPLAIN_INDEX
         written = _explain.load_index(index_path)
+        try:
+            present = set(os.listdir(directory)) if written else set()
+        except OSError:
+            present = set()
         changed = False
         for label, key in sorted(records.items()):
-            path = _explain.record_path(directory, label)
-            if written.get(label) == key.key and path.exists():
+            name = _explain.record_name(label)
+            if written.get(label) == key.key and name in present:
                 continue  # the same key has the same components: same record
             rec = _explain.compact(label, key.key, key.components)
             try:
-                atomic_write(path, _explain.encode(rec), fsync=False)
+                atomic_write(directory / name, _explain.encode(rec), fsync=False)
             except OSError as e:
                 self._warn(f"cannot record the run of {label} in {directory}: "
                            f"{e.strerror}")

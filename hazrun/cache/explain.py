@@ -52,9 +52,13 @@ def compact(label: str, key: str, parts: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-def record_path(directory: Path, label: str) -> Path:
+def record_name(label: str) -> str:
     name = blake3.blake3(label.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return directory / (name + ".json.z")
+    return name + ".json.z"
+
+
+def record_path(directory: Path, label: str) -> Path:
+    return directory / record_name(label)
 
 
 def encode(record: Mapping[str, Any]) -> bytes:

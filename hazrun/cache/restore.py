@@ -32,14 +32,13 @@ from typing import IO, Callable, List, Optional, Tuple
 
 from ..globs import GlobSet
 from .model import CacheMissError, Manifest, OutputEntry
-from .store import CorruptBlob, Store, _write_all
+from .store import EMPTY_DIGEST, CorruptBlob, Store, _write_all
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 SPOOL = 1 << 20        # logs are kept in memory up to this size
 MAX_OPEN_DIRS = 64     # directory fds held at once during one restore
 NEVER = (".git", ".haz")
-EMPTY_DIGEST = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"  # blake3(b"")
 
 # (project-relative path, its lstat) -> the digest of that regular file's
 # content if it can be told for that very stat, else None.
@@ -210,7 +209,8 @@ def _stage(store: Store, dirs: _Dirs, entry: OutputEntry,
                  | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=pfd)
     try:
         try:
-            store.copy_blob(entry.digest, entry.size, lambda b: _write_all(fd, b))
+            if entry.size or entry.digest != EMPTY_DIGEST:  # empty: nothing to copy
+                store.copy_blob(entry.digest, entry.size, lambda b: _write_all(fd, b))
             # Permission bits only: set-id and sticky bits are not restored.
             os.fchmod(fd, entry.mode & 0o777)
         finally:

@@ -34,6 +34,7 @@ from .key import canonical
 from .model import FORMAT_VERSION, LogRef, Manifest, OutputEntry
 
 HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+EMPTY_DIGEST = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"  # blake3(b"")
 CACHEDIR_TAG = (b"Signature: 8a477f597d28d172789f06886806bc55\n"
                 b"# This file is a cache directory tag created by hazrun.\n"
                 b"# For information about cache directory tags see https://bford.info/cachedir/\n")
@@ -62,6 +63,10 @@ class Store:
         self.entries = path / "entries"
         self.blobs = path / "blobs"
         self.tmp = path / "tmp"
+        # String forms for the per-task paths (a pathlib join per lookup
+        # costs more than the system call it feeds).
+        self._entries_s = os.path.join(str(self.entries), "")
+        self._blobs_s = os.path.join(str(self.blobs), "")
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -74,6 +79,14 @@ class Store:
     def blob_path(self, digest: str) -> Path:
         assert is_digest(digest), f"internal error: bad digest {digest!r}"
         return self.blobs / digest[:2] / digest[2:]
+
+    def _entry_str(self, key: str) -> str:
+        assert is_digest(key), f"internal error: bad key {key!r}"
+        return f"{self._entries_s}{key[:2]}/{key}.json"
+
+    def _blob_str(self, digest: str) -> str:
+        assert is_digest(digest), f"internal error: bad digest {digest!r}"
+        return f"{self._blobs_s}{digest[:2]}/{digest[2:]}"
 
     def ensure(self) -> None:
         """Create the directory layout (once per Store)."""
@@ -243,11 +256,19 @@ class Store:
         Raises CorruptManifest for one that does not parse or check.
         """
         try:
-            with open(self.entry_path(key), "rb") as f:
-                data = f.read()
+            fd = os.open(self._entry_str(key), os.O_RDONLY | _O_CLOEXEC)
         except FileNotFoundError:
             return None
-        manifest = decode_manifest(data)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        manifest = decode_manifest(b"".join(chunks))
         if manifest.key != key:
             raise CorruptManifest(f"it is stored under key {key[:12]} but names "
                                   f"key {manifest.key[:12]}")
@@ -255,7 +276,7 @@ class Store:
 
     def blob_size(self, digest: str) -> Optional[int]:
         try:
-            st = os.lstat(self.blob_path(digest))
+            st = os.lstat(self._blob_str(digest))
         except OSError:
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
@@ -267,7 +288,7 @@ class Store:
         writes it again) if its content does not match; FileNotFoundError
         if it is missing.  Nothing is known to be good until this returns.
         """
-        fd = os.open(self.blob_path(digest), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(self._blob_str(digest), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
         try:
             h = new_hasher(size)
             buf = _buffer(size)
@@ -290,7 +311,7 @@ class Store:
     def touch(self, key: str) -> None:
         """CACHE-007: a hit refreshes the entry's use time (its mtime)."""
         try:
-            os.utime(self.entry_path(key))
+            os.utime(self._entry_str(key))
         except OSError:
             pass  # a read-only cache still serves hits
 
