@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
-from .hashing import CHUNK, _buffer, hash_file, new_hasher
+from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
 from .model import FORMAT_VERSION, LogRef, Manifest, OutputEntry
 
@@ -227,15 +227,26 @@ class Store:
         self._publish(tmp, self.blob_path(digest))
 
     def put_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]]) -> LogRef:
-        """Store a log (bytes, or a binary file read from its start)."""
+        """Store a log (bytes, or a binary file read from its start).
+
+        A log whose blob is there already (most often the empty one) is not
+        written again: that saves a write and an fsync per stored task.
+        """
         if isinstance(stream, (bytes, bytearray, memoryview)):
             data = bytes(stream)
+            known = LogRef(hash_bytes(data), len(data))
+            if self.has_valid_blob(known.digest, known.size):
+                return known
             chunks = iter([data])
 
             def read() -> bytes:
                 return next(chunks, b"")
         else:
             if stream.seekable():
+                stream.seek(0)
+                known = _hash_stream(stream)
+                if self.has_valid_blob(known.digest, known.size):
+                    return known
                 stream.seek(0)
 
             def read() -> bytes:
@@ -354,6 +365,18 @@ def _scandir(path: Path) -> List["os.DirEntry[str]"]:
             return list(it)
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _hash_stream(stream: IO[bytes]) -> LogRef:
+    """Digest and size of what ``stream`` holds from its position on."""
+    h = new_hasher()
+    n = 0
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            return LogRef(h.hexdigest(), n)
+        h.update(chunk)
+        n += len(chunk)
 
 
 def _write_all(fd: int, data: Any) -> None:
