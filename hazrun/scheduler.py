@@ -5,12 +5,10 @@ Each task of the run moves through phases on the loop thread:
     waiting -> ready -> preparing (pool: key + lookup, and on a hit the
                                    restore in the same job)
         -> restoring -> final: cached
-        -> running (its process tree) -> completing (pool: outputs)
+        -> running (its process tree) -> completing (pool: outputs + store)
         -> final: succeeded / failed / cancelled
 
-and ends in exactly one final state (EXEC-009).  A fresh success is stored
-by a pool job of its own after it is final: its successors need only its
-stream hash, and the run waits for the store before it ends.  Transitions are methods
+and ends in exactly one final state (EXEC-009).  Transitions are methods
 named after the events that cause them (``_prepared``, ``_restored``,
 ``_child_done``, ``_completed``).  The cost of an event is proportional to
 the edges it touches, never to the size of the graph.
@@ -537,55 +535,47 @@ class Scheduler:
         self._final(t, result)
 
     def _complete(self, t: _Task):
-        """Pool: the outputs it made (CACHE-002)."""
-        return self.cache.collect_outputs(t.label)
+        """Pool: the outputs it made (CACHE-002), then the store (CACHE-005)."""
+        materialised = self.cache.collect_outputs(t.label)
+        warning, stored = None, False
+        if t.logs and t.key is not None:
+            duration = time.monotonic() - t.started
+            try:
+                for log in t.logs.values():
+                    log.seek(0)
+                stored = self.cache.store(t.label, t.key, materialised,
+                                          t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
+                                          duration)
+            except Exception as e:  # StoreError: read-only, disk full ...
+                warning = f"{t.label}: not stored in the cache ({_why(e)})"
+        return materialised, warning, stored
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
+        self._close_logs(t)
         try:
-            materialised = future.result()
+            materialised, warning, stored = future.result()
         except Exception as e:
-            self._close_logs(t)
             self._warn(f"{t.label}: outputs not collected ({_why(e)})")
             # Successors must not hit on a stream hash nobody computed.
             t.stream_hash = "unknown-" + os.urandom(16).hex()
         else:
+            if warning:
+                self._warn(warning)
             t.stream_hash = materialised.stream_hash
             self._check_outputs(t, materialised.root_paths(t.rel_dir))
             if t.task.outputs and not materialised.outputs and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
-            if t.logs and t.key is not None:
-                # CACHE-005 off the critical path: successors need only the
-                # stream hash; the run waits for the store before it ends.
-                self._submit(self._store, t, materialised, time.monotonic() - t.started,
-                             done=lambda f: self._stored(t, f))
-            else:
-                self._close_logs(t)
+            if stored and getattr(self.cache, "uploading", False):
+                # REMOTE-006: its own pool job; successors do not wait for it,
+                # the run does.
+                self._submit(self.cache.upload, t.label, t.key,
+                             done=lambda f: self._uploaded(t, f))
         if duration is None:
             duration = time.monotonic() - t.started
         self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
                                   exit_code=0 if t.task.cmd is not None else None,
                                   duration_s=duration))
-
-    def _store(self, t: _Task, materialised: Any, duration: float) -> bool:
-        """Pool: store a fresh success (CACHE-005); False if not stored."""
-        for log in t.logs.values():
-            log.seek(0)
-        return self.cache.store(t.label, t.key, materialised, t.logs[Stream.STDOUT],
-                                t.logs[Stream.STDERR], duration)
-
-    def _stored(self, t: _Task, future: Future) -> None:
-        self._close_logs(t)
-        try:
-            stored = future.result()
-        except Exception as e:  # StoreError: read-only, disk full ...
-            self._warn(f"{t.label}: not stored in the cache ({_why(e)})")
-            return
-        if stored and getattr(self.cache, "uploading", False):
-            # REMOTE-006: its own pool job; successors do not wait for it,
-            # the run does.
-            self._submit(self.cache.upload, t.label, t.key,
-                         done=lambda f: self._uploaded(t, f))
 
     def _uploaded(self, t: _Task, future: Future) -> None:
         """REMOTE-005: an upload's failures are warnings (drained by _submit);
