@@ -97,11 +97,19 @@ def task_output_globs(task: TaskDef, project_rel_dir: str) -> GlobSet:
 
 def select_inputs(files: Sequence[str], task: TaskDef, project_rel_dir: str) -> List[str]:
     """CFG-006: the task's input files; its own outputs are never inputs."""
-    if task.inputs is None:
+    inputs = None if task.inputs is None else task_input_globs(task, project_rel_dir)
+    return select_with(files, inputs, task_output_globs(task, project_rel_dir),
+                       project_rel_dir)
+
+
+def select_with(files: Sequence[str], inputs: Optional[GlobSet], outputs: GlobSet,
+                project_rel_dir: str) -> List[str]:
+    """:func:`select_inputs` with the task's globs compiled already (None:
+    the default, every file of the project)."""
+    if inputs is None:
         chosen = list(files_under(files, project_rel_dir))
     else:
-        chosen = task_input_globs(task, project_rel_dir).select(files)
-    outputs = task_output_globs(task, project_rel_dir)
+        chosen = inputs.select(files)
     if outputs:
         chosen = [f for f in chosen if not outputs.match(f)]
     return chosen

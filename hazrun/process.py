@@ -333,6 +333,13 @@ class ProcessSet:
         """
         if not self.subreaper or not self.spawned:
             return 0
+        kids = _direct_children()
+        if kids is not None:
+            keep = set(self.children)
+            if self.watchdog is not None:
+                keep.add(self.watchdog.proc.pid)
+            if kids <= keep:
+                return 0  # the common case, told without psutil's /proc scan
         me = psutil.Process()
         ended = 0
         for _ in range(200):
@@ -372,6 +379,21 @@ class ProcessSet:
                     os.waitpid(p.pid, os.WNOHANG)
             except (OSError, psutil.Error):
                 pass
+
+
+def _direct_children() -> Optional[Set[int]]:
+    """This process's children (zombies included) from /proc/self/task/*/
+    children; None where the kernel does not offer that file."""
+    kids: Set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                kids.update(int(pid) for pid in f.read().split())
+    except (OSError, ValueError):
+        # No such file in this kernel, or a thread ended during the listing
+        # (its children moved to a thread already read): ask psutil.
+        return None
+    return kids
 
 
 def _alive(p: psutil.Process) -> bool:

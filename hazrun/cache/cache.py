@@ -22,7 +22,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import (IO, TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 from .. import files as _files
 from ..globs import GlobSet
@@ -92,6 +93,7 @@ class Cache:
         self._merged: Optional[List[str]] = None
         self._warnings: List[str] = []
         self._records: Dict[str, KeyInfo] = {}
+        self._per_task: Dict[str, Tuple[Dict[str, Any], Optional[GlobSet], GlobSet]] = {}
         self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
         self._closed = False
         self.remote: Optional[RemoteCache] = None
@@ -193,15 +195,30 @@ class Cache:
         if set(pred_streams) != expected:
             raise AssertionError(f"internal error: key of {label} needs the stream "
                                  f"hashes of {sorted(expected)}, got {sorted(pred_streams)}")
+        static, input_globs, output_globs = self._task_parts(label)
         files = self._files()
-        inputs = self._candidates(_files.select_inputs(files, task, project.rel_dir))
+        inputs = self._candidates(_files.select_with(files, input_globs, output_globs,
+                                                     project.rel_dir))
         ws_inputs: List[str] = []
         if ws.settings.inputs:
             ws_inputs = self._candidates(GlobSet.compile(ws.settings.inputs).select(files))
-        parts = _key.components(task, self.environ, ws.settings.env,
-                                self._rows(label, "workspace input", ws_inputs),
-                                self._rows(label, "input", inputs), pred_streams)
+        parts = _key.assemble(static, self._rows(label, "workspace input", ws_inputs),
+                              self._rows(label, "input", inputs), pred_streams)
         return KeyInfo(label, _key.key_of(parts), parts)
+
+    def _task_parts(self, label: str) -> Tuple[Dict[str, Any], Optional[GlobSet], GlobSet]:
+        """Per task and run: the key's file-independent components, the
+        input globs (None: the whole project) and the output globs."""
+        found = self._per_task.get(label)
+        if found is None:
+            ws = self.workspace
+            task = ws.task(label)
+            rel_dir = ws.project_of(label).rel_dir
+            inputs = None if task.inputs is None else _files.task_input_globs(task, rel_dir)
+            found = (_key.static_parts(task, self.environ, ws.settings.env), inputs,
+                     _files.task_output_globs(task, rel_dir))
+            self._per_task[label] = found  # a race computes the same twice
+        return found
 
     # -- lookup and restore (CACHE-004) -----------------------------------------
 
@@ -263,7 +280,7 @@ class Cache:
 
         if manifest.label != label:
             raise miss(f"it belongs to {manifest.label}")
-        globs = _files.task_output_globs(task, project.rel_dir)
+        globs = self._task_parts(label)[2]
         prefix = project.rel_dir + "/" if project.rel_dir else ""
 
         def digest_of(path: str, st: os.stat_result) -> Optional[str]:

@@ -80,15 +80,29 @@ def file_row(rel: str, state: FileState) -> Row:
 def components(task: TaskDef, environ: Mapping[str, str], workspace_env: Sequence[str],
                workspace_rows: List[Row], input_rows: List[Row],
                pred_streams: Mapping[str, str]) -> Dict[str, Any]:
+    return assemble(static_parts(task, environ, workspace_env), workspace_rows,
+                    input_rows, pred_streams)
+
+
+def static_parts(task: TaskDef, environ: Mapping[str, str],
+                 workspace_env: Sequence[str]) -> Dict[str, Any]:
+    """The components that do not depend on files: the same for every key
+    of the task in one run (the environment is snapshotted per run)."""
     return {
         "format": FORMAT_VERSION,
         "definition": definition(task),
         "platform": platform_info(),
         "env": env_snapshot(tuple(task.env) + tuple(workspace_env), environ),
-        "workspace_inputs": workspace_rows,
-        "inputs": input_rows,
-        "preds": {label: pred_streams[label] for label in sorted(pred_streams)},
     }
+
+
+def assemble(static: Mapping[str, Any], workspace_rows: List[Row], input_rows: List[Row],
+             pred_streams: Mapping[str, str]) -> Dict[str, Any]:
+    parts = dict(static)
+    parts["workspace_inputs"] = workspace_rows
+    parts["inputs"] = input_rows
+    parts["preds"] = {label: pred_streams[label] for label in sorted(pred_streams)}
+    return parts
 
 
 def key_of(parts: Mapping[str, Any]) -> str:

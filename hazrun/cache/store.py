@@ -27,7 +27,7 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, ContextManager, Dict, Iterator, List, Optional, Tuple, Union
 
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
@@ -69,6 +69,9 @@ class Store:
         self._blobs_s = os.path.join(str(self.blobs), "")
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._shared_lock = threading.Lock()   # guards the two below
+        self._shared_users = 0
+        self._shared_fd: Optional[int] = None
 
     # -- layout ---------------------------------------------------------
 
@@ -102,25 +105,51 @@ class Store:
                 self._publish(self._write_tmp(CACHEDIR_TAG), tag)
             self._ready = True
 
-    @contextlib.contextmanager
-    def lock(self, exclusive: bool) -> Iterator[None]:
+    def lock(self, exclusive: bool) -> ContextManager[None]:
         """Shared for stores and restores, exclusive for prune and clean.
 
         A cache directory where the lock file cannot be created (read-only)
-        is used without it for shared access.
+        is used without it for shared access.  The shared lock is one flock
+        held while any thread of this process uses it: taken by the first
+        user, released by the last (a restore per task would otherwise pay
+        an open, a flock and a close).
         """
+        if exclusive:
+            return self._exclusive()
+        return _SharedUse(self)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
         try:
-            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
-        except OSError:
-            if exclusive:
-                raise
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    def _share(self) -> None:
+        with self._shared_lock:
+            if self._shared_users == 0:
+                try:
+                    fd = os.open(os.path.join(str(self.path), "lock"),
+                                 os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
+                except OSError:
+                    fd = None  # read-only cache directory: used without the lock
+                if fd is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_SH)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                self._shared_fd = fd
+            self._shared_users += 1
+
+    def _unshare(self) -> None:
+        with self._shared_lock:
+            self._shared_users -= 1
+            if self._shared_users == 0 and self._shared_fd is not None:
+                os.close(self._shared_fd)  # releases the lock
+                self._shared_fd = None
 
     # -- writing --------------------------------------------------------
 
@@ -353,6 +382,21 @@ class Store:
                         yield digest, Path(e.path), e.stat(follow_symlinks=False).st_size
                     except OSError:
                         continue
+
+
+class _SharedUse:
+    """One use of the store's shared lock (see :meth:`Store.lock`)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self) -> None:
+        self.store._share()
+
+    def __exit__(self, *exc: object) -> None:
+        self.store._unshare()
 
 
 ReadFn = Any   # () -> bytes-like, empty at the end
