@@ -538,28 +538,65 @@ class LoadedConfig:
     unreadable: Tuple[str, ...] = ()
 
 
+class Located:
+    """What :func:`locate` found: the root, its settings and the member
+    directories, before any member's haz.toml is read."""
+
+    def __init__(self, root: Path, root_data: Dict[str, Any], broken: List[Path],
+                 reader: _Reader, settings: WorkspaceSettings, members: List[Path]):
+        self.root = root
+        self.root_data = root_data
+        self.broken = broken
+        self.reader = reader
+        self.settings = settings
+        self.members = members
+
+    @property
+    def problems(self) -> List[Problem]:
+        return self.reader.problems
+
+    def config_files(self) -> List[Path]:
+        """Every haz.toml a load reads (the root's first)."""
+        return [self.root / CONFIG_NAME] + [m / CONFIG_NAME for m in self.members
+                                            if m != self.root]
+
+
+def locate(start: Path) -> Located:
+    """CFG-001/002: the root, its [workspace] settings and the members."""
+    root, root_data, broken = _search_root(start)
+    reader = _Reader(root, [])
+    root_file = root / CONFIG_NAME
+    settings = _workspace_settings(reader, root_file, root_data["workspace"])
+    if "tasks" not in root_data and "project" not in root_data:
+        for key in root_data:
+            if key not in TOP_LEVEL_KEYS:
+                reader.problem(root_file, "", f"unknown table '{key}'"
+                               + did_you_mean(key, TOP_LEVEL_KEYS))
+    members = _find_members(reader, root_file, settings.members)
+    return Located(root, root_data, broken, reader, settings, members)
+
+
 def read_config(start: Path) -> LoadedConfig:
     """CFG-001..003: find the root, read every haz.toml, check every key.
 
     Problems are collected in the result, not raised, so that the graph can
     add its own and every mistake of a load is reported together (CFG-005).
     """
-    root, root_data, broken = _search_root(start)
-    problems: List[Problem] = []
-    reader = _Reader(root, problems)
-    root_file = root / CONFIG_NAME
-    settings = _workspace_settings(reader, root_file, root_data["workspace"])
+    return read_located(locate(start))
+
+
+def read_located(located: Located) -> LoadedConfig:
+    """:func:`read_config` after :func:`locate`."""
+    root, root_data, broken = located.root, located.root_data, located.broken
+    reader = located.reader
+    problems = reader.problems
+    settings = located.settings
+    members = located.members
 
     sources: List[Tuple[Path, Dict[str, Any], bool]] = []
     unreadable: List[str] = []
     if "tasks" in root_data or "project" in root_data:
         sources.append((root, root_data, True))
-    else:
-        for key in root_data:
-            if key not in TOP_LEVEL_KEYS:
-                reader.problem(root_file, "", f"unknown table '{key}'"
-                               + did_you_mean(key, TOP_LEVEL_KEYS))
-    members = _find_members(reader, root_file, settings.members)
     for directory in members:
         try:
             data = parse_toml(directory / CONFIG_NAME, root)

@@ -1,0 +1,80 @@
+"""load_workspace keeps a validated load in .haz/workspace.pickle and uses it
+while no haz.toml changed (start-up time), never when one did."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hazrun import ConfigError, load_workspace
+from hazrun.workspace import SNAPSHOT
+
+WS = '[workspace]\nmembers = ["packages/*"]\n'
+TASK = '[tasks.build]\ncmd = "make"\ninputs = ["src/**"]\n'
+OLD = time.time() - 3600
+
+
+def backdate(root: Path) -> None:
+    for path in root.rglob("haz.toml"):
+        os.utime(path, (OLD, OLD))
+
+
+@pytest.fixture
+def root(make_ws):
+    r = make_ws({"haz.toml": WS, "packages/a/haz.toml": TASK,
+                 "packages/b/haz.toml": TASK + '[project]\ndeps = ["a"]\n'})
+    backdate(r)
+    return r
+
+
+def test_snapshot_written_and_used_when_nothing_changed(root, monkeypatch):
+    first = load_workspace(root)
+    assert (root / SNAPSHOT).is_file()
+    import hazrun.config as config
+    monkeypatch.setattr(config, "read_located", lambda located: pytest.fail("parsed"))
+    second = load_workspace(root)
+    assert second == first
+    assert second.graph.hard_preds == first.graph.hard_preds
+
+
+def test_no_snapshot_while_a_haz_toml_is_new(make_ws):
+    r = make_ws({"haz.toml": WS, "packages/a/haz.toml": TASK})
+    load_workspace(r)
+    assert not (r / SNAPSHOT).exists()
+
+
+def test_changed_haz_toml_is_read_again_even_with_same_size_and_mtime(root):
+    load_workspace(root)
+    path = root / "packages/a/haz.toml"
+    st = os.stat(path)
+    path.write_text(TASK.replace("make", "mako"))  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+    ws = load_workspace(root)
+    assert ws.task("a:build").cmd == "mako"
+
+
+def test_new_and_removed_projects_are_seen(root):
+    load_workspace(root)
+    (root / "packages/c").mkdir()
+    (root / "packages/c/haz.toml").write_text(TASK)
+    backdate(root)
+    assert "c:build" in load_workspace(root).graph.tasks
+    (root / "packages/c/haz.toml").unlink()
+    assert "c:build" not in load_workspace(root).graph.tasks
+
+
+def test_errors_are_never_kept(root):
+    load_workspace(root)
+    (root / "packages/b/haz.toml").write_text(TASK + '[project]\ndeps = ["nope"]\n')
+    backdate(root)
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            load_workspace(root)
+
+
+def test_corrupt_snapshot_is_ignored(root):
+    first = load_workspace(root)
+    (root / SNAPSHOT).write_bytes(b"garbage")
+    assert load_workspace(root) == first
