@@ -457,7 +457,7 @@ def bench_stat_cache(tmp: Path, args: argparse.Namespace, table: Table) -> None:
     timed(runner, root)  # fills the cache
     time.sleep(2.1)      # past the racy-timestamp margin
     timed(runner, root)
-    stat_cache = root / ".haz" / "statcache.json"
+    stat_cache = root / ".haz" / "statcache.bin"
     for _ in range(args.repeat):
         stat_cache.unlink()
         t, _ = timed(runner, root)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import errno
-import json
+import marshal
 import os
 import time
 import tracemalloc
@@ -12,7 +12,7 @@ import blake3
 import pytest
 
 from hazrun.cache import InputError, hashing
-from hazrun.cache.hashing import StatCache, probe
+from hazrun.cache.hashing import STAT_CACHE_MAGIC, StatCache, probe
 
 from test_cache_support import make_workspace, open_cache
 
@@ -71,8 +71,8 @@ def test_cache_006_second_key_reads_no_file_content(root, reads):
         assert c.compute_key("a:build", {}).key == first.key
         assert c.stats()["files_hashed"] == 0 and c.stats()["stat_hits"] == 3
     assert len(reads) == n
-    assert (root / ".haz" / "statcache.json").is_file()
-    assert not (root / ".haz" / "cache" / "statcache.json").exists()
+    assert (root / ".haz" / "statcache.bin").is_file()
+    assert not (root / ".haz" / "cache" / "statcache.bin").exists()
 
 
 def test_cache_006_changed_file_is_hashed_again(root, reads):
@@ -91,7 +91,7 @@ def test_cache_006_racy_entry_newer_than_the_stat_cache_is_rehashed(root, reads)
     # The stat cache's own write is now older than the files' mtime (an hour
     # ago): their entries are racy and must not be trusted.
     two_hours_ago = time.time() - 7200
-    os.utime(root / ".haz/statcache.json", (two_hours_ago, two_hours_ago))
+    os.utime(root / ".haz/statcache.bin", (two_hours_ago, two_hours_ago))
     reads.clear()
     with open_cache(root) as c:
         c.compute_key("a:build", {})
@@ -128,13 +128,19 @@ def test_cache_006_files_modified_within_the_racy_margin_are_not_remembered(tmp_
     assert sc.files_hashed == 3 and sc.hits == 0
 
 
+def _stat_cache(path):
+    """(format, entries) of a stat cache file."""
+    data = path.read_bytes()
+    assert data.startswith(STAT_CACHE_MAGIC)
+    return marshal.loads(data[len(STAT_CACHE_MAGIC):])
+
+
 def test_cache_006_stat_cache_of_another_format_is_ignored(root, reads):
     with open_cache(root) as c:
         c.compute_key("a:build", {})
-    f = root / ".haz/statcache.json"
-    data = json.loads(f.read_text())
-    data["format"] = 999
-    f.write_text(json.dumps(data))
+    f = root / ".haz/statcache.bin"
+    _, entries = _stat_cache(f)
+    f.write_bytes(STAT_CACHE_MAGIC + marshal.dumps((999, entries)))
     os.utime(f, (time.time(), time.time()))
     reads.clear()
     with open_cache(root) as c:
@@ -144,7 +150,7 @@ def test_cache_006_stat_cache_of_another_format_is_ignored(root, reads):
 
 def test_cache_006_corrupt_stat_cache_means_rehash_not_failure(root, reads):
     (root / ".haz").mkdir()
-    (root / ".haz/statcache.json").write_bytes(b"\x00garbage{")
+    (root / ".haz/statcache.bin").write_bytes(b"\x00garbage{")
     with open_cache(root) as c:
         c.compute_key("a:build", {})
         c.close()
@@ -218,7 +224,7 @@ def test_cache_006_stat_cache_drops_entries_of_removed_files(root):
     os.unlink(root / "pkg/a/src/util.c")
     with open_cache(root) as c:
         c.compute_key("a:build", {})
-    entries = json.loads((root / ".haz/statcache.json").read_text())["entries"]
+    _, entries = _stat_cache(root / ".haz/statcache.bin")
     assert "pkg/a/src/util.c" not in entries and "pkg/a/src/main.c" in entries
 
 
@@ -255,6 +261,6 @@ def test_cache_006_saving_without_writable_haz_dir_is_a_warning(root):
 def test_cache_006_stat_cache_lives_under_haz_not_in_cache_dir(root, tmp_path):
     with open_cache(root, cache_dir=tmp_path / "shared-cache") as c:
         c.compute_key("a:build", {})
-    assert (root / ".haz/statcache.json").is_file()
+    assert (root / ".haz/statcache.bin").is_file()
     assert not (tmp_path / "shared-cache").exists()  # nothing stored, nothing made
     assert isinstance(Path(root / ".haz/.gitignore").read_text(), str)

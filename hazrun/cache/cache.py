@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .remote import RemoteCache
 
 HAZ_DIR = ".haz"
-STAT_CACHE = "statcache.json"
+STAT_CACHE = "statcache.bin"
 EXPLAIN_DIR = "explain"
 EXPLAIN_INDEX = "explain-index.json"
 ENV_CACHE_DIR = "HAZ_CACHE_DIR"
