@@ -222,11 +222,25 @@ def base_env() -> Dict[str, str]:
     return env
 
 
-def hazrun_runner() -> Runner:
-    env = dict(base_env(), PYTHONPATH=str(REPO))
-    return Runner("hazrun -j2", [sys.executable, "-m", "hazrun", "run", "build",
-                                 f"-j{JOBS}", "--color", "never"],
+def hazrun_runner(tree: Path = REPO, name: str = "hazrun") -> Runner:
+    env = dict(base_env(), PYTHONPATH=str(tree))
+    return Runner(f"{name} -j2", [sys.executable, "-m", "hazrun", "run", "build",
+                                  f"-j{JOBS}", "--color", "never"],
                   env, write_hazrun, (".haz",))
+
+
+def baseline_runner(tmp: Path, commit: str) -> Optional[Runner]:
+    """hazrun as of ``commit`` (git archive into the temp directory), for a
+    before/after column measured in the same run."""
+    tree = tmp / f"hazrun-{commit}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", commit, "hazrun"], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if archive.returncode != 0:
+        print(f"--baseline {commit}: {archive.stderr.decode().strip()}; skipped")
+        return None
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return hazrun_runner(tree, "base")
 
 
 def make_runner() -> Optional[Runner]:
@@ -550,6 +564,8 @@ def main() -> None:
     ap.add_argument("--skip-stat-cache", action="store_true")
     ap.add_argument("--skip-big-file", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
+    ap.add_argument("--baseline", metavar="COMMIT",
+                    help="also run hazrun as of COMMIT (column 'base')")
     args = ap.parse_args()
     wanted = args.runners.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="hazrun-bench-cache-"))
@@ -563,7 +579,12 @@ def main() -> None:
                  "turbo": turbo_runner, "hazrun": hazrun_runner}[name]()
             if r is not None:
                 runners.append(r)
+        if args.baseline:
+            r = baseline_runner(tmp, args.baseline)
+            if r is not None:
+                runners.append(r)
         order = [r.name for r in runners]
+        print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
         leaf_projects = layered()
         leaf, count = choose_leaf(leaf_projects)
         print(f"layered-300: seed {SEED}; leaf {leaf} rebuilds {count} tasks", flush=True)
@@ -577,6 +598,7 @@ def main() -> None:
         if not args.skip_stat_cache and "hazrun" in wanted:
             bench_stat_cache(tmp, args, table)
         table.print(order)
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
         lines: List[str] = []
         if not args.skip_big_file:
             lines += bench_big_file(tmp)
