@@ -356,17 +356,7 @@ def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
     doc = summary_json(outcome, signal)
     if extra:
         doc.update(extra)
-    import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".hazrun-summary-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from pathlib import Path
+    from .fsutil import atomic_write
+    text = json.dumps(doc, indent=1) + "\n"
+    atomic_write(Path(os.path.abspath(path)), text.encode(), fsync=False)

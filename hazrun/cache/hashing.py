@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+from ..fsutil import atomic_write
+
 import blake3
 
 from .model import FORMAT_VERSION, InputError
@@ -301,28 +303,3 @@ def _usable(entry: object) -> bool:
     digest); anything else read from disk is ignored."""
     return (type(entry) is tuple and len(entry) == 5  # type: ignore[arg-type]
             and type(entry[4]) is str)  # type: ignore[index]
-
-
-def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
-                 0o666)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
