@@ -137,7 +137,9 @@ def test_remote_005_put_failures_are_warnings(tmp_path):
     assert proc.stderr.count("PUT HTTP 500") == 1, proc.stderr
     assert "GET" not in proc.stderr
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["remote"]["uploads"] == 0 and doc["remote"]["misses"] == N_TASKS
+    # Lookups after the third failed PUT never reach the remote (REMOTE-005),
+    # so how many GETs were misses depends on how the tasks interleaved.
+    assert doc["remote"]["uploads"] == 0 and 1 <= doc["remote"]["misses"] <= N_TASKS
     assert {t["state"] for t in doc["tasks"]} == {"succeeded"}
 
 
