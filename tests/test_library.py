@@ -20,6 +20,8 @@ def test_cli_004_library_runs_and_cancels_without_signals(make_ws, tmp_path, cap
     workspace = hazrun.load_workspace(ws)
     seen = []
 
+    built = threading.Event()
+
     class Observer(hazrun.RunObserver):
         def task_output(self, label, stream, data):
             seen.append((label, data))
@@ -28,9 +30,15 @@ def test_cli_004_library_runs_and_cancels_without_signals(make_ws, tmp_path, cap
             if label == "b:slow":
                 token_thread.start()
 
+        def task_finished(self, result):
+            if result.label == "a:build":
+                built.set()
+
     token = hazrun.CancelToken()
 
     def cancel_when_started():
+        # Cancel from another thread once a:build is done and b:slow runs.
+        built.wait(60)
         while not marker.exists():
             threading.Event().wait(0.02)
         token.cancel()
