@@ -316,9 +316,13 @@ class RemoteBackend:
         self.settings = settings
         self.client = HttpClient(settings)
 
+    def _target(self, key: str) -> str:
+        """The request target (path and query) of ``key``'s artifact."""
+        raise NotImplementedError
+
     def exists(self, key: str) -> bool:
         """HEAD: does the server hold ``key``?"""
-        raise NotImplementedError
+        return self._head(self._target(key))
 
     def fetch(self, key: str, dest: IO[bytes], want_tag: bool) -> Optional[Tuple[int, Optional[str]]]:
         """GET the artifact of ``key`` into ``dest``: (bytes, tag or None),
@@ -379,9 +383,6 @@ class HttpBackend(RemoteBackend):
     def _target(self, name: str) -> str:
         return f"{self.client.base_path}/{name}"
 
-    def exists(self, key: str) -> bool:
-        return self._head(self._target(key))
-
     def fetch(self, key, dest, want_tag):
         got = self._get(self._target(key), dest)
         if got is None:
@@ -421,9 +422,6 @@ class TurboBackend(RemoteBackend):
                 query.append(("teamId", team))
         q = "?" + urllib.parse.urlencode(query) if query else ""
         return f"{self.client.base_path}/v8/artifacts/{key}{q}"
-
-    def exists(self, key: str) -> bool:
-        return self._head(self._target(key))
 
     def fetch(self, key, dest, want_tag):
         got = self._get(self._target(key), dest)
