@@ -239,11 +239,19 @@ class ProcessSet:
         """
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        for fd in spec.pass_fds:
-            os.set_inheritable(fd, True)
         script = f"cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        try:
+            for fd in spec.pass_fds:
+                os.set_inheritable(fd, True)
+            out_r, out_w = os.pipe()
+        except OSError as e:  # a closed jobserver fd, no fds left
+            raise SpawnError(f"cannot start /bin/sh: {e.strerror or e}") from None
+        try:
+            err_r, err_w = os.pipe()
+        except OSError as e:
+            os.close(out_r)
+            os.close(out_w)
+            raise SpawnError(f"cannot start /bin/sh: {e.strerror or e}") from None
         try:
             pid = os.posix_spawn(
                 "/bin/sh", ["/bin/sh", "-c", script], spec.env, setsid=True,
