@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import signal
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 from .console import Console
 from .errors import UsageError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, List, Optional, Pattern, Sequence, Tuple
 
 ROOT_PREFIX = "$root/"

@@ -13,13 +13,11 @@ not change the file description that make and its other children share.
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
-import shlex
 import stat
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Optional, Tuple
 
 _AUTH = re.compile(r"--jobserver-(?:auth|fds)=(\S+)")
 

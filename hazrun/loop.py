@@ -12,10 +12,9 @@ import heapq
 import itertools
 import os
 import selectors
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Tuple
 
 Callback = Callable[[], None]
 

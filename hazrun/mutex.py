@@ -15,9 +15,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from .config import MutexMode, MutexSpec
 

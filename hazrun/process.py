@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import errno
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 
 

@@ -18,13 +18,11 @@ from __future__ import annotations
 import enum
 import heapq
 import os
-import signal as _signal
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .config import TaskDef
 from .files import git_ignored, task_input_globs, task_output_globs
