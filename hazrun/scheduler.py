@@ -492,7 +492,7 @@ class Scheduler:
             t.child.terminate(self._grace(t))
 
     def _child_done(self, t: _Task, child: Child) -> None:
-        self._release_mutexes(t)  # MUTEX-004: the whole tree is gone
+        self._release_mutexes(t)  # EXEC-007, MUTEX-004: the whole tree is gone
         if t.timer is not None:
             t.timer.cancel()
             t.timer = None
@@ -602,7 +602,8 @@ class Scheduler:
             self._start_cancel()
 
     def _cascade(self, t: _Task, result: TaskResult) -> None:
-        """EXEC-010/011/013: skip (or cancel) every hard descendant not final."""
+        """EXEC-010, EXEC-011, EXEC-013: skip (or cancel) every hard
+        descendant that is not final."""
         if result.state is TaskState.CANCELLED:
             state, cause = TaskState.CANCELLED, Cause.UPSTREAM_CANCELLED
             upstream = result.upstream if result.cause is Cause.UPSTREAM_CANCELLED else t.label

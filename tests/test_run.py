@@ -417,3 +417,30 @@ def test_exec_003_shell_cmd_keeps_positional_parameters_and_cwd(make_ws):
     assert "[d:t] /bin/sh 0" in proc.stdout
     assert f"[d:t] {ws / 'p' / 'd i r'}" in proc.stdout
     assert re.search(r"\[d:t\] .*1: .*nosuchcmd-hz", proc.stderr), proc.stderr
+
+
+def test_exec_002_pipeline_hit_restores_instead_of_spawning(make_ws, tmp_path):
+    """Key -> lookup -> a miss spawns and stores; the next run hits,
+    restores the output and replays the log without spawning."""
+    runs = tmp_path / "runs.log"
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\n'
+                              f'cmd = "echo ran >> {runs}; mkdir -p out; echo data > out/f; echo hello"\n'
+                              'outputs = ["out/**"]\ninputs = ["haz.toml"]\n'})
+    first = run_hazrun(ws, "run", "x")
+    assert first.returncode == 0, first.stderr
+    (ws / "out" / "f").unlink()
+    second = run_hazrun(ws, "run", "x")
+    assert second.returncode == 0, second.stderr
+    assert runs.read_text() == "ran\n"  # spawned once only
+    assert (ws / "out" / "f").read_text() == "data\n"
+    assert "[root:x] hello" in second.stdout and "1 cached" in second.stderr
+
+
+def test_cli_000_messages_are_prefixed(make_ws):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "true"\noutputs = ["d/**"]\n'})
+    proc = run_hazrun(ws, "run", "x", "--no-cache")
+    assert "hazrun: warning: root:x: exited 0 but its outputs match no file" in proc.stderr
+    bad = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = 1\n'}, name="bad")
+    proc = run_hazrun(bad, "list")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("hazrun: error: haz.toml: [tasks.x] key 'cmd'")
