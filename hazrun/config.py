@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.9/3.10
-    import tomli as tomllib
+
+def _toml() -> Any:
+    """The TOML parser, imported on first use: a run whose workspace
+    snapshot is current (workspace.py) parses no haz.toml at all."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10
+        import tomli as tomllib
+    return tomllib
 
 from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
 from .globs import GlobSet, check_pattern
@@ -329,6 +334,7 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
             shown = path.relative_to(root_for_messages).as_posix()
         except ValueError:
             pass
+    tomllib = _toml()
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")

@@ -11,7 +11,6 @@ mutexes released (MUTEX-004) and its result reported.
 """
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 import shlex
@@ -93,6 +92,7 @@ def become_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
+        import ctypes  # here: only the command line needs it
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
@@ -263,7 +263,7 @@ class ProcessSet:
         finally:
             os.close(out_w)
             os.close(err_w)
-        return pid, open(out_r, "rb", buffering=0), open(err_r, "rb", buffering=0)
+        return pid, out_r, err_r
 
     # Reaping ---------------------------------------------------------
     def reap(self) -> None:
@@ -440,11 +440,13 @@ class Child:
 
     # Watching ---------------------------------------------------------
     def watch(self) -> None:
+        # The pipes stay blocking: each is read once per readiness report,
+        # and a pipe that is readable never blocks that one read (we are
+        # its only reader).  Saves two fcntl calls per pipe and task.
         for pipe, stream in self._pipes:
-            fd = pipe.fileno()
-            os.set_blocking(fd, False)
+            fd = pipe if isinstance(pipe, int) else pipe.fileno()
             self._open[fd] = stream
-            self._files[fd] = pipe
+            self._files[fd] = None if isinstance(pipe, int) else pipe
             self.loop.add_reader(fd, lambda fd=fd: self._read(fd))
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
@@ -472,9 +474,13 @@ class Child:
     def _close_pipe(self, fd: int) -> None:
         self.loop.remove_reader(fd)
         del self._open[fd]
-        # Through the file object, exactly once: a second close of the bare
-        # fd number could close another child's pipe that reused it.
-        self._files.pop(fd).close()
+        # Exactly once (guarded by _open): a second close of the bare fd
+        # number could close another child's pipe that reused it.
+        pipe = self._files.pop(fd)
+        if pipe is None:
+            os.close(fd)
+        else:
+            pipe.close()
 
     def _pidfd_ready(self) -> None:
         self.loop.remove_reader(self._pidfd)
@@ -503,9 +509,11 @@ class Child:
             if self._pidfd is None:
                 self.owner.poll_soon()
             return
-        if _group_alive(self.pgid):
+        alive = _group_alive(self.pgid)
+        if alive and self.owner.subreaper:
             self.owner.reap_group(self.pgid)
-        if _group_alive(self.pgid):
+            alive = _group_alive(self.pgid)
+        if alive:
             if not self._terminating:
                 # The main process is gone but its group lives on (a
                 # background job): end it, it must not outlive its task.

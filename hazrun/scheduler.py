@@ -150,6 +150,7 @@ class Scheduler:
         self.token = cancel
         self.cache = cache
         self.environ = dict(os.environ if options.environ is None else options.environ)
+        self._base_env: Optional[Dict[str, str]] = None
         graph = workspace.graph
         self.order = graph.canonical_order(labels)
         self.tasks: Dict[str, _Task] = {}
@@ -460,12 +461,13 @@ class Scheduler:
 
     def _task_env(self, t: _Task) -> Dict[str, str]:
         """EXEC-008: hazrun's environment plus HAZ_*, minus secrets."""
-        env = dict(self.environ)
-        for name in SECRET_VARIABLES:
-            env.pop(name, None)
+        if self._base_env is None:
+            self._base_env = {k: v for k, v in self.environ.items()
+                              if k not in SECRET_VARIABLES}
+            self._base_env["HAZ_ROOT"] = str(self.ws.root)
+        env = dict(self._base_env)
         env["HAZ_PROJECT"] = t.task.project
         env["HAZ_TASK"] = t.task.name
-        env["HAZ_ROOT"] = str(self.ws.root)
         return env
 
     def _grace(self, t: _Task) -> float:
@@ -534,6 +536,12 @@ class Scheduler:
 
     def _complete(self, t: _Task):
         """Pool: the outputs it made (CACHE-002), then the store (CACHE-005)."""
+        if not self.keyed:
+            # --no-cache: no key will ever use a stream hash, so the outputs
+            # are not hashed; their paths serve the runtime checks.
+            from .cache.outputs import find_outputs
+            return find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
+                                t.rel_dir), None, False
         materialised = self.cache.collect_outputs(t.label)
         warning, stored = None, False
         if t.logs and t.key is not None:
@@ -559,9 +567,13 @@ class Scheduler:
         else:
             if warning:
                 self._warn(warning)
-            t.stream_hash = materialised.stream_hash
-            self._check_outputs(t, materialised.root_paths(t.rel_dir))
-            if t.task.outputs and not materialised.outputs and t.task.cmd is not None:
+            if isinstance(materialised, list):
+                paths = materialised
+            else:
+                t.stream_hash = materialised.stream_hash
+                paths = materialised.root_paths(t.rel_dir)
+            self._check_outputs(t, paths)
+            if t.task.outputs and not paths and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
             if stored and getattr(self.cache, "uploading", False):
