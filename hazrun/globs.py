@@ -112,10 +112,11 @@ def compile_glob(pattern: str, base: str = "") -> Glob:
     """Compile one pattern relative to ``base`` (root-relative directory).
 
     Memoised: a workspace repeats the same few patterns in every project,
-    and a Glob is immutable.
+    and a Glob is immutable.  What does not depend on ``base`` is memoised
+    per pattern, so a new project costs two string joins.
     """
-    negated, base, rel = _normalize(pattern, base)
-    regex, literal, literal_dirs = _compile_relative(rel)
+    negated, at_root, rel, regex, literal, literal_dirs = _parse(pattern)
+    base = "" if at_root else base.strip("/")
     base_slash = base + "/" if base else ""
     rooted = base_slash + rel
     prefix = rooted if literal else base_slash + literal_dirs
@@ -124,6 +125,14 @@ def compile_glob(pattern: str, base: str = "") -> Glob:
 
 
 @functools.lru_cache(maxsize=1024)
+def _parse(pattern: str) -> Tuple[bool, bool, str, Pattern[str], bool, str]:
+    """(negated, relative to the root, the normalised pattern below its base,
+    and :func:`_compile_relative` of that)."""
+    negated, base, rel = _normalize(pattern, "")
+    at_root = pattern[int(negated):].startswith(ROOT_PREFIX)
+    return (negated, at_root, rel) + _compile_relative(rel)
+
+
 def _compile_relative(rel: str) -> Tuple[Pattern[str], bool, str]:
     """The regex of a normalised pattern, whether it has no wildcard, and its
     literal leading directories ('' or ending in '/')."""
@@ -171,8 +180,16 @@ class GlobSet:
 
     def match(self, path: str) -> bool:
         """True if the root-relative POSIX ``path`` is selected."""
-        return (any(g.match(path) for g in self.includes)
-                and not any(g.match(path) for g in self.excludes))
+        # Loops, not any() over generators: this runs per file and output.
+        for g in self.includes:
+            if g.match(path):
+                break
+        else:
+            return False
+        for g in self.excludes:
+            if g.match(path):
+                return False
+        return True
 
     def select(self, files: Sequence[str]) -> List[str]:
         """The members of ``files`` (sorted, root-relative) that match.
@@ -181,6 +198,10 @@ class GlobSet:
         bisection, so selecting from a large workspace listing costs what
         the matched directories hold, not the whole listing.
         """
+        if len(self.includes) == 1 and not self.excludes:
+            # One include: its matches in a sorted slice are sorted and unique.
+            g = self.includes[0]
+            return [path for path in _under(files, g.prefix) if g.match(path)]
         found = set()
         for g in self.includes:
             for path in _under(files, g.prefix):

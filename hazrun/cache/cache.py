@@ -22,8 +22,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import (IO, TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 from .. import files as _files
 from ..globs import GlobSet
@@ -88,12 +88,15 @@ class Cache:
         self._listing_lock = threading.Lock()  # held while listing (slow)
         # Files produced during this run (collected or restored outputs) that
         # the listing taken at the start lacks: path -> None (not yet asked
-        # whether git ignores it), True (an input candidate), False (ignored).
+        # whether git ignores it), True (an input candidate), False (ignored);
+        # and the same paths sorted, for selection (grown in place under
+        # _lock: copying the listing per restored task cost more than the rest
+        # of the restore).
         self._produced: Dict[str, Optional[bool]] = {}
-        self._merged: Optional[List[str]] = None
+        self._produced_sorted: List[str] = []
         self._warnings: List[str] = []
         self._records: Dict[str, KeyInfo] = {}
-        self._per_task: Dict[str, Tuple[Dict[str, Any], Optional[GlobSet], GlobSet]] = {}
+        self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
         self._closed = False
         self.remote: Optional[RemoteCache] = None
@@ -122,7 +125,7 @@ class Cache:
     # -- the workspace's files ------------------------------------------------
 
     def _files(self) -> List[str]:
-        """The sorted listing taken once per Cache, plus produced files."""
+        """The sorted listing, taken once per Cache (never changed after)."""
         if self._listing is None:
             with self._listing_lock:
                 if self._listing is None:
@@ -130,28 +133,29 @@ class Cache:
                     with self._lock:
                         self._listing_set = frozenset(listing)
                         self._listing = listing
-        with self._lock:
-            assert self._listing is not None
-            if not self._produced:
-                return self._listing
-            if self._merged is None:
-                self._merged = sorted(self._listing_set.union(self._produced))
-            return self._merged
+        return self._listing
+
+    def _select(self, select: Callable[[Sequence[str]], List[str]]) -> List[str]:
+        """``select`` (a filter of a sorted list) applied to the listing and
+        the files produced since: the files a listing taken now would give."""
+        listing = self._files()
+        chosen = select(listing)
+        with self._lock:  # _produced_sorted grows in place
+            extra = select(self._produced_sorted) if self._produced_sorted else []
+        if not extra:
+            return chosen
+        # A file produced while the listing was taken may be in both.
+        listed = self._listing_set
+        return sorted(chosen + [p for p in extra if p not in listed])
 
     def _note_produced(self, root_paths: Sequence[str]) -> None:
         # Recorded even before the listing exists: one being taken right now
         # may have read the directory before these files were written.
         with self._lock:
-            new = [p for p in root_paths
-                   if p not in self._listing_set and p not in self._produced]
-            for p in new:
-                self._produced[p] = None
-            if new and self._merged is not None:
-                # A new list: compute_key may be reading the old one.
-                merged = list(self._merged)
-                for p in sorted(new):
-                    bisect.insort(merged, p)
-                self._merged = merged
+            for p in root_paths:
+                if p not in self._listing_set and p not in self._produced:
+                    self._produced[p] = None
+                    bisect.insort(self._produced_sorted, p)
 
     def _candidates(self, paths: List[str]) -> List[str]:
         """Drop produced files that git ignores, as the listing would have."""
@@ -196,17 +200,18 @@ class Cache:
             raise AssertionError(f"internal error: key of {label} needs the stream "
                                  f"hashes of {sorted(expected)}, got {sorted(pred_streams)}")
         static, input_globs, output_globs = self._task_parts(label)
-        files = self._files()
-        inputs = self._candidates(_files.select_with(files, input_globs, output_globs,
-                                                     project.rel_dir))
+        inputs = self._candidates(self._select(
+            lambda files: _files.select_with(files, input_globs, output_globs,
+                                             project.rel_dir)))
         ws_inputs: List[str] = []
         if ws.settings.inputs:
-            ws_inputs = self._candidates(GlobSet.compile(ws.settings.inputs).select(files))
-        parts = _key.assemble(static, self._rows(label, "workspace input", ws_inputs),
-                              self._rows(label, "input", inputs), pred_streams)
-        return KeyInfo(label, _key.key_of(parts), parts)
+            ws_inputs = self._candidates(self._select(
+                GlobSet.compile(ws.settings.inputs).select))
+        key, parts = static.key(self._rows(label, "workspace input", ws_inputs),
+                                self._rows(label, "input", inputs), pred_streams)
+        return KeyInfo(label, key, parts)
 
-    def _task_parts(self, label: str) -> Tuple[Dict[str, Any], Optional[GlobSet], GlobSet]:
+    def _task_parts(self, label: str) -> Tuple[_key.Static, Optional[GlobSet], GlobSet]:
         """Per task and run: the key's file-independent components, the
         input globs (None: the whole project) and the output globs."""
         found = self._per_task.get(label)
@@ -215,8 +220,8 @@ class Cache:
             task = ws.task(label)
             rel_dir = ws.project_of(label).rel_dir
             inputs = None if task.inputs is None else _files.task_input_globs(task, rel_dir)
-            found = (_key.static_parts(task, self.environ, ws.settings.env), inputs,
-                     _files.task_output_globs(task, rel_dir))
+            static = _key.static_parts(task, self.environ, ws.settings.env)
+            found = (_key.Static.of(static), inputs, _files.task_output_globs(task, rel_dir))
             self._per_task[label] = found  # a race computes the same twice
         return found
 
@@ -256,17 +261,30 @@ class Cache:
             self._warn(f"{who}ignoring cache entry {k[:12]}: it belongs to "
                        f"{manifest.label}")
             return None
-        wanted = [(e.digest, e.size) for e in manifest.outputs if e.digest is not None]
-        wanted += [(manifest.stdout.digest, manifest.stdout.size),
-                   (manifest.stderr.digest, manifest.stderr.size)]
-        for digest, size in wanted:
-            if size == 0 and digest == EMPTY_DIGEST:
-                continue  # restored without reading a blob
+        for digest, size in self._blobs_to_read(manifest, label):
             if self._store.blob_size(digest) != size:
                 self._warn(f"{who}ignoring incomplete cache entry {k[:12]}: blob "
                            f"{digest[:12]} is missing or truncated")
                 return None
         return manifest
+
+    def _blobs_to_read(self, manifest: Manifest, label: Optional[str]
+                       ) -> List[Tuple[str, int]]:
+        """The blobs (digest, size) a restore of ``manifest`` is expected to
+        read: not the empty one, nor that of an output the stat cache knows
+        to be in place (a run where nothing changed then stats no blob).
+        Whatever a restore does read is verified as it is read (CACHE-004)."""
+        wanted = [(manifest.stdout.digest, manifest.stdout.size),
+                  (manifest.stderr.digest, manifest.stderr.size)]
+        if label is not None:
+            rel_dir = self.workspace.project_of(label).rel_dir
+            prefix = rel_dir + "/" if rel_dir else ""
+            recorded = self.stat_cache.recorded
+            wanted += [(e.digest, e.size) for e in manifest.outputs
+                       if e.digest is not None and recorded(prefix + e.path) != e.digest]
+        else:
+            wanted += [(e.digest, e.size) for e in manifest.outputs if e.digest is not None]
+        return [(d, n) for d, n in wanted if n != 0 or d != EMPTY_DIGEST]
 
     def restore(self, label: str, manifest: Manifest) -> Restored:
         """Write the manifest's outputs and return its logs, or raise
@@ -285,9 +303,12 @@ class Cache:
 
         def digest_of(path: str, st: os.stat_result) -> Optional[str]:
             # An output in place is not written again (CACHE-004); the stat
-            # cache usually knows its content without reading it.
+            # cache usually knows its content from the stat restore took.
             rel = prefix + path
-            try:
+            digest = self.stat_cache.known(rel, st)
+            if digest is not None:
+                return digest
+            try:  # not known: read it (and remember it)
                 state = self.stat_cache.probe(rel, self._root_slash + rel)
             except InputError:
                 return None
@@ -296,13 +317,13 @@ class Cache:
             return state.digest
 
         try:
-            with self._store.lock(exclusive=False):
+            with self._store.reading() as blobs:
                 stdout, stderr = _restore.restore(
-                    self._store, manifest, globs, project.rel_dir, str(project.dir),
+                    blobs, manifest, globs, project.rel_dir, str(project.dir),
                     self.root_real, digest_of)
         except CacheMissError as e:
             raise miss(str(e)) from None
-        except OSError as e:  # the lock
+        except OSError as e:  # releasing the lock
             raise miss(f"{e.strerror} ({self.path})") from None
         self._store.touch(manifest.key)
         materialised = Materialised.of(manifest.outputs)
@@ -455,6 +476,7 @@ class Cache:
             records = dict(self._records)
         if self.remote is not None:
             self.remote.close()
+        self._store.close()  # the use times of this run's hits (CACHE-007)
         with self._lock:
             present = None
             if self._listing is not None:

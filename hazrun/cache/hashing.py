@@ -277,6 +277,30 @@ class StatCache:
                 self._dirty = True
         return state
 
+    def recorded(self, rel: str) -> Optional[str]:
+        """The digest last recorded for ``rel``, without looking at the file:
+        what it most likely holds, not what it holds."""
+        if not self._loaded:
+            self._ensure_loaded()
+        with self._lock:
+            entry = self._entries.get(rel)
+        return entry[4] if entry is not None and _usable(entry) else None
+
+    def known(self, rel: str, st: os.stat_result) -> Optional[str]:
+        """The digest of the regular file ``rel`` if the entry matches ``st``,
+        a stat the caller took already; None if that is not known without
+        reading the file."""
+        if not self._loaded:
+            self._ensure_loaded()
+        with self._lock:
+            entry = self._entries.get(rel)
+        if (entry is None or not _usable(entry) or not stat.S_ISREG(st.st_mode)
+                or (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != entry[:4]):
+            return None
+        with self._lock:
+            self.hits += 1
+        return entry[4]
+
     def forget_missing(self, present: "set[str]") -> None:
         """Drop entries of paths no longer in the workspace listing."""
         self._ensure_loaded()

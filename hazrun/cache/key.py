@@ -16,12 +16,20 @@ Paths are root-relative and sorted; ``flag`` is ``x`` for an executable
 file, ``-`` for another file and ``l`` for a symlink, whose digest is that
 of its target string.  Environment values enter only as digests, so the
 components can be kept on disk for :mod:`explain` without leaking them.
+
+A task's file-independent components are encoded once per run
+(:class:`Static`); each key then encodes only its rows and predecessors and
+splices them in, producing exactly the bytes of :func:`canonical` over all
+the components.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import blake3
@@ -33,10 +41,14 @@ from .model import FORMAT_VERSION
 Row = List[str]  # [path, flag, digest]
 
 
+# One encoder for the process: json.dumps with options builds a new one per
+# call, which costs more than encoding a small value.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(value: Any) -> bytes:
     """The one JSON encoding every digest of this package is taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True).encode("ascii")
+    return _ENCODER.encode(value).encode("ascii")
 
 
 def definition(task: TaskDef) -> Dict[str, Any]:
@@ -65,11 +77,17 @@ def env_snapshot(names: Iterable[str], environ: Mapping[str, str]
     return out
 
 
-def platform_info() -> Dict[str, str]:
+@functools.lru_cache(maxsize=None)
+def _platform() -> Tuple[str, str]:
     # os.uname().machine is what platform.machine() returns, without
     # importing the platform module on every run.
     machine = os.uname().machine if hasattr(os, "uname") else ""
-    return {"os": sys.platform, "arch": machine.lower() or "unknown"}
+    return sys.platform, machine.lower() or "unknown"
+
+
+def platform_info() -> Dict[str, str]:
+    os_name, arch = _platform()  # a system call: once per process
+    return {"os": os_name, "arch": arch}
 
 
 def file_row(rel: str, state: FileState) -> Row:
@@ -105,8 +123,62 @@ def assemble(static: Mapping[str, Any], workspace_rows: List[Row], input_rows: L
     return parts
 
 
+KEY_DOMAIN = b"hazrun-key\0"
+
+
 def key_of(parts: Mapping[str, Any]) -> str:
-    return blake3.blake3(b"hazrun-key\0" + canonical(parts)).hexdigest()
+    """The key of the components (see the module docstring)."""
+    return blake3.blake3(KEY_DOMAIN + canonical(parts)).hexdigest()
+
+
+# The components that change with every key, in the order canonical()
+# writes them (sorted), and what stands for them in Static.pieces.
+DYNAMIC = ("inputs", "preds", "workspace_inputs")
+_HOLE = "\0hole"
+_HOLE_JSON = _ENCODER.encode(_HOLE)
+
+
+@dataclass(frozen=True)
+class Static:
+    """A task's file-independent components (:func:`static_parts`) and their
+    canonical encoding cut where the DYNAMIC ones go."""
+
+    parts: Dict[str, Any]
+    # len(DYNAMIC) + 1 pieces of JSON text; None if a static string holds
+    # the stand-in itself (then every key is encoded whole).
+    pieces: Optional[Tuple[str, ...]]
+
+    @classmethod
+    def of(cls, parts: Dict[str, Any]) -> "Static":
+        text = _ENCODER.encode({**parts, **dict.fromkeys(DYNAMIC, _HOLE)})
+        pieces = tuple(text.split(_HOLE_JSON))
+        return cls(parts, pieces if len(pieces) == len(DYNAMIC) + 1 else None)
+
+    def key(self, workspace_rows: List[Row], input_rows: List[Row],
+            pred_streams: Mapping[str, str]) -> Tuple[str, Dict[str, Any]]:
+        """The key and the components it is taken over: :func:`key_of` of
+        :func:`assemble`, encoding only the rows and the predecessors."""
+        parts = assemble(self.parts, workspace_rows, input_rows, pred_streams)
+        if self.pieces is None:
+            return key_of(parts), parts
+        a, b, c, d = self.pieces  # around inputs, preds, workspace_inputs
+        text = (a + _rows_json(input_rows) + b + _preds_json(parts["preds"]) + c
+                + _rows_json(workspace_rows) + d)
+        return blake3.blake3(KEY_DOMAIN + text.encode("ascii")).hexdigest(), parts
+
+
+def _rows_json(rows: List[Row]) -> str:
+    """canonical(rows), by hand: the flag and the digest are ASCII letters
+    and hex digits that need no escaping; a path may need any.  Several
+    times faster than the json module for lists of short lists."""
+    return "[" + ",".join([f'[{_json_str(path)},"{flag}","{digest}"]'
+                           for path, flag, digest in rows]) + "]"
+
+
+def _preds_json(preds: Mapping[str, str]) -> str:
+    """canonical(preds) for a dict already in key order (see assemble)."""
+    return "{" + ",".join([f"{_json_str(label)}:{_json_str(stream)}"
+                           for label, stream in preds.items()]) + "}"
 
 
 def rows_by_path(rows: Iterable[Row]) -> Dict[str, Tuple[str, str]]:

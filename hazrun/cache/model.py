@@ -7,8 +7,8 @@ the root-relative paths the runtime checks (EXEC-019/020) compare.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import IO, Any, Dict, Iterable, List, Optional, Tuple
 
 import blake3
@@ -76,12 +76,21 @@ class OutputEntry:
 
 
 def stream_hash(outputs: Iterable[OutputEntry]) -> str:
-    """CACHE-002: blake3 over the sorted (path, mode, digest | symlink target)."""
+    """CACHE-002: blake3 over the sorted (path, mode, digest | symlink target),
+    as the compact ASCII JSON ``[FORMAT_VERSION, [[path, "f", mode, digest] |
+    [path, "l", 0, target], ...]]``.
+
+    Written out by hand (a restore hashes its outputs on every hit, and
+    json.dumps builds an encoder per call): strings go through the json
+    module's own escaping, integers print as JSON prints them.
+    """
     rows = []
     for e in sorted(outputs, key=lambda e: e.path):
-        rows.append([e.path, "l", 0, e.symlink] if e.symlink is not None
-                    else [e.path, "f", e.mode, e.digest])
-    text = json.dumps([FORMAT_VERSION, rows], separators=(",", ":"), ensure_ascii=True)
+        if e.symlink is not None:
+            rows.append(f'[{_json_str(e.path)},"l",0,{_json_str(e.symlink)}]')
+        else:
+            rows.append(f'[{_json_str(e.path)},"f",{int(e.mode)},{_json_str(e.digest)}]')
+    text = f"[{int(FORMAT_VERSION)},[{','.join(rows)}]]"
     return blake3.blake3(b"hazrun-stream\0" + text.encode("ascii")).hexdigest()
 
 

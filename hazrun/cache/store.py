@@ -27,7 +27,7 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import IO, Any, ContextManager, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, ContextManager, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
@@ -69,9 +69,10 @@ class Store:
         self._blobs_s = os.path.join(str(self.blobs), "")
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._shared_lock = threading.Lock()   # guards the two below
+        self._shared_lock = threading.Lock()   # guards the three below
         self._shared_users = 0
-        self._shared_fd: Optional[int] = None
+        self._lock_fd: Optional[int] = None    # kept open until close()
+        self._touched: Set[str] = set()        # keys hit, not yet touched
 
     # -- layout ---------------------------------------------------------
 
@@ -111,12 +112,20 @@ class Store:
         A cache directory where the lock file cannot be created (read-only)
         is used without it for shared access.  The shared lock is one flock
         held while any thread of this process uses it: taken by the first
-        user, released by the last (a restore per task would otherwise pay
-        an open, a flock and a close).
+        user, released by the last, on a lock file opened once (a restore
+        per task would otherwise pay an open, a flock and a close).  It is
+        not held between uses, so prune and clean wait for a use to end,
+        not for the run to end.
         """
         if exclusive:
             return self._exclusive()
         return _SharedUse(self)
+
+    def reading(self) -> "LockedReads":
+        """Blob reads under the shared lock, taken at the first read and held
+        to the end of the ``with`` block: a restore that finds every output
+        in place and has no log to replay reads no blob and locks nothing."""
+        return LockedReads(self)
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -130,26 +139,37 @@ class Store:
     def _share(self) -> None:
         with self._shared_lock:
             if self._shared_users == 0:
-                try:
-                    fd = os.open(os.path.join(str(self.path), "lock"),
-                                 os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
-                except OSError:
-                    fd = None  # read-only cache directory: used without the lock
+                fd = self._shared_fd()
                 if fd is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_SH)
-                    except BaseException:
-                        os.close(fd)
-                        raise
-                self._shared_fd = fd
+                    fcntl.flock(fd, fcntl.LOCK_SH)
             self._shared_users += 1
 
     def _unshare(self) -> None:
         with self._shared_lock:
             self._shared_users -= 1
-            if self._shared_users == 0 and self._shared_fd is not None:
-                os.close(self._shared_fd)  # releases the lock
-                self._shared_fd = None
+            if self._shared_users == 0 and self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _shared_fd(self) -> Optional[int]:
+        """The lock file, opened on first use; None if it cannot be (a
+        read-only cache directory, or one not created yet: tried again on
+        the next use).  Called under _shared_lock."""
+        if self._lock_fd is None:
+            try:
+                self._lock_fd = os.open(os.path.join(str(self.path), "lock"),
+                                        os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
+            except OSError:
+                pass
+        return self._lock_fd
+
+    def close(self) -> None:
+        """Refresh the use time of the entries hit (CACHE-007) and close the
+        lock file.  The Store stays usable: it reopens what it needs."""
+        self.flush_touches()
+        with self._shared_lock:
+            if self._lock_fd is not None and self._shared_users == 0:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     # -- writing --------------------------------------------------------
 
@@ -349,11 +369,21 @@ class Store:
             raise CorruptBlob(f"blob {digest[:12]} is corrupt (removed it)")
 
     def touch(self, key: str) -> None:
-        """CACHE-007: a hit refreshes the entry's use time (its mtime)."""
-        try:
-            os.utime(self._entry_str(key))
-        except OSError:
-            pass  # a read-only cache still serves hits
+        """CACHE-007: a hit refreshes the entry's use time (its mtime), by
+        :meth:`flush_touches` or :meth:`close`: prune needs no more precise
+        a time than the run's, and a hit saves a system call."""
+        with self._shared_lock:
+            self._touched.add(key)
+
+    def flush_touches(self) -> None:
+        """Refresh the use time of the entries hit since the last flush."""
+        with self._shared_lock:
+            keys, self._touched = self._touched, set()
+        for key in keys:
+            try:
+                os.utime(self._entry_str(key))
+            except OSError:
+                pass  # a read-only cache still serves hits; a pruned entry is gone
 
     # -- housekeeping helpers ---------------------------------------------
 
@@ -397,6 +427,31 @@ class _SharedUse:
 
     def __exit__(self, *exc: object) -> None:
         self.store._unshare()
+
+
+class LockedReads:
+    """See :meth:`Store.reading`."""
+
+    __slots__ = ("store", "held")
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.held = False
+
+    def __enter__(self) -> "LockedReads":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.held = False
+            self.store._unshare()
+
+    def copy_blob(self, digest: str, size: int, write: "WriteFn") -> None:
+        """:meth:`Store.copy_blob`, under the shared lock."""
+        if not self.held:
+            self.store._share()
+            self.held = True
+        self.store.copy_blob(digest, size, write)
 
 
 ReadFn = Any   # () -> bytes-like, empty at the end
@@ -464,25 +519,39 @@ def _need(cond: bool, what: str) -> None:
         raise CorruptManifest(what)
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+# The checks below run for every hit, so they test exact types (what
+# json.loads returns: an int is never a bool, a number never a subclass)
+# instead of calling isinstance twice.
+
+def _count(v: Any) -> bool:
+    """A non-negative JSON integer."""
+    return type(v) is int and v >= 0
+
+
+def _number(v: Any) -> bool:
+    return type(v) is float or type(v) is int
 
 
 def _log(v: Any, name: str) -> LogRef:
-    _need(isinstance(v, dict) and is_digest(v.get("digest")) and _int(v.get("size")),
+    _need(type(v) is dict and is_digest(v.get("digest")) and _count(v.get("size")),
           f"bad '{name}'")
     return LogRef(v["digest"], v["size"])
 
 
 def _output(v: Any) -> OutputEntry:
-    _need(isinstance(v, dict) and isinstance(v.get("path"), str) and _int(v.get("size"))
-          and _int(v.get("mode")) and v["mode"] <= 0o7777, "bad output entry")
+    if type(v) is not dict:
+        raise CorruptManifest("bad output entry")
+    path, mode, size = v.get("path"), v.get("mode"), v.get("size")
+    _need(type(path) is str and _count(size) and _count(mode) and mode <= 0o7777,
+          "bad output entry")
     if "symlink" in v:
-        _need(isinstance(v["symlink"], str) and v["symlink"] != "" and "digest" not in v,
-              f"bad symlink entry for '{v['path']}'")
-        return OutputEntry(v["path"], 0, None, v["size"], v["symlink"])
-    _need(is_digest(v.get("digest")), f"bad digest for '{v['path']}'")
-    return OutputEntry(v["path"], v["mode"], v["digest"], v["size"])
+        target = v["symlink"]
+        _need(type(target) is str and target != "" and "digest" not in v,
+              f"bad symlink entry for '{path}'")
+        return OutputEntry(path, 0, None, size, target)
+    digest = v.get("digest")
+    _need(is_digest(digest), f"bad digest for '{path}'")
+    return OutputEntry(path, mode, digest, size)
 
 
 def decode_manifest(data: bytes) -> Manifest:
@@ -491,19 +560,19 @@ def decode_manifest(data: bytes) -> Manifest:
         obj = json.loads(data)
     except (ValueError, RecursionError):
         raise CorruptManifest("it is not valid JSON (truncated?)") from None
-    _need(isinstance(obj, dict), "it is not a JSON object")
-    _need(obj.get("format") == FORMAT_VERSION,
-          f"format {obj.get('format')!r} is not {FORMAT_VERSION}")
-    _need(isinstance(obj.get("label"), str) and is_digest(obj.get("key")),
-          "bad label or key")
-    duration = obj.get("duration_s")
-    _need(isinstance(duration, (int, float)) and not isinstance(duration, bool)
-          and duration >= 0, "bad duration_s")
-    created = obj.get("created", 0.0)
-    _need(isinstance(created, (int, float)) and not isinstance(created, bool), "bad created")
-    outputs = obj.get("outputs")
-    _need(isinstance(outputs, list), "bad outputs")
-    return Manifest(label=obj["label"], key=obj["key"], duration_s=float(duration),
-                    stdout=_log(obj.get("stdout"), "stdout"),
-                    stderr=_log(obj.get("stderr"), "stderr"),
-                    outputs=tuple(_output(v) for v in outputs), created=float(created))
+    _need(type(obj) is dict, "it is not a JSON object")
+    get = obj.get
+    _need(get("format") == FORMAT_VERSION,
+          f"format {get('format')!r} is not {FORMAT_VERSION}")
+    label, key = get("label"), get("key")
+    _need(type(label) is str and is_digest(key), "bad label or key")
+    duration = get("duration_s")
+    _need(_number(duration) and duration >= 0, "bad duration_s")
+    created = get("created", 0.0)
+    _need(_number(created), "bad created")
+    outputs = get("outputs")
+    _need(type(outputs) is list, "bad outputs")
+    return Manifest(label=label, key=key, duration_s=float(duration),
+                    stdout=_log(get("stdout"), "stdout"),
+                    stderr=_log(get("stderr"), "stderr"),
+                    outputs=tuple([_output(v) for v in outputs]), created=float(created))
