@@ -424,7 +424,7 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
 
 
 def _find_members(reader: _Reader, root_file: Path,
-                  patterns: Tuple[str, ...]) -> List[Path]:
+                  patterns: Tuple[str, ...]) -> List[str]:
     """CFG-002: directories matched by the member globs that hold a haz.toml.
 
     String paths and one realpath per parent directory, not pathlib per
@@ -467,7 +467,9 @@ def _find_members(reader: _Reader, root_file: Path,
             if excludes and excludes.match(rel):
                 continue
             found.add(resolved)
-    return sorted(Path(p) for p in found)
+    # Ordered as Paths would be (by components), without making a thousand
+    # of them: a load from the snapshot needs none.
+    return sorted(found, key=lambda p: p.split("/"))
 
 
 def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Optional[TaskDef]:
@@ -549,22 +551,23 @@ class Located:
     directories, before any member's haz.toml is read."""
 
     def __init__(self, root: Path, root_data: Dict[str, Any], broken: List[Path],
-                 reader: _Reader, settings: WorkspaceSettings, members: List[Path]):
+                 reader: _Reader, settings: WorkspaceSettings, members: List[str]):
         self.root = root
         self.root_data = root_data
         self.broken = broken
         self.reader = reader
         self.settings = settings
-        self.members = members
+        self.members = members     # absolute paths, as strings
 
     @property
     def problems(self) -> List[Problem]:
         return self.reader.problems
 
-    def config_files(self) -> List[Path]:
+    def config_files(self) -> List[str]:
         """Every haz.toml a load reads (the root's first)."""
-        return [self.root / CONFIG_NAME] + [m / CONFIG_NAME for m in self.members
-                                            if m != self.root]
+        root = str(self.root)
+        return [os.path.join(root, CONFIG_NAME)] + [
+            m + "/" + CONFIG_NAME for m in self.members if m != root]
 
 
 def locate(start: Path) -> Located:
@@ -603,7 +606,7 @@ def read_located(located: Located) -> LoadedConfig:
     unreadable: List[str] = []
     if "tasks" in root_data or "project" in root_data:
         sources.append((root, root_data, True))
-    for directory in members:
+    for directory in map(Path, members):
         try:
             data = parse_toml(directory / CONFIG_NAME, root)
         except ConfigError as e:
@@ -611,8 +614,9 @@ def read_located(located: Located) -> LoadedConfig:
             unreadable.append(directory.name)
             continue
         sources.append((directory, data, False))
+    member_set = set(members)
     for directory in broken:
-        if directory not in members:
+        if str(directory) not in member_set:
             # Not a member, so the loop above did not report its error.
             try:
                 parse_toml(directory / CONFIG_NAME, root)

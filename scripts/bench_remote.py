@@ -145,7 +145,8 @@ def main() -> None:
     ap.add_argument("-j", "--jobs", type=int, default=2)
     args = ap.parse_args()
     rows: Dict[str, List[float]] = {k: [] for k in (
-        "cold, no remote", "cold, uploading", "remote hits (empty local cache)",
+        "cold, no remote", "cold, lookups only (read-only)", "cold, uploading",
+        "remote hits (empty local cache)",
         "local hits (full local cache)", "no change")}
     traffic = {}
     with tempfile.TemporaryDirectory(prefix="hazrun-bench-remote-") as tmp:
@@ -157,6 +158,14 @@ def main() -> None:
                 r = bench.run(root, cache, None)
                 assert r["states"] == {"succeeded"}, r
                 rows["cold, no remote"].append(r["s"])
+
+                # Every lookup misses (an empty space) and nothing is
+                # uploaded: what the lookups alone add to a cold run.
+                root, cache = bench.fresh()
+                env = dict(bench.remote_env(f"empty{i}"), HAZ_REMOTE_CACHE_READ_ONLY="1")
+                r = bench.run(root, cache, env)
+                assert r["states"] == {"succeeded"} and r["remote"]["uploads"] == 0, r
+                rows["cold, lookups only (read-only)"].append(r["s"])
 
                 root, cache = bench.fresh()
                 before = bench.traffic(space)
@@ -188,6 +197,9 @@ def main() -> None:
     print(f"{'scenario':<34} {'median s':>9} {'vs local hits':>14}")
     for name, xs in rows.items():
         print(f"{name:<34} {median(xs):9.2f} {median(xs) / base:13.2f}x")
+    cold = median(rows["cold, no remote"])
+    for name in ("cold, lookups only (read-only)", "cold, uploading"):
+        print(f"{name} vs cold, no remote: {100 * (median(rows[name]) / cold - 1):+.0f}%")
     for what, ((b, nb), (a, na)) in traffic.items():
         line = f"{what}: {na - nb} requests"
         if a is not None and b is not None:
