@@ -171,9 +171,12 @@ class GlobSet:
 
     @classmethod
     def compile(cls, patterns: Iterable[str], base: str = "") -> "GlobSet":
-        globs = [compile_glob(p, base) for p in patterns]
-        return cls(tuple(g for g in globs if not g.negated),
-                   tuple(g for g in globs if g.negated))
+        includes: List[Glob] = []
+        excludes: List[Glob] = []
+        for p in patterns:
+            g = compile_glob(p, base)
+            (excludes if g.negated else includes).append(g)
+        return cls(tuple(includes), tuple(excludes))
 
     def __bool__(self) -> bool:
         return bool(self.includes)

@@ -222,3 +222,45 @@ def test_cache_001_fifo_in_inputs_is_not_read(root):
     os.mkfifo(root / "pkg/a/src/pipe")
     k = key(root)  # must not block
     assert k == key(root)
+
+
+def test_cache_001_key_is_blake3_of_the_canonical_components(root):
+    """Keys splice per-key rows into a per-task encoding: the bytes must be
+    exactly canonical() of all the components, whatever the strings hold."""
+    import blake3
+    with open_cache(root, environ={"A_ENV": "v"}) as c:
+        k = c.compute_key("a:test", {"a:build": S1})
+    assert k.key == blake3.blake3(b"hazrun-key\0" + canonical(k.components)).hexdigest()
+
+
+@pytest.mark.parametrize("cmd", [
+    "plain", "quotes \" and \\ backslashes", "ünïcödé \u2028 \U0001f600 \x01",
+    "\0hole", "\0label", ["a", "\0hole", "\0label"],
+])
+def test_cache_001_key_encoding_survives_any_string(cmd):
+    from hazrun.cache import key as K
+    rows = [["p/é \"x\"\\y\x7f\U0001f600", "x", "a" * 64], ["p/q", "l", "b" * 64]]
+    preds = {"z:b": S1, "a:\"q\u00e9": S2}
+    keys = set()
+    for label in ("p:build", "q:build", "\0label"):
+        parts = {"format": FORMAT_VERSION, "definition": {
+            "label": label, "cmd": cmd, "inputs": None, "outputs": ["dist/**"], "env": []},
+            "platform": K.platform_info(), "env": {"X": None, "Y": "c" * 64}}
+        for ws_rows, in_rows in (([], []), (rows[:1], rows), (rows, [])):
+            key, full = K.Static.of(parts).key(ws_rows, in_rows, preds)
+            assert full == K.assemble(parts, ws_rows, in_rows, preds)
+            assert key == K.key_of(full)
+            keys.add(key)
+    assert len(keys) == 9  # labels and rows all tell keys apart
+
+
+def test_cache_001_file_produced_before_the_listing_is_an_input_once(root):
+    """A file noted as produced while the listing is being taken may be in
+    both the listing and the produced files: it is one input."""
+    with open_cache(root) as c:
+        (root / "pkg/a/src/gen.c").write_text("generated\n")
+        c._note_produced(["pkg/a/src/gen.c"])  # as a restore racing the listing
+        k = c.compute_key("a:build", {})
+    paths = [r[0] for r in k.components["inputs"]]
+    assert paths == ["pkg/a/src/gen.c", "pkg/a/src/main.c", "pkg/a/src/util.c"]
+    assert key(root) == k.key

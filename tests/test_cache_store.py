@@ -644,3 +644,71 @@ def test_cache_001_threads_computing_keys_share_one_listing(root):
 
         with ThreadPoolExecutor(6) as pool:
             assert len(set(pool.map(key, range(6)))) == 1
+
+
+def test_cache_004_lookup_needs_no_blob_of_an_output_in_place(root):
+    """A blob restore would not read (its output is in place, as the stat
+    cache knows) is not checked by lookup; one it would read is verified
+    while read, and its absence is a miss that writes nothing."""
+    with open_cache(root) as c:
+        key, m = store_build(c)
+    for p in ("dist/lib.txt", "dist/sub/data.bin", "bin/tool"):  # old enough
+        os.utime(root / "pkg/a" / p, (1_000_000_000, 1_000_000_000))  # to be remembered
+    with open_cache(root) as c:
+        c.restore("a:build", c.lookup(key)).close()  # in place: hashed, remembered
+        lib = [e for e in m.outputs if e.path == "dist/lib.txt"][0]
+        os.unlink(blob_file(c, lib.digest))
+    with open_cache(root) as c:  # the next run: nothing changed
+        manifest = c.lookup(key)
+        assert manifest is not None and c.take_warnings() == []
+        c.restore("a:build", manifest).close()
+        assert (root / "pkg/a/dist/lib.txt").read_bytes() == b"library\n"
+        # Now the output is gone too: restoring it needs the missing blob.
+        os.unlink(root / "pkg/a/dist/lib.txt")
+        before = tree(root)
+        with pytest.raises(CacheMissError) as e:
+            c.restore("a:build", c.lookup(key))
+        assert "missing" in str(e.value)
+        assert tree(root) == before and no_temp_files(root) == []
+
+
+def test_cache_004_outputs_in_place_behind_a_symlink_out_of_the_workspace_are_rejected(
+        root, tmp_path):
+    """Outputs in place are told by their paths, but a symlinked directory on
+    the way still gets the checks a write would get."""
+    outside = tmp_path / "outside"
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        shutil.move(str(root / "pkg/a/dist"), str(outside))
+        os.symlink(outside, root / "pkg/a/dist")  # same files, now outside
+        with pytest.raises(CacheMissError) as e:
+            c.restore("a:build", c.lookup(key))
+        assert "out of the workspace" in str(e.value)
+
+
+def test_cache_007_shared_lock_is_not_held_between_uses(root):
+    """prune and clean (exclusive) wait for a store or restore, not for the
+    run: after each use the shared lock is released."""
+    import fcntl
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        os.unlink(root / "pkg/a/dist/lib.txt")  # the restore reads a blob
+        c.restore("a:build", c.lookup(key)).close()
+        fd = os.open(c.path / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if held
+        finally:
+            os.close(fd)
+
+
+def test_cache_002_stream_hash_is_blake3_of_the_documented_json():
+    import blake3
+    from hazrun.cache import FORMAT_VERSION
+    entries = [OutputEntry("z/é \"q\"\\x", 0o755, "a" * 64, 3),
+               OutputEntry("a\u2028\x01", 0, None, 5, "../t\n\U0001f600")]
+    text = json.dumps([FORMAT_VERSION, [["a\u2028\x01", "l", 0, "../t\n\U0001f600"],
+                                        ["z/é \"q\"\\x", "f", 0o755, "a" * 64]]],
+                      separators=(",", ":"), ensure_ascii=True)
+    expected = blake3.blake3(b"hazrun-stream\0" + text.encode("ascii")).hexdigest()
+    assert stream_hash(entries) == expected
+    assert Materialised.of(entries).stream_hash == expected

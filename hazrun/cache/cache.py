@@ -160,8 +160,8 @@ class Cache:
     def _candidates(self, paths: List[str]) -> List[str]:
         """Drop produced files that git ignores, as the listing would have."""
         with self._lock:
-            if not self._produced:
-                return paths
+            if self._produced.keys().isdisjoint(paths):
+                return paths  # the common case: listed files only
             unknown = [p for p in paths if self._produced.get(p, True) is None]
         if unknown:
             ignored = _files.git_ignored(self.root, unknown)
@@ -193,10 +193,10 @@ class Cache:
         label to its stream hash.  Raises InputError if an input cannot be
         hashed."""
         ws = self.workspace
-        task = ws.task(label)
         project = ws.project_of(label)
-        expected = set(ws.graph.hard_preds[label])
-        if set(pred_streams) != expected:
+        expected = ws.graph.hard_preds[label]
+        if (len(pred_streams) != len(expected)
+                or any(p not in pred_streams for p in expected)):
             raise AssertionError(f"internal error: key of {label} needs the stream "
                                  f"hashes of {sorted(expected)}, got {sorted(pred_streams)}")
         static, input_globs, output_globs = self._task_parts(label)
@@ -271,27 +271,27 @@ class Cache:
     def _blobs_to_read(self, manifest: Manifest, label: Optional[str]
                        ) -> List[Tuple[str, int]]:
         """The blobs (digest, size) a restore of ``manifest`` is expected to
-        read: not the empty one, nor that of an output the stat cache knows
-        to be in place (a run where nothing changed then stats no blob).
-        Whatever a restore does read is verified as it is read (CACHE-004)."""
-        wanted = [(manifest.stdout.digest, manifest.stdout.size),
-                  (manifest.stderr.digest, manifest.stderr.size)]
+        read: not the empty one (restored without reading), nor that of an
+        output the stat cache knows to be in place (so a run where nothing
+        changed stats no blob).  What a restore does read, it verifies as it
+        reads (CACHE-004): a blob missing then is a miss with a warning too."""
+        prefix = None
         if label is not None:
             rel_dir = self.workspace.project_of(label).rel_dir
             prefix = rel_dir + "/" if rel_dir else ""
-            recorded = self.stat_cache.recorded
-            wanted += [(e.digest, e.size) for e in manifest.outputs
-                       if e.digest is not None and recorded(prefix + e.path) != e.digest]
-        else:
-            wanted += [(e.digest, e.size) for e in manifest.outputs if e.digest is not None]
-        return [(d, n) for d, n in wanted if n != 0 or d != EMPTY_DIGEST]
+        recorded = self.stat_cache.recorded
+        wanted = [(manifest.stdout.digest, manifest.stdout.size),
+                  (manifest.stderr.digest, manifest.stderr.size)]
+        for e in manifest.outputs:
+            if e.digest is not None and (prefix is None
+                                         or recorded(prefix + e.path) != e.digest):
+                wanted.append((e.digest, e.size))
+        return [(d, n) for d, n in wanted if n or d != EMPTY_DIGEST]
 
     def restore(self, label: str, manifest: Manifest) -> Restored:
         """Write the manifest's outputs and return its logs, or raise
         CacheMissError having written nothing."""
-        ws = self.workspace
-        task = ws.task(label)
-        project = ws.project_of(label)
+        project = self.workspace.project_of(label)
 
         def miss(reason: str) -> CacheMissError:
             return CacheMissError(f"cache entry {manifest.key[:12]}: {reason}", label)

@@ -84,8 +84,17 @@ def stream_hash(outputs: Iterable[OutputEntry]) -> str:
     json.dumps builds an encoder per call): strings go through the json
     module's own escaping, integers print as JSON prints them.
     """
+    return _stream_hash_sorted(sorted(outputs, key=_path))
+
+
+def _path(e: OutputEntry) -> str:
+    return e.path
+
+
+def _stream_hash_sorted(outputs: Iterable[OutputEntry]) -> str:
+    """:func:`stream_hash` of outputs sorted by path already."""
     rows = []
-    for e in sorted(outputs, key=lambda e: e.path):
+    for e in outputs:
         if e.symlink is not None:
             rows.append(f'[{_json_str(e.path)},"l",0,{_json_str(e.symlink)}]')
         else:
@@ -103,8 +112,8 @@ class Materialised:
 
     @classmethod
     def of(cls, outputs: Iterable[OutputEntry]) -> "Materialised":
-        entries = tuple(sorted(outputs, key=lambda e: e.path))
-        return cls(entries, stream_hash(entries))
+        entries = tuple(sorted(outputs, key=_path))
+        return cls(entries, _stream_hash_sorted(entries))
 
     def root_paths(self, project_rel_dir: str) -> List[str]:
         """The outputs as root-relative paths (EXEC-019/020 claim checks)."""

@@ -38,6 +38,7 @@ EMPTY_DIGEST = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262
 CACHEDIR_TAG = (b"Signature: 8a477f597d28d172789f06886806bc55\n"
                 b"# This file is a cache directory tag created by hazrun.\n"
                 b"# For information about cache directory tags see https://bford.info/cachedir/\n")
+MANIFEST_READ = 1 << 16   # bytes per read of a manifest
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -320,15 +321,19 @@ class Store:
         except FileNotFoundError:
             return None
         try:
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            data = os.read(fd, MANIFEST_READ)
+            # What encode_manifest writes ends with its only newline (JSON
+            # escapes those in strings): a read that ends with one is the
+            # whole file, and a hit saves the read that would return b"".
+            if not data.endswith(b"\n"):
+                chunks = [data]
+                while data:
+                    data = os.read(fd, MANIFEST_READ)
+                    chunks.append(data)
+                data = b"".join(chunks)
         finally:
             os.close(fd)
-        manifest = decode_manifest(b"".join(chunks))
+        manifest = decode_manifest(data)
         if manifest.key != key:
             raise CorruptManifest(f"it is stored under key {key[:12]} but names "
                                   f"key {manifest.key[:12]}")
@@ -514,6 +519,10 @@ def encode_manifest(m: Manifest) -> bytes:
     }) + b"\n"
 
 
+_DECODER = json.JSONDecoder()
+_JSON_SPACE = " \t\n\r"
+
+
 def _need(cond: bool, what: str) -> None:
     if not cond:
         raise CorruptManifest(what)
@@ -533,9 +542,11 @@ def _number(v: Any) -> bool:
 
 
 def _log(v: Any, name: str) -> LogRef:
-    _need(type(v) is dict and is_digest(v.get("digest")) and _count(v.get("size")),
-          f"bad '{name}'")
-    return LogRef(v["digest"], v["size"])
+    if type(v) is dict:
+        digest, size = v.get("digest"), v.get("size")
+        if is_digest(digest) and type(size) is int and size >= 0:
+            return LogRef(digest, size)
+    raise CorruptManifest(f"bad '{name}'")
 
 
 def _output(v: Any) -> OutputEntry:
@@ -557,8 +568,13 @@ def _output(v: Any) -> OutputEntry:
 def decode_manifest(data: bytes) -> Manifest:
     """Parse and type-check a manifest; raises CorruptManifest."""
     try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
+        # json.loads, less what a manifest does not need: guessing the
+        # encoding of bytes, and two regex matches for the white space.
+        text = data.decode("utf-8").strip(_JSON_SPACE)
+        obj, end = _DECODER.raw_decode(text)
+        if end != len(text):
+            raise ValueError("extra data")
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
         raise CorruptManifest("it is not valid JSON (truncated?)") from None
     _need(type(obj) is dict, "it is not a JSON object")
     get = obj.get
@@ -572,7 +588,6 @@ def decode_manifest(data: bytes) -> Manifest:
     _need(_number(created), "bad created")
     outputs = get("outputs")
     _need(type(outputs) is list, "bad outputs")
-    return Manifest(label=label, key=key, duration_s=float(duration),
-                    stdout=_log(get("stdout"), "stdout"),
-                    stderr=_log(get("stderr"), "stderr"),
-                    outputs=tuple([_output(v) for v in outputs]), created=float(created))
+    return Manifest(label, key, float(duration), _log(get("stdout"), "stdout"),
+                    _log(get("stderr"), "stderr"), tuple([_output(v) for v in outputs]),
+                    float(created))
