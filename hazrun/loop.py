@@ -81,6 +81,11 @@ class EventLoop:
         future.add_done_callback(finished)
         return future
 
+    def call_soon_threadsafe(self, callback: Callback) -> None:
+        """From any thread: run ``callback`` on the loop thread soon."""
+        self._done.append(callback)
+        self.wake()
+
     def wake(self) -> None:
         """Thread- and signal-safe: make the loop's wait return."""
         try:

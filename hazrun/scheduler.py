@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import enum
 import heapq
+import collections
 import os
+import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,6 +37,9 @@ from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .workspace import Workspace
 
+# How long a lookup may hold its lane before the tasks queued behind it
+# get a lane of their own (_more_lanes).
+LANE_PATIENCE_S = 0.005
 SECRET_VARIABLES = ("HAZ_REMOTE_CACHE_TOKEN", "HAZ_REMOTE_CACHE_SIGNATURE_KEY")
 IMPLICIT = "implicit"   # the job slot make gives every child without a token
 
@@ -151,6 +156,12 @@ class Scheduler:
         self.cache = cache
         self.environ = dict(os.environ if options.environ is None else options.environ)
         self._base_env: Optional[Dict[str, str]] = None
+        self._lookups: "collections.deque[Tuple[_Task, Dict[str, str], bool]]" = \
+            collections.deque()
+        self._lane_lock = threading.Lock()
+        # Each lane working on a lookup -> when it began it.
+        self._lane_busy: Dict[object, float] = {}
+        self._lane_timer: Optional[Timer] = None
         graph = workspace.graph
         self.order = graph.canonical_order(labels)
         self.tasks: Dict[str, _Task] = {}
@@ -343,8 +354,64 @@ class Scheduler:
             return
         preds = {p: self.tasks[p].stream_hash for p in t.hard_preds}
         lookup = self.cache.read and t.task.cache and not self.options.force
-        self._submit(self._key_and_lookup, t, preds, lookup,
-                     done=lambda f: self._prepared_future(t, f))
+        self.pending_pool += 1  # until _looked_up
+        with self._lane_lock:
+            self._lookups.append((t, preds, lookup))
+            lane = None
+            if not self._lane_busy:
+                lane = object()
+                self._lane_busy[lane] = time.monotonic()
+        if lane is not None:
+            self._start_lane(lane)
+        elif self._lane_timer is None:
+            self._lane_timer = self.loop.call_later(LANE_PATIENCE_S, self._more_lanes)
+
+    def _start_lane(self, lane: object) -> None:
+        self._submit(self._lane, lane, done=lambda f: f.result())
+
+    def _lane(self, me: object) -> None:
+        """Pool: key and look up admitted tasks one after the other, for as
+        long as the loop admits more (EXEC-002/003).
+
+        A hit is cheap when the stat cache knows every input, so a pool job
+        per task would spend more on waking threads and passing the GIL
+        than on the lookup; one lane stays awake while the loop, woken by
+        each result, admits the next task.  A lane held up by real work
+        (hashing big inputs, a slow remote) gets company: _more_lanes.
+        """
+        while True:
+            with self._lane_lock:
+                if not self._lookups:
+                    self._lane_busy.pop(me, None)
+                    return
+                t, preds, lookup = self._lookups.popleft()
+                self._lane_busy[me] = time.monotonic()
+            attempt = _Attempt(self._key_and_lookup, t, preds, lookup)
+            self.loop.call_soon_threadsafe(
+                lambda t=t, attempt=attempt: self._looked_up(t, attempt))
+
+    def _more_lanes(self) -> None:
+        """Timer: another lane if tasks wait behind a lane busy for long."""
+        self._lane_timer = None
+        now = time.monotonic()
+        with self._lane_lock:
+            if not self._lookups:
+                return
+            stuck = all(now - since >= LANE_PATIENCE_S for since in self._lane_busy.values())
+            lane = None
+            if stuck and len(self._lane_busy) < self.jobs:
+                lane = object()
+                self._lane_busy[lane] = now
+        if lane is not None:
+            self._start_lane(lane)
+        self._lane_timer = self.loop.call_later(LANE_PATIENCE_S, self._more_lanes)
+
+    def _looked_up(self, t: _Task, attempt: "_Attempt") -> None:
+        self.pending_pool -= 1
+        take = getattr(self.cache, "take_warnings", None)
+        for warning in (take() if take else ()):
+            self._warn(warning)
+        self._prepared_future(t, attempt)
 
     def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool):
         """Pool: the key, the lookup and, on a hit, the restore at once (one
