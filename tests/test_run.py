@@ -65,6 +65,45 @@ def test_exec_004_j2_overlaps_at_most_two(make_ws, tmp_path):
     assert max_overlap(intervals(log)) == 2
 
 
+def test_exec_004_lookups_share_a_lane_but_a_slow_one_gets_company(make_ws, tmp_path):
+    """Lookups run one after the other in a lane; a lookup held up (here:
+    until another task's key is computed) gets a second lane, and never
+    more than -j lookups run at once (EXEC-002/003/004)."""
+    import threading
+
+    from hazrun import RunOptions, load_workspace, run_graph
+    from hazrun.cache import Cache
+
+    ws = make_ws({"haz.toml": ROOT_TOML, **{
+        f"p/t{i}/haz.toml": '[tasks.build]\ncmd = "true"\n' for i in range(6)}})
+    other_keyed = threading.Event()
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    class SlowKeyCache(Cache):
+        def compute_key(self, label, pred_streams):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                if label == "t0:build":
+                    # Blocks its lane until a task queued behind it is keyed.
+                    assert other_keyed.wait(30), "no second lane: t0 held every lookup"
+                else:
+                    other_keyed.set()
+                return super().compute_key(label, pred_streams)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    workspace = load_workspace(ws)
+    cache = SlowKeyCache(workspace, tmp_path / "cache", dict(os.environ))
+    outcome = run_graph(workspace, ["build"], options=RunOptions(jobs=2), cache=cache)
+    cache.close()
+    assert {r.state.value for r in outcome.results.values()} == {"succeeded"}
+    assert most[0] == 2
+
+
 def test_exec_004_workspace_concurrency(make_ws, tmp_path):
     log = tmp_path / "conc.log"
     ws = _independent(make_ws, log, n=3, sleep="0.3", extra="concurrency = 1\n")
