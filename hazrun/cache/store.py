@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import threading
+import weakref
 from pathlib import Path
 from typing import IO, Any, ContextManager, Dict, Iterator, List, Optional, Set, Tuple, Union
 
@@ -73,6 +74,7 @@ class Store:
         self._shared_lock = threading.Lock()   # guards the three below
         self._shared_users = 0
         self._lock_fd: Optional[int] = None    # kept open until close()
+        self._lock_fd_closer: Any = None       # weakref.finalize closing it
         self._touched: Set[str] = set()        # keys hit, not yet touched
 
     # -- layout ---------------------------------------------------------
@@ -157,10 +159,13 @@ class Store:
         the next use).  Called under _shared_lock."""
         if self._lock_fd is None:
             try:
-                self._lock_fd = os.open(os.path.join(str(self.path), "lock"),
-                                        os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
+                fd = os.open(os.path.join(str(self.path), "lock"),
+                             os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
             except OSError:
-                pass
+                return None
+            self._lock_fd = fd
+            # A Store dropped without close() must not leak the descriptor.
+            self._lock_fd_closer = weakref.finalize(self, os.close, fd)
         return self._lock_fd
 
     def close(self) -> None:
@@ -169,7 +174,7 @@ class Store:
         self.flush_touches()
         with self._shared_lock:
             if self._lock_fd is not None and self._shared_users == 0:
-                os.close(self._lock_fd)
+                self._lock_fd_closer()  # os.close, once
                 self._lock_fd = None
 
     # -- writing --------------------------------------------------------
