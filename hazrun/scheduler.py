@@ -602,24 +602,38 @@ class Scheduler:
         self._final(t, result)
 
     def _complete(self, t: _Task):
-        """Pool: the outputs it made (CACHE-002)."""
+        """Pool: the outputs it made (CACHE-002), then the store (CACHE-005)."""
         if not self.keyed:
             # --no-cache: no key will ever use a stream hash, so the outputs
             # are not hashed; their paths serve the runtime checks.
             from .cache.outputs import find_outputs
             return find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
-                                t.rel_dir)
-        return self.cache.collect_outputs(t.label)
+                                t.rel_dir), None, False
+        materialised = self.cache.collect_outputs(t.label)
+        warning, stored = None, False
+        if t.logs and t.key is not None:
+            duration = time.monotonic() - t.started
+            try:
+                for log in t.logs.values():
+                    log.seek(0)
+                stored = self.cache.store(t.label, t.key, materialised,
+                                          t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
+                                          duration)
+            except Exception as e:  # StoreError: read-only, disk full ...
+                warning = f"{t.label}: not stored in the cache ({_why(e)})"
+        return materialised, warning, stored
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
+        self._close_logs(t)
         try:
-            materialised = future.result()
+            materialised, warning, stored = future.result()
         except Exception as e:
-            self._close_logs(t)
             self._warn(f"{t.label}: outputs not collected ({_why(e)})")
             # Successors must not hit on a stream hash nobody computed.
             t.stream_hash = "unknown-" + os.urandom(16).hex()
         else:
+            if warning:
+                self._warn(warning)
             if isinstance(materialised, list):
                 paths = materialised
             else:
@@ -629,39 +643,16 @@ class Scheduler:
             if t.task.outputs and not paths and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
-            if t.logs and t.key is not None:
-                # The store (CACHE-005) is off the critical path: successors
-                # need the stream hash, known now, not the fsyncs of the
-                # entry.  The run waits for it before it ends.
-                self._submit(self._store, t, materialised, time.monotonic() - t.started,
-                             done=lambda f: self._stored(t, f))
-            else:
-                self._close_logs(t)
+            if stored and getattr(self.cache, "uploading", False):
+                # REMOTE-006: its own pool job; successors do not wait for it,
+                # the run does.
+                self._submit(self.cache.upload, t.label, t.key,
+                             done=lambda f: self._uploaded(t, f))
         if duration is None:
             duration = time.monotonic() - t.started
         self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
                                   exit_code=0 if t.task.cmd is not None else None,
                                   duration_s=duration))
-
-    def _store(self, t: _Task, materialised: Any, elapsed: float) -> bool:
-        """Pool: store a fresh success (CACHE-003/005)."""
-        for log in t.logs.values():
-            log.seek(0)
-        return self.cache.store(t.label, t.key, materialised, t.logs[Stream.STDOUT],
-                                t.logs[Stream.STDERR], elapsed)
-
-    def _stored(self, t: _Task, future: Future) -> None:
-        self._close_logs(t)
-        try:
-            stored = future.result()
-        except Exception as e:  # StoreError: read-only, disk full ...
-            self._warn(f"{t.label}: not stored in the cache ({_why(e)})")
-            return
-        if stored and getattr(self.cache, "uploading", False):
-            # REMOTE-006: its own pool job; successors do not wait for it,
-            # the run does.
-            self._submit(self.cache.upload, t.label, t.key,
-                         done=lambda f: self._uploaded(t, f))
 
     def _uploaded(self, t: _Task, future: Future) -> None:
         """REMOTE-005: an upload's failures are warnings (drained by _submit);
