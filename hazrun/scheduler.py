@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from .cache.outputs import TooMany, find_outputs
 from .config import TaskDef
 from .files import git_ignored, task_input_globs, task_output_globs
 from .invariants import RuntimeChecks
@@ -37,6 +38,9 @@ from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .workspace import Workspace
 
+# The most directory entries the loop itself looks at to find a task's
+# outputs in a --no-cache run; a bigger tree is walked in the pool.
+INLINE_OUTPUT_ENTRIES = 64
 # How long a lookup may hold its lane before the tasks queued behind it
 # get a lane of their own (_more_lanes).
 LANE_PATIENCE_S = 0.005
@@ -595,6 +599,15 @@ class Scheduler:
             # next task starts while this one's outputs are hashed and stored.
             self._give_slot(t)
             t.phase = Phase.COMPLETING
+            if not self.keyed:
+                # --no-cache: nothing to hash, only the outputs' paths for
+                # the runtime checks.  A small output tree is listed here:
+                # a trip through the pool costs more than such a listing.
+                attempt = _Attempt(lambda: (self._output_paths(t, INLINE_OUTPUT_ENTRIES),
+                                            None, False))
+                if not isinstance(attempt.error, TooMany):
+                    self._completed(t, attempt, duration)
+                    return
             self._submit(self._complete, t, done=lambda f: self._completed(t, f, duration))
             return
         self._close_logs(t)
@@ -606,9 +619,7 @@ class Scheduler:
         if not self.keyed:
             # --no-cache: no key will ever use a stream hash, so the outputs
             # are not hashed; their paths serve the runtime checks.
-            from .cache.outputs import find_outputs
-            return find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
-                                t.rel_dir), None, False
+            return self._output_paths(t, None), None, False
         materialised = self.cache.collect_outputs(t.label)
         warning, stored = None, False
         if t.logs and t.key is not None:
@@ -622,6 +633,11 @@ class Scheduler:
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
         return materialised, warning, stored
+
+    def _output_paths(self, t: _Task, limit: Optional[int]) -> List[str]:
+        """The root-relative paths of the outputs ``t`` left, unhashed."""
+        return find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
+                            t.rel_dir, limit)
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)

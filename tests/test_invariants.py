@@ -13,6 +13,8 @@ import shlex
 import subprocess
 import threading
 
+import pytest
+
 from conftest import REPO, hazrun_cmd, intervals, run_hazrun, timed
 
 q = json.dumps  # a TOML basic string with everything escaped
@@ -129,6 +131,39 @@ def test_exec_021_overlap_and_a_failure_exit_1(make_ws, tmp_path):
     assert [v["kind"] for v in doc["violations"]] == ["output_overlap"]
     assert (tasks["s:slow"]["state"], tasks["s:slow"]["exit_code"]) == ("failed", 5)
     assert state(tasks["s:after"]) == ("skipped", "output_overlap")
+
+
+@pytest.mark.parametrize("files", [1, 200])
+def test_exec_020_overlap_found_without_cache_small_and_big_trees(make_ws, tmp_path, files):
+    """--no-cache lists a small output tree on the loop and a big one in the
+    pool; either way the overlap is found (EXEC-020)."""
+    make = f"mkdir -p out && for i in $(seq {files}); do echo $i > out/f$i; done"
+    ws = make_ws({
+        "haz.toml": ROOT,
+        "p/x/haz.toml": (f'[tasks.w1]\ncmd = {json.dumps(make)}\noutputs = ["out/**"]\n'
+                         '[tasks.w2]\ncmd = "echo 2 > out/f1"\noutputs = ["out/f1"]\n'
+                         'deps = ["w1"]\n'),
+    })
+    report = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "x:w2", "--no-cache", "--summary-json", str(report))
+    assert proc.returncode == 3, proc.stderr
+    doc, _ = summary(report)
+    assert doc["violations"] == [{"kind": "output_overlap", "tasks": ["x:w1", "x:w2"],
+                                  "path": "p/x/out/f1"}]
+
+
+def test_find_outputs_stops_at_its_budget(tmp_path):
+    from hazrun.cache.outputs import TooMany, find_outputs
+    from hazrun.globs import GlobSet
+
+    for i in range(20):
+        (tmp_path / "p" / "out").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "p" / "out" / f"f{i}").write_text("x")
+    globs = GlobSet.compile(["p/out/**"])
+    assert len(find_outputs(str(tmp_path), globs, "p")) == 20
+    assert len(find_outputs(str(tmp_path), globs, "p", limit=20)) == 20
+    with pytest.raises(TooMany):
+        find_outputs(str(tmp_path), globs, "p", limit=19)
 
 
 def test_exec_020_overlap_found_on_cache_hits_too(make_ws, tmp_path):

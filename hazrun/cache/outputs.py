@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Iterator, List, Set
+from typing import Iterator, List, Optional, Set
 
 from ..globs import GlobSet
 
 NEVER = (".git", ".haz")
 
 
-def _walk(root: str, rel_top: str) -> Iterator[str]:
+class TooMany(Exception):
+    """The walk saw more directory entries than its budget allowed."""
+
+
+def _walk(root: str, rel_top: str, budget: Optional[List[int]] = None) -> Iterator[str]:
     """Root-relative paths of files and symlinks at or under ``rel_top``,
-    not following symlinks (``rel_top`` itself included)."""
+    not following symlinks (``rel_top`` itself included).  ``budget``: a
+    one-item list of entries still allowed; TooMany once it is spent."""
     top = os.path.join(root, rel_top) if rel_top else root
     # Every directory on the way to the top must be a real directory.
     parts = rel_top.split("/") if rel_top else []
@@ -43,6 +48,10 @@ def _walk(root: str, rel_top: str) -> Iterator[str]:
             continue
         with it:
             for e in it:
+                if budget is not None:
+                    budget[0] -= 1
+                    if budget[0] < 0:
+                        raise TooMany()
                 if e.name in NEVER:
                     continue
                 rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
@@ -55,8 +64,13 @@ def _walk(root: str, rel_top: str) -> Iterator[str]:
                     continue
 
 
-def find_outputs(root: str, globs: GlobSet, project_rel_dir: str) -> List[str]:
-    """Root-relative paths of the existing files and symlinks the globs match."""
+def find_outputs(root: str, globs: GlobSet, project_rel_dir: str,
+                 limit: Optional[int] = None) -> List[str]:
+    """Root-relative paths of the existing files and symlinks the globs match.
+
+    ``limit``: raise TooMany rather than look at more directory entries
+    (a caller that may only afford a small walk)."""
+    budget = None if limit is None else [limit]
     found: Set[str] = set()
     tops = sorted({g.prefix.rstrip("/") for g in globs.includes})
     # Walk each top once; a top under another top is covered by it.
@@ -65,7 +79,7 @@ def find_outputs(root: str, globs: GlobSet, project_rel_dir: str) -> List[str]:
         if any(top == w or top.startswith(w + "/") or w == "" for w in walked):
             continue
         walked.append(top)
-        for rel in _walk(root, top):
+        for rel in _walk(root, top, budget):
             if any(p in NEVER for p in rel.split("/")):
                 continue
             if globs.match(rel):
