@@ -34,6 +34,9 @@ Warn = Callable[[str], None]
 Check = Callable[[Manifest], Optional[str]]
 
 
+# Artifacts up to this size are packed and downloaded in memory.
+SPOOL = 1 << 20
+
 class RemoteCache:
     """See the module docstring.  ``warn`` takes one-line warnings."""
 
@@ -119,8 +122,11 @@ class RemoteCache:
         self.backend.close()
 
     def _temp(self) -> IO[bytes]:
+        """Where an artifact is packed or downloaded: memory up to SPOOL
+        bytes (most artifacts, and a miss, which writes nothing), then an
+        unnamed file in the store's tmp/, so memory stays bounded."""
         self._store.ensure()
-        return tempfile.TemporaryFile(dir=self._store.tmp)
+        return tempfile.SpooledTemporaryFile(max_size=SPOOL, dir=self._store.tmp)  # type: ignore[return-value]
 
     # -- REMOTE-003: a lookup after a local miss ----------------------------------
     def fetch(self, key: str, label: Optional[str], check: Optional[Check] = None) -> bool:
