@@ -604,7 +604,7 @@ class Scheduler:
                 # the runtime checks.  A small output tree is listed here:
                 # a trip through the pool costs more than such a listing.
                 attempt = _Attempt(lambda: (self._output_paths(t, INLINE_OUTPUT_ENTRIES),
-                                            None, False))
+                                            None, None))
                 if not isinstance(attempt.error, TooMany):
                     self._completed(t, attempt, duration)
                     return
@@ -615,24 +615,30 @@ class Scheduler:
         self._final(t, result)
 
     def _complete(self, t: _Task):
-        """Pool: the outputs it made (CACHE-002), then the store (CACHE-005)."""
+        """Pool: the outputs it made (CACHE-002), then the first half of the
+        store (CACHE-005): their copies, staged in the cache's tmp/.
+
+        Successors start once this returns; the second half (fsyncs and
+        renames, CACHE-003) runs in the pool meanwhile, off the critical
+        path, and no successor can change what is stored any more.
+        """
         if not self.keyed:
             # --no-cache: no key will ever use a stream hash, so the outputs
             # are not hashed; their paths serve the runtime checks.
-            return self._output_paths(t, None), None, False
+            return self._output_paths(t, None), None, None
         materialised = self.cache.collect_outputs(t.label)
-        warning, stored = None, False
+        warning, staged = None, None
         if t.logs and t.key is not None:
             duration = time.monotonic() - t.started
             try:
                 for log in t.logs.values():
                     log.seek(0)
-                stored = self.cache.store(t.label, t.key, materialised,
+                staged = self.cache.stage(t.label, t.key, materialised,
                                           t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
                                           duration)
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
-        return materialised, warning, stored
+        return materialised, warning, staged
 
     def _output_paths(self, t: _Task, limit: Optional[int]) -> List[str]:
         """The root-relative paths of the outputs ``t`` left, unhashed."""
@@ -642,7 +648,7 @@ class Scheduler:
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)
         try:
-            materialised, warning, stored = future.result()
+            materialised, warning, staged = future.result()
         except Exception as e:
             self._warn(f"{t.label}: outputs not collected ({_why(e)})")
             # Successors must not hit on a stream hash nobody computed.
@@ -659,16 +665,25 @@ class Scheduler:
             if t.task.outputs and not paths and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
-            if stored and getattr(self.cache, "uploading", False):
-                # REMOTE-006: its own pool job; successors do not wait for it,
-                # the run does.
-                self._submit(self.cache.upload, t.label, t.key,
-                             done=lambda f: self._uploaded(t, f))
+            if staged is not None:
+                self._submit(self.cache.commit, staged, done=lambda f: self._committed(t, f))
         if duration is None:
             duration = time.monotonic() - t.started
         self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
                                   exit_code=0 if t.task.cmd is not None else None,
                                   duration_s=duration))
+
+    def _committed(self, t: _Task, future: Future) -> None:
+        try:
+            stored = future.result()
+        except Exception as e:  # StoreError: disk full, a prune emptied tmp/ ...
+            self._warn(f"{t.label}: not stored in the cache ({_why(e)})")
+            return
+        if stored and getattr(self.cache, "uploading", False):
+            # REMOTE-006: its own pool job; successors do not wait for it,
+            # the run does.
+            self._submit(self.cache.upload, t.label, t.key,
+                         done=lambda f: self._uploaded(t, f))
 
     def _uploaded(self, t: _Task, future: Future) -> None:
         """REMOTE-005: an upload's failures are warnings (drained by _submit);

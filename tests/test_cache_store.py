@@ -54,6 +54,44 @@ def test_cache_003_hit_after_store(root):
         assert c2.take_warnings() == []
 
 
+def test_cache_003_staged_entry_is_invisible_until_committed(root):
+    """A store in two halves: staged copies in tmp/ are no entry yet; the
+    outputs may change once staged and the entry keeps the staged bytes."""
+    with open_cache(root) as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        m = c.collect_outputs("a:build")
+        staged = c.stage("a:build", key, m, b"built\n", b"", 2.5)
+        assert staged is not None and staged.blobs
+        assert c.lookup(key) is None and not entry_file(c, key).exists()
+        for blob in staged.blobs:
+            assert not blob_file(c, blob.digest).exists()
+        (root / "pkg" / "a" / "dist" / "lib.txt").write_bytes(b"a successor wrote this\n")
+        assert c.commit(staged) is True
+        assert c.lookup(key) is not None
+        assert no_temp_files(c.path) == []
+    (root / "pkg" / "a" / "dist" / "lib.txt").unlink()
+    with open_cache(root) as c:
+        restored = c.restore("a:build", c.lookup(key))
+        restored.close()
+    assert (root / "pkg" / "a" / "dist" / "lib.txt").read_bytes() == b"library\n"
+
+
+def test_cache_003_prune_between_stage_and_commit_leaves_no_entry(root):
+    from hazrun.cache import StoreError
+    from hazrun.cache.housekeeping import prune
+
+    with open_cache(root) as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        staged = c.stage("a:build", key, c.collect_outputs("a:build"), b"out\n", b"", 1.0)
+        prune(c.path, max_size=None, max_age=None)  # empties tmp/
+        with pytest.raises(StoreError):
+            c.commit(staged)
+        assert c.lookup(key) is None
+        assert c.take_warnings() == []
+
+
 def test_cache_003_manifest_json_fields(root):
     with open_cache(root) as c:
         key, m = store_build(c, stdout=b"o", stderr=b"e")

@@ -21,6 +21,7 @@ import bisect
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
                     Tuple, Union)
@@ -35,7 +36,8 @@ from .hashing import FileState, StatCache, atomic_write, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError)
 from .outputs import find_outputs
-from .store import EMPTY_DIGEST, CorruptBlob, CorruptManifest, Store, is_digest
+from .store import (EMPTY_DIGEST, CorruptBlob, CorruptManifest, StagedBlob, Store, discard,
+                    is_digest)
 
 if TYPE_CHECKING:
     from .remote import RemoteCache
@@ -48,6 +50,15 @@ ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
 
+
+
+@dataclass(frozen=True)
+class StagedEntry:
+    """A store half done (:meth:`Cache.stage`): the manifest to write and
+    the blobs waiting in tmp/ for :meth:`Cache.commit`."""
+
+    manifest: Manifest
+    blobs: Tuple[StagedBlob, ...]
 
 def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None] = None,
                       environ: Mapping[str, str] = os.environ) -> Path:
@@ -360,30 +371,65 @@ class Cache:
               stdout: Log, stderr: Log, duration_s: float) -> bool:
         """Store a fresh success under ``key``; raises StoreError.  A no-op
         (False) with write=False or for a task with ``cache = false``.  Logs
-        are read from their start."""
+        are read from their start.  :meth:`stage` then :meth:`commit`."""
+        staged = self.stage(label, key, materialised, stdout, stderr, duration_s)
+        return staged is not None and self.commit(staged)
+
+    def stage(self, label: str, key: KeyInfo, materialised: Materialised,
+              stdout: Log, stderr: Log, duration_s: float) -> Optional["StagedEntry"]:
+        """The first half of a store: copy the outputs and logs into the
+        store's tmp/, verified against the digests the key was built from.
+        Once staged, the task's files may change (a successor may run) and
+        the entry is still the one of this run.  None: nothing to store
+        (see :meth:`store`); raises StoreError."""
         if not self.write or not self.workspace.task(label).cache:
-            return False
+            return None
         if key.label != label:
             raise AssertionError(f"internal error: key of {key.label} used for {label}")
         project = self.workspace.project_of(label)
+        blobs: List[StagedBlob] = []
         try:
             self._store.ensure()
             with self._store.lock(exclusive=False):
                 for e in materialised.outputs:
                     if e.digest is not None:
-                        self._store.put_file(os.path.join(project.dir, e.path),
-                                            e.digest, e.size)
-                out = self._store.put_stream(stdout)
-                err = self._store.put_stream(stderr)
-                self._store.put_manifest(Manifest(
-                    label=label, key=key.key, duration_s=float(duration_s), stdout=out,
-                    stderr=err, outputs=materialised.outputs, created=time.time()))
+                        blob = self._store.stage_file(os.path.join(project.dir, e.path),
+                                                      e.digest, e.size)
+                        if blob is not None:
+                            blobs.append(blob)
+                refs = []
+                for log in (stdout, stderr):
+                    ref, blob = self._store.stage_stream(log)
+                    refs.append(ref)
+                    if blob is not None and all(b.digest != blob.digest for b in blobs):
+                        blobs.append(blob)
+                    elif blob is not None:
+                        discard([blob])  # the same bytes as a blob staged already
         except CorruptBlob as e:
+            discard(blobs)
             raise StoreError(str(e), label) from None
         except OSError as e:
-            what = e.strerror or str(e)
-            where = e.filename or self.path
-            raise StoreError(f"{what}: {where}", label) from None
+            discard(blobs)
+            raise StoreError(f"{e.strerror or e}: {e.filename or self.path}", label) from None
+        except BaseException:
+            discard(blobs)
+            raise
+        manifest = Manifest(label=label, key=key.key, duration_s=float(duration_s),
+                            stdout=refs[0], stderr=refs[1], outputs=materialised.outputs,
+                            created=time.time())
+        return StagedEntry(manifest, tuple(blobs))
+
+    def commit(self, staged: "StagedEntry") -> bool:
+        """The second half of a store (CACHE-003): fsync and rename the
+        staged blobs, then the manifest.  Raises StoreError (a prune that
+        emptied tmp/ meanwhile, a full disk ...)."""
+        label = staged.manifest.label
+        try:
+            with self._store.lock(exclusive=False):
+                self._store.commit(staged.blobs, staged.manifest)
+        except OSError as e:
+            discard(staged.blobs)
+            raise StoreError(f"{e.strerror or e}: {e.filename or self.path}", label) from None
         return True
 
     # -- the remote cache (REMOTE-003..007) ---------------------------------------

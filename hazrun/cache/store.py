@@ -27,8 +27,10 @@ import re
 import stat
 import threading
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ContextManager, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import (IO, Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
+                    Union)
 
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
@@ -54,6 +56,20 @@ class CorruptBlob(ValueError):
 
 def is_digest(value: Any) -> bool:
     return isinstance(value, str) and HEX64.match(value) is not None
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    """A blob copied into tmp/ and verified, not yet fsynced nor visible."""
+
+    tmp: Path
+    digest: str
+
+
+def discard(staged: Sequence[StagedBlob]) -> None:
+    """Remove staged blobs that will not be committed."""
+    for blob in staged:
+        _unlink(blob.tmp)
 
 
 class Store:
@@ -214,8 +230,10 @@ class Store:
             _unlink(tmp)
             raise
 
-    def _copy_to_tmp(self, read: "ReadFn", size_hint: int) -> Tuple[Path, str, int]:
-        """Copy from ``read`` into a temp file, hashing on the way."""
+    def _copy_to_tmp(self, read: "ReadFn", size_hint: int,
+                     sync: bool = True) -> Tuple[Path, str, int]:
+        """Copy from ``read`` into a temp file, hashing on the way; fsync it
+        unless ``sync`` is false (a staged blob: see :meth:`commit`)."""
         fd, path = self._open_tmp()
         try:
             h = new_hasher(size_hint)
@@ -227,7 +245,8 @@ class Store:
                 h.update(chunk)
                 _write_all(fd, chunk)
                 total += len(chunk)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -253,8 +272,18 @@ class Store:
         Raises CorruptBlob if the file no longer has that content (it changed
         after it was hashed): the blob is then not stored.
         """
+        staged = self.stage_file(src, digest, size, sync=True)
+        if staged is not None:
+            self._publish(staged.tmp, self.blob_path(digest))
+
+    def stage_file(self, src: str, digest: str, size: int,
+                   sync: bool = False) -> Optional["StagedBlob"]:
+        """Copy the regular file ``src`` into tmp/ as the future blob
+        ``digest``: None if that blob is stored already.  Raises CorruptBlob
+        if the file no longer has that content (it changed after it was
+        hashed), having kept nothing."""
         if self.has_valid_blob(digest, size):
-            return
+            return None
         fd = os.open(src, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
         try:
             buf = _buffer(size)
@@ -262,13 +291,13 @@ class Store:
             def read() -> memoryview:
                 return buf[:os.readv(fd, [buf])]
 
-            tmp, found, n = self._copy_to_tmp(read, size)
+            tmp, found, n = self._copy_to_tmp(read, size, sync)
         finally:
             os.close(fd)
         if found != digest or n != size:
             _unlink(tmp)
             raise CorruptBlob(f"{src} changed after its outputs were hashed")
-        self._publish(tmp, self.blob_path(digest))
+        return StagedBlob(tmp, digest)
 
     def put_blob(self, read: "ReadFn", digest: str, size: int) -> None:
         """Store blob ``digest`` from ``read`` (a downloaded artifact,
@@ -287,11 +316,20 @@ class Store:
         A log whose blob is there already (most often the empty one) is not
         written again: that saves a write and an fsync per stored task.
         """
+        ref, staged = self.stage_stream(stream, sync=True)
+        if staged is not None:
+            self._publish(staged.tmp, self.blob_path(staged.digest))
+        return ref
+
+    def stage_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]],
+                     sync: bool = False) -> Tuple[LogRef, Optional["StagedBlob"]]:
+        """:meth:`put_stream` up to the copy into tmp/ (see :meth:`commit`);
+        the StagedBlob is None if the blob is stored already."""
         if isinstance(stream, (bytes, bytearray, memoryview)):
             data = bytes(stream)
             known = LogRef(hash_bytes(data), len(data))
             if self.has_valid_blob(known.digest, known.size):
-                return known
+                return known, None
             chunks = iter([data])
 
             def read() -> bytes:
@@ -301,14 +339,32 @@ class Store:
                 stream.seek(0)
                 known = _hash_stream(stream)
                 if self.has_valid_blob(known.digest, known.size):
-                    return known
+                    return known, None
                 stream.seek(0)
 
             def read() -> bytes:
                 return stream.read(CHUNK)
-        tmp, digest, n = self._copy_to_tmp(read, 0)
-        self._publish(tmp, self.blob_path(digest))
-        return LogRef(digest, n)
+        tmp, digest, n = self._copy_to_tmp(read, 0, sync)
+        return LogRef(digest, n), StagedBlob(tmp, digest)
+
+    def commit(self, staged: Sequence["StagedBlob"], manifest: Manifest) -> None:
+        """Make staged blobs durable and visible, then the manifest that
+        names them (CACHE-003): each is fsynced before its rename, and the
+        manifest is renamed last, so no entry is ever seen whose blobs a
+        crash could lose.  Call under the shared lock, so that no prune
+        takes a blob between its rename and the manifest's."""
+        try:
+            for blob in staged:
+                fd = os.open(blob.tmp, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._publish(blob.tmp, self.blob_path(blob.digest))
+        except BaseException:
+            discard(staged)
+            raise
+        self.put_manifest(manifest)
 
     def put_manifest(self, manifest: Manifest) -> None:
         tmp = self._write_tmp(encode_manifest(manifest))
