@@ -958,6 +958,14 @@ class Scheduler:
         t.logs = {}
 
 
+class _NoCache:
+    """--no-cache (CACHE-005): nothing is looked up or stored, and the
+    cache's modules (the store, the key, blake3) are not even imported."""
+
+    read = False
+    write = False
+
+
 class _Attempt:
     """A call's result or exception, read back like a finished Future's."""
 
@@ -998,13 +1006,13 @@ def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[R
     """
     options = options or RunOptions()
     labels = workspace.graph.select(list(targets))
-    if cache is None:
+    if cache is None and options.no_cache:
+        cache = _NoCache()
+    elif cache is None:
         from .cache import Cache
         environ = os.environ if options.environ is None else options.environ
-        cache = Cache(workspace, options.cache_dir, environ,
-                      read=not (options.no_cache or options.force),
-                      write=not options.no_cache,
-                      remote=None if options.no_cache else options.remote)
+        cache = Cache(workspace, options.cache_dir, environ, read=not options.force,
+                      remote=options.remote)
     scheduler = Scheduler(workspace, labels, observer or RunObserver(), options,
                           cancel or CancelToken(), cache)
     try:
