@@ -106,20 +106,35 @@ def _observers(args: argparse.Namespace, console: Console):
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if args.force and args.no_cache:
+        raise UsageError("--force and --no-cache contradict each other: --force "
+                         "stores results, --no-cache does not; choose one")
+    listing = None
+    if not (args.no_cache or args.dry_run):
+        # The keys need the workspace's files: git lists them while the
+        # workspace loads (used if the directory turns out to be the root).
+        from .files import Listing
+        listing = Listing(args.directory or ".")
+    try:
+        return _run(args, console, listing)
+    finally:
+        if listing is not None:
+            listing.close()
+
+
+def _run(args: argparse.Namespace, console: Console, listing) -> int:
     from .exit_code import exit_code_for
     from .output import write_summary_json
     from .process import become_subreaper
     from .scheduler import CancelToken, RunOptions, run_graph
     from .workspace import load_workspace
 
-    if args.force and args.no_cache:
-        raise UsageError("--force and --no-cache contradict each other: --force "
-                         "stores results, --no-cache does not; choose one")
     ws = load_workspace(args.directory)
     options = RunOptions(jobs=args.jobs, tag_caps=dict(args.tag_cap),
                          fail_fast=args.fail_fast, force=args.force,
                          no_cache=args.no_cache, grace=args.grace,
-                         cache_dir=args.cache_dir, remote=_remote(args, ws))
+                         cache_dir=args.cache_dir, remote=_remote(args, ws),
+                         listing=listing)
     if args.dry_run:
         from .cli_dryrun import dry_run
         return dry_run(ws, args, options, console)

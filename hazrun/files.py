@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 from .config import TaskDef
 from .globs import GlobSet, files_under
@@ -23,26 +24,82 @@ from .globs import GlobSet, files_under
 NEVER = (".git", ".haz")
 
 
+# -t tags each entry (H cached, S not checked out, ? untracked) and -s gives a
+# tracked entry's mode (160000: a submodule root): both are listed by git but
+# are not files here.  Tracked files deleted from the work tree are listed too
+# (-d would make git stat every tracked file, 35 ms for 20,000): the key's
+# stat of each input drops them.
+_GIT_LS = ("ls-files", "-co", "-s", "-t", "--exclude-standard", "-z")
+
+
+class Listing:
+    """``git ls-files`` started ahead of need: it runs beside hazrun's own
+    start (imports, loading the workspace), which is most of a no-change
+    run.  Started in a directory that is, most often, the workspace root;
+    :meth:`files` tells whether it was.  Close it when the run is over."""
+
+    def __init__(self, directory: Union[str, "os.PathLike[str]"]):
+        self.directory = os.path.realpath(directory)
+        self._proc: Optional[subprocess.Popen] = None
+        self._out = b""
+        self._reader: Optional[threading.Thread] = None
+        git = shutil.which("git")
+        if git is None:
+            return
+        try:
+            self._proc = subprocess.Popen(
+                [git, *_GIT_LS], cwd=self.directory, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            return
+        # Read as git writes: a listing longer than a pipe holds would
+        # otherwise stop git until it is needed.
+        self._reader = threading.Thread(target=self._read, name="hazrun-listing",
+                                        daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        self._out = self._proc.stdout.read()
+        self._proc.wait()
+
+    def files(self, root: Path) -> Optional[List[str]]:
+        """The listing, if it was taken at ``root`` in a git work tree."""
+        if self._reader is None or os.path.realpath(root) != self.directory:
+            return None
+        self._reader.join()
+        if self._proc is None or self._proc.returncode != 0:
+            return None
+        return _parse_git(self._out)
+
+    def close(self) -> None:
+        """End git if it still runs (the listing was not needed)."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            if self._reader is not None:
+                self._reader.join()
+            self._proc.stdout.close()  # type: ignore[union-attr]
+            self._proc.wait()
+
+
 def _git_files(root: Path) -> Optional[List[str]]:
     git = shutil.which("git")
     if git is None:
         return None
-    # -t tags each entry (H cached, S not checked out, ? untracked) and -s
-    # gives a tracked entry's mode (160000: a submodule root): both are
-    # listed by git but are not files here.  Tracked files deleted from the
-    # work tree are listed too (-d would make git stat every tracked file,
-    # 35 ms for 20,000): the key's stat of each input drops them.
     try:
-        proc = subprocess.run(
-            [git, "ls-files", "-co", "-s", "-t", "--exclude-standard", "-z"],
-            cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, check=False)
+        proc = subprocess.run([git, *_GIT_LS], cwd=root, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
     except OSError:
         return None
     if proc.returncode != 0:
         return None  # not a work tree
+    return _parse_git(proc.stdout)
+
+
+def _parse_git(stdout: bytes) -> List[str]:
     out = []
-    for raw in proc.stdout.split(b"\0"):
+    for raw in stdout.split(b"\0"):
         if not raw:
             continue
         if raw[0] != 63:  # not '?': "H 100644 <sha> 0\t<path>"
@@ -74,9 +131,12 @@ def _walk_files(root: Path) -> List[str]:
     return out
 
 
-def list_workspace_files(root: Path) -> List[str]:
-    """Every candidate input file of the workspace, root-relative, sorted."""
-    files = _git_files(root)
+def list_workspace_files(root: Path, ahead: Optional[Listing] = None) -> List[str]:
+    """Every candidate input file of the workspace, root-relative, sorted;
+    from ``ahead`` when it was started at the root."""
+    files = ahead.files(root) if ahead is not None else None
+    if files is None:
+        files = _git_files(root)
     if files is None:
         files = _walk_files(root)
     return sorted(set(files))

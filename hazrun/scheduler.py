@@ -110,6 +110,7 @@ class RunOptions:
     jobserver: Any = None                    # JOBS-001: a JobserverClient
     pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds
     remote: Any = None                       # REMOTE-001: RemoteSettings; None: none
+    listing: Any = None                      # a files.Listing started early
 
 
 def available_cpus() -> int:
@@ -1012,7 +1013,7 @@ def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[R
         from .cache import Cache
         environ = os.environ if options.environ is None else options.environ
         cache = Cache(workspace, options.cache_dir, environ, read=not options.force,
-                      remote=options.remote)
+                      remote=options.remote, listing=options.listing)
     scheduler = Scheduler(workspace, labels, observer or RunObserver(), options,
                           cancel or CancelToken(), cache)
     try:

@@ -271,3 +271,39 @@ def test_cfg_006_workspace_in_a_subdirectory_of_a_git_work_tree(tmp_path, make_w
     # Paths stay relative to the workspace root; the repo's ignores apply.
     assert list_workspace_files(root) == ["a.c", "haz.toml"]
     assert _inputs(root, "root:build") == ["a.c", "haz.toml"]
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+def test_cfg_006_listing_started_ahead_is_the_same_and_used_only_at_the_root(make_ws):
+    from hazrun.files import Listing
+
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n', {".gitignore": "dist/\n"})
+    git_init(root)
+    git(root, "add", "haz.toml")
+    git(root, "commit", "-q", "-m", "init")
+    expected = list_workspace_files(root)
+    ahead = Listing(root)
+    try:
+        assert list_workspace_files(root, ahead) == expected
+        assert ahead.files(root) is not None
+    finally:
+        ahead.close()
+    # Started in a project directory, it is not the root's listing: unused.
+    elsewhere = Listing(root / "packages" / "a")
+    try:
+        assert elsewhere.files(root) is None
+        assert list_workspace_files(root, elsewhere) == expected
+    finally:
+        elsewhere.close()
+
+
+def test_cfg_006_listing_outside_git_falls_back_to_the_walk(make_ws):
+    from hazrun.files import Listing
+
+    root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n')
+    ahead = Listing(root)  # not a work tree (the test's tmp dir is no repository)
+    try:
+        assert ahead.files(root) is None
+        assert "packages/a/src/main.c" in list_workspace_files(root, ahead)
+    finally:
+        ahead.close()

@@ -81,7 +81,7 @@ class Cache:
 
     def __init__(self, workspace: Workspace, cache_dir: Optional[Path] = None,
                  environ: Mapping[str, str] = os.environ, read: bool = True,
-                 write: bool = True, remote: Any = None):
+                 write: bool = True, remote: Any = None, listing: Any = None):
         self.workspace = workspace
         self.root = Path(workspace.root)
         self.root_real = os.path.realpath(self.root)
@@ -97,6 +97,7 @@ class Cache:
         self._listing: Optional[List[str]] = None
         self._listing_set: frozenset = frozenset()
         self._listing_lock = threading.Lock()  # held while listing (slow)
+        self._ahead = listing  # a files.Listing started early, or None
         # Files produced during this run (collected or restored outputs) that
         # the listing taken at the start lacks: path -> None (not yet asked
         # whether git ignores it), True (an input candidate), False (ignored);
@@ -140,7 +141,7 @@ class Cache:
         if self._listing is None:
             with self._listing_lock:
                 if self._listing is None:
-                    listing = _files.list_workspace_files(self.root)
+                    listing = _files.list_workspace_files(self.root, self._ahead)
                     with self._lock:
                         self._listing_set = frozenset(listing)
                         self._listing = listing
