@@ -33,10 +33,11 @@ _GIT_LS = ("ls-files", "-co", "-s", "-t", "--exclude-standard", "-z")
 
 
 class Listing:
-    """``git ls-files`` started ahead of need: it runs beside hazrun's own
-    start (imports, loading the workspace), which is most of a no-change
-    run.  Started in a directory that is, most often, the workspace root;
-    :meth:`files` tells whether it was.  Close it when the run is over."""
+    """CFG-006's ``git ls-files``, started ahead of need: it runs beside
+    hazrun's own start (imports, loading the workspace), which is most of a
+    no-change run.  Started in a directory that is, most often, the
+    workspace root; :meth:`files` tells whether it was.  Close it when the
+    run is over."""
 
     def __init__(self, directory: Union[str, "os.PathLike[str]"]):
         self.directory = os.path.realpath(directory)
@@ -84,17 +85,12 @@ class Listing:
 
 
 def _git_files(root: Path) -> Optional[List[str]]:
-    git = shutil.which("git")
-    if git is None:
-        return None
+    """The listing from git, taken now; None outside a git work tree."""
+    listing = Listing(root)
     try:
-        proc = subprocess.run([git, *_GIT_LS], cwd=root, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
-    except OSError:
-        return None
-    if proc.returncode != 0:
-        return None  # not a work tree
-    return _parse_git(proc.stdout)
+        return listing.files(root)
+    finally:
+        listing.close()
 
 
 def _parse_git(stdout: bytes) -> List[str]:

@@ -15,9 +15,9 @@ the edges it touches, never to the size of the graph.
 """
 from __future__ import annotations
 
+import collections
 import enum
 import heapq
-import collections
 import os
 import threading
 import time
@@ -39,7 +39,8 @@ from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .workspace import Workspace
 
 # The most directory entries the loop itself looks at to find a task's
-# outputs in a --no-cache run; a bigger tree is walked in the pool.
+# outputs in a --no-cache run (for EXEC-019/020); a bigger tree is walked
+# in the pool.
 INLINE_OUTPUT_ENTRIES = 64
 # How long a lookup may hold its lane before the tasks queued behind it
 # get a lane of their own (_more_lanes).
@@ -110,7 +111,7 @@ class RunOptions:
     jobserver: Any = None                    # JOBS-001: a JobserverClient
     pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds
     remote: Any = None                       # REMOTE-001: RemoteSettings; None: none
-    listing: Any = None                      # a files.Listing started early
+    listing: Any = None                      # CFG-006: a files.Listing started early
 
 
 def available_cpus() -> int:
@@ -396,7 +397,8 @@ class Scheduler:
                 lambda t=t, attempt=attempt: self._looked_up(t, attempt))
 
     def _more_lanes(self) -> None:
-        """Timer: another lane if tasks wait behind a lane busy for long."""
+        """Timer: another lane if tasks wait behind a lane busy for long;
+        never more lanes than admitted tasks (-j, EXEC-004)."""
         self._lane_timer = None
         now = time.monotonic()
         with self._lane_lock:
@@ -412,10 +414,7 @@ class Scheduler:
         self._lane_timer = self.loop.call_later(LANE_PATIENCE_S, self._more_lanes)
 
     def _looked_up(self, t: _Task, attempt: "_Attempt") -> None:
-        self.pending_pool -= 1
-        take = getattr(self.cache, "take_warnings", None)
-        for warning in (take() if take else ()):
-            self._warn(warning)
+        self._pool_job_done()
         self._prepared_future(t, attempt)
 
     def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool):
@@ -604,8 +603,7 @@ class Scheduler:
                 # --no-cache: nothing to hash, only the outputs' paths for
                 # the runtime checks.  A small output tree is listed here:
                 # a trip through the pool costs more than such a listing.
-                attempt = _Attempt(lambda: (self._output_paths(t, INLINE_OUTPUT_ENTRIES),
-                                            None, None))
+                attempt = _Attempt(self._complete, t, INLINE_OUTPUT_ENTRIES)
                 if not isinstance(attempt.error, TooMany):
                     self._completed(t, attempt, duration)
                     return
@@ -615,7 +613,7 @@ class Scheduler:
         self._give_slot(t)
         self._final(t, result)
 
-    def _complete(self, t: _Task):
+    def _complete(self, t: _Task, limit: Optional[int] = None):
         """Pool: the outputs it made (CACHE-002), then the first half of the
         store (CACHE-005): their copies, staged in the cache's tmp/.
 
@@ -625,8 +623,11 @@ class Scheduler:
         """
         if not self.keyed:
             # --no-cache: no key will ever use a stream hash, so the outputs
-            # are not hashed; their paths serve the runtime checks.
-            return self._output_paths(t, None), None, None
+            # are not hashed; their paths serve the runtime checks.  With a
+            # ``limit``, TooMany past that many directory entries.
+            paths = find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
+                                 t.rel_dir, limit)
+            return paths, None, None
         materialised = self.cache.collect_outputs(t.label)
         warning, staged = None, None
         if t.logs and t.key is not None:
@@ -640,11 +641,6 @@ class Scheduler:
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
         return materialised, warning, staged
-
-    def _output_paths(self, t: _Task, limit: Optional[int]) -> List[str]:
-        """The root-relative paths of the outputs ``t`` left, unhashed."""
-        return find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
-                            t.rel_dir, limit)
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)
@@ -675,6 +671,7 @@ class Scheduler:
                                   duration_s=duration))
 
     def _committed(self, t: _Task, future: Future) -> None:
+        """The second half of a store ended (CACHE-003); then the upload."""
         try:
             stored = future.result()
         except Exception as e:  # StoreError: disk full, a prune emptied tmp/ ...
@@ -940,12 +937,17 @@ class Scheduler:
         self.pending_pool += 1
 
         def finished(future: Future) -> None:
-            self.pending_pool -= 1
-            take = getattr(self.cache, "take_warnings", None)
-            for warning in (take() if take else ()):
-                self._warn(warning)
+            self._pool_job_done()
             done(future)
         self.loop.submit(fn, *args, done=finished)
+
+    def _pool_job_done(self) -> None:
+        """Loop: a pool job (or a lane's lookup) ended; print the warnings
+        the cache gathered meanwhile."""
+        self.pending_pool -= 1
+        take = getattr(self.cache, "take_warnings", None)
+        for warning in (take() if take else ()):
+            self._warn(warning)
 
     def _warn(self, message: str) -> None:
         self.observer.warning(message)

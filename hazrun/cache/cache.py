@@ -388,50 +388,51 @@ class Cache:
         if key.label != label:
             raise AssertionError(f"internal error: key of {key.label} used for {label}")
         project = self.workspace.project_of(label)
-        blobs: List[StagedBlob] = []
+        blobs: Dict[str, StagedBlob] = {}
+
+        def keep(blob: Optional[StagedBlob]) -> None:
+            if blob is not None and blob.digest in blobs:
+                discard([blob])  # the same bytes as a blob staged already
+            elif blob is not None:
+                blobs[blob.digest] = blob
+
         try:
             self._store.ensure()
             with self._store.lock(exclusive=False):
                 for e in materialised.outputs:
                     if e.digest is not None:
-                        blob = self._store.stage_file(os.path.join(project.dir, e.path),
-                                                      e.digest, e.size)
-                        if blob is not None:
-                            blobs.append(blob)
+                        keep(self._store.stage_file(os.path.join(project.dir, e.path),
+                                                    e.digest, e.size))
                 refs = []
                 for log in (stdout, stderr):
                     ref, blob = self._store.stage_stream(log)
                     refs.append(ref)
-                    if blob is not None and all(b.digest != blob.digest for b in blobs):
-                        blobs.append(blob)
-                    elif blob is not None:
-                        discard([blob])  # the same bytes as a blob staged already
-        except CorruptBlob as e:
-            discard(blobs)
-            raise StoreError(str(e), label) from None
-        except OSError as e:
-            discard(blobs)
-            raise StoreError(f"{e.strerror or e}: {e.filename or self.path}", label) from None
-        except BaseException:
-            discard(blobs)
+                    keep(blob)
+        except BaseException as e:
+            discard(list(blobs.values()))
+            if isinstance(e, (CorruptBlob, OSError)):
+                raise self._store_error(e, label) from None
             raise
         manifest = Manifest(label=label, key=key.key, duration_s=float(duration_s),
                             stdout=refs[0], stderr=refs[1], outputs=materialised.outputs,
                             created=time.time())
-        return StagedEntry(manifest, tuple(blobs))
+        return StagedEntry(manifest, tuple(blobs.values()))
 
     def commit(self, staged: "StagedEntry") -> bool:
         """The second half of a store (CACHE-003): fsync and rename the
         staged blobs, then the manifest.  Raises StoreError (a prune that
         emptied tmp/ meanwhile, a full disk ...)."""
-        label = staged.manifest.label
         try:
             with self._store.lock(exclusive=False):
                 self._store.commit(staged.blobs, staged.manifest)
-        except OSError as e:
-            discard(staged.blobs)
-            raise StoreError(f"{e.strerror or e}: {e.filename or self.path}", label) from None
+        except OSError as e:  # Store.commit removed what it had not renamed
+            raise self._store_error(e, staged.manifest.label) from None
         return True
+
+    def _store_error(self, e: Exception, label: str) -> StoreError:
+        if isinstance(e, OSError):
+            return StoreError(f"{e.strerror or e}: {e.filename or self.path}", label)
+        return StoreError(str(e), label)  # CorruptBlob: an output changed
 
     # -- the remote cache (REMOTE-003..007) ---------------------------------------
 

@@ -205,16 +205,8 @@ class Store:
         return fd, path
 
     def _write_tmp(self, data: bytes) -> Path:
-        fd, path = self._open_tmp()
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink(path)
-            raise
-        os.close(fd)
-        return path
+        chunks = iter((data,))
+        return self._copy_to_tmp(lambda: next(chunks, b""), len(data))[0]
 
     def _publish(self, tmp: Path, dest: Path) -> None:
         try:
@@ -266,22 +258,11 @@ class Store:
             raise
         return found == digest and n == size
 
-    def put_file(self, src: str, digest: str, size: int) -> None:
-        """Store the regular file ``src`` as blob ``digest``.
-
-        Raises CorruptBlob if the file no longer has that content (it changed
-        after it was hashed): the blob is then not stored.
-        """
-        staged = self.stage_file(src, digest, size, sync=True)
-        if staged is not None:
-            self._publish(staged.tmp, self.blob_path(digest))
-
-    def stage_file(self, src: str, digest: str, size: int,
-                   sync: bool = False) -> Optional["StagedBlob"]:
+    def stage_file(self, src: str, digest: str, size: int) -> Optional["StagedBlob"]:
         """Copy the regular file ``src`` into tmp/ as the future blob
-        ``digest``: None if that blob is stored already.  Raises CorruptBlob
-        if the file no longer has that content (it changed after it was
-        hashed), having kept nothing."""
+        ``digest`` (see :meth:`commit`): None if that blob is stored
+        already.  Raises CorruptBlob if the file no longer has that content
+        (it changed after it was hashed), having kept nothing."""
         if self.has_valid_blob(digest, size):
             return None
         fd = os.open(src, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
@@ -291,7 +272,7 @@ class Store:
             def read() -> memoryview:
                 return buf[:os.readv(fd, [buf])]
 
-            tmp, found, n = self._copy_to_tmp(read, size, sync)
+            tmp, found, n = self._copy_to_tmp(read, size, sync=False)
         finally:
             os.close(fd)
         if found != digest or n != size:
@@ -310,21 +291,11 @@ class Store:
             raise CorruptBlob(f"blob {digest[:12]} does not match its digest")
         self._publish(tmp, self.blob_path(digest))
 
-    def put_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]]) -> LogRef:
-        """Store a log (bytes, or a binary file read from its start).
-
-        A log whose blob is there already (most often the empty one) is not
-        written again: that saves a write and an fsync per stored task.
-        """
-        ref, staged = self.stage_stream(stream, sync=True)
-        if staged is not None:
-            self._publish(staged.tmp, self.blob_path(staged.digest))
-        return ref
-
-    def stage_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]],
-                     sync: bool = False) -> Tuple[LogRef, Optional["StagedBlob"]]:
-        """:meth:`put_stream` up to the copy into tmp/ (see :meth:`commit`);
-        the StagedBlob is None if the blob is stored already."""
+    def stage_stream(self, stream: Union[bytes, bytearray, memoryview, IO[bytes]]
+                     ) -> Tuple[LogRef, Optional["StagedBlob"]]:
+        """Copy a log (bytes, or a binary file read from its start) into
+        tmp/ (see :meth:`commit`).  A log whose blob is there already (most
+        often the empty one) is not written again: the StagedBlob is None."""
         if isinstance(stream, (bytes, bytearray, memoryview)):
             data = bytes(stream)
             known = LogRef(hash_bytes(data), len(data))
@@ -344,7 +315,7 @@ class Store:
 
             def read() -> bytes:
                 return stream.read(CHUNK)
-        tmp, digest, n = self._copy_to_tmp(read, 0, sync)
+        tmp, digest, n = self._copy_to_tmp(read, 0, sync=False)
         return LogRef(digest, n), StagedBlob(tmp, digest)
 
     def commit(self, staged: Sequence["StagedBlob"], manifest: Manifest) -> None:
