@@ -272,7 +272,11 @@ class FixedStatusServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.serve(Handler)
+
+    def serve(self, handler: type) -> None:
+        """Answer with ``handler`` on a free port of 127.0.0.1, in a thread."""
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
