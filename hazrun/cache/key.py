@@ -16,21 +16,14 @@ Paths are root-relative and sorted; ``flag`` is ``x`` for an executable
 file, ``-`` for another file and ``l`` for a symlink, whose digest is that
 of its target string.  Environment values enter only as digests, so the
 components can be kept on disk for :mod:`explain` without leaking them.
-
-A task's file-independent components are encoded once per run
-(:class:`Static`); each key then encodes only its rows and predecessors and
-splices them in, producing exactly the bytes of :func:`canonical` over all
-the components.
 """
 from __future__ import annotations
 
 import functools
 import json
-import marshal
 import os
 import sys
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import blake3
@@ -132,77 +125,23 @@ def key_of(parts: Mapping[str, Any]) -> str:
     return blake3.blake3(KEY_DOMAIN + canonical(parts)).hexdigest()
 
 
-# The components that change with every key, in the order canonical()
-# writes them (sorted), and what stands for them in Static.pieces.
-DYNAMIC = ("inputs", "preds", "workspace_inputs")
-_HOLE = "\0hole"
-_HOLE_JSON = _ENCODER.encode(_HOLE)
-_LABEL_HOLE = "\0label"
-_LABEL_HOLE_JSON = _ENCODER.encode(_LABEL_HOLE)
-
-
-@functools.lru_cache(maxsize=256)
-def _template(shape: bytes) -> Optional[str]:
-    """canonical() of the static parts ``shape`` (marshalled, with the label
-    and the DYNAMIC components as stand-ins), or None if the label's
-    stand-in is not found exactly once.
-
-    Tasks of different projects often differ in their label alone (the same
-    build everywhere): they share one encoding, the label spliced in, which
-    costs a fraction of encoding them each.  marshal is the memo's key
-    because it is fast, and equal bytes are equal values.
-    """
-    text = _ENCODER.encode({**marshal.loads(shape), **dict.fromkeys(DYNAMIC, _HOLE)})
-    return text if text.count(_LABEL_HOLE_JSON) == 1 else None
-
-
 @dataclass(frozen=True)
 class Static:
-    """A task's file-independent components (:func:`static_parts`) and their
-    canonical encoding cut where the DYNAMIC ones go."""
+    """A task's file-independent components (:func:`static_parts`),
+    computed once per run."""
 
     parts: Dict[str, Any]
-    # len(DYNAMIC) + 1 pieces of JSON text; None if a static string holds
-    # the stand-in itself (then every key is encoded whole).
-    pieces: Optional[Tuple[str, ...]]
 
     @classmethod
     def of(cls, parts: Dict[str, Any]) -> "Static":
-        definition = parts["definition"]
-        template = _template(marshal.dumps({**parts, "definition": {
-            **definition, "label": _LABEL_HOLE}}))
-        if template is not None:
-            text = template.replace(_LABEL_HOLE_JSON, _json_str(definition["label"]))
-        else:
-            text = _ENCODER.encode({**parts, **dict.fromkeys(DYNAMIC, _HOLE)})
-        pieces = tuple(text.split(_HOLE_JSON))
-        return cls(parts, pieces if len(pieces) == len(DYNAMIC) + 1 else None)
+        return cls(parts)
 
     def key(self, workspace_rows: List[Row], input_rows: List[Row],
             pred_streams: Mapping[str, str]) -> Tuple[str, Dict[str, Any]]:
         """The key and the components it is taken over: :func:`key_of` of
-        :func:`assemble`, encoding only the rows and the predecessors."""
+        :func:`assemble`."""
         parts = assemble(self.parts, workspace_rows, input_rows, pred_streams)
-        if self.pieces is None:
-            return key_of(parts), parts
-        a, b, c, d = self.pieces  # around inputs, preds, workspace_inputs
-        text = (a + _rows_json(input_rows) + b + _preds_json(parts["preds"]) + c
-                + _rows_json(workspace_rows) + d)
-        return blake3.blake3(KEY_DOMAIN + text.encode("ascii")).hexdigest(), parts
-
-
-def _rows_json(rows: List[Row]) -> str:
-    """canonical(rows), by hand: the flag and the digest are ASCII letters
-    and hex digits that need no escaping; a path may need any.  Several
-    times faster than the json module for lists of short lists."""
-    return "[" + ",".join([f'[{_json_str(path)},"{flag}","{digest}"]'
-                           for path, flag, digest in rows]) + "]"
-
-
-def _preds_json(preds: Mapping[str, str]) -> str:
-    """canonical(preds) for a dict already in key order (see assemble)."""
-    return "{" + ",".join([f"{_json_str(label)}:{_json_str(stream)}"
-                           for label, stream in preds.items()]) + "}"
+        return key_of(parts), parts
 
 
 def rows_by_path(rows: Iterable[Row]) -> Dict[str, Tuple[str, str]]:
