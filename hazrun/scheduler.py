@@ -193,6 +193,10 @@ class Scheduler:
         self.cancelling = False
         self.violations: List[Violation] = []
         self.keyed = not options.no_cache
+        self._would_block: Any = ()  # isinstance(x, ()) is never true
+        if self.keyed:
+            from .cache.model import WouldBlock
+            self._would_block = WouldBlock
         self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
         self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
                                 parent_death_signal=options.parent_death_signal)
@@ -360,6 +364,8 @@ class Scheduler:
             return
         preds = {p: self.tasks[p].stream_hash for p in t.hard_preds}
         lookup = self.cache.read and t.task.cache and not self.options.force
+        if self._idle() and self._quick_lookup(t, preds, lookup):
+            return
         self.pending_pool += 1  # until _looked_up
         with self._lane_lock:
             self._lookups.append((t, preds, lookup))
@@ -371,6 +377,28 @@ class Scheduler:
             self._start_lane(lane)
         elif self._lane_timer is None:
             self._lane_timer = self.loop.call_later(LANE_PATIENCE_S, self._more_lanes)
+
+    def _idle(self) -> bool:
+        """Whether the loop has nothing to watch: no child whose pipes need
+        reading, no pool job to hear from, no signal to act on."""
+        return not (self.procs.children or self.pending_pool or self.token.cancelled)
+
+    def _quick_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool) -> bool:
+        """EXEC-002 on the loop thread, when the loop is idle and the answer
+        needs no real work (EXEC-003 keeps that in the pool): the key from the
+        stat cache alone, the local lookup, and a restore that finds every
+        output in place.  That is a run where nothing changed, where handing
+        each task to a pool thread and back cost more than the lookup itself.
+        False (nothing done, nothing printed): the lane does it."""
+        attempt = _Attempt(self._key_and_lookup, t, preds, lookup, True)
+        if isinstance(attempt.error, self._would_block):
+            # Warnings gathered on the way come again from the lane's attempt.
+            self.cache.take_warnings()
+            return False
+        for warning in self.cache.take_warnings():
+            self._warn(warning)
+        self._prepared_future(t, attempt)
+        return True
 
     def _start_lane(self, lane: object) -> None:
         self._submit(self._lane, lane, done=lambda f: f.result())
@@ -417,18 +445,30 @@ class Scheduler:
         self._pool_job_done()
         self._prepared_future(t, attempt)
 
-    def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool):
+    def _key_and_lookup(self, t: _Task, preds: Dict[str, str], lookup: bool,
+                        quick: bool = False):
         """Pool: the key, the lookup and, on a hit, the restore at once (one
-        trip through the pool per cached task), unless the run is stopping."""
-        key = self.cache.compute_key(t.label, preds)
+        trip through the pool per cached task), unless the run is stopping.
+        ``quick``: see _quick_lookup; raises WouldBlock."""
+        if quick:
+            key = self.cache.compute_key(t.label, preds, quick=True)
+        else:
+            key = self.cache.compute_key(t.label, preds)
         self.cache.record(t.label, key)  # for explain (CLI-002 -v)
-        manifest = self.cache.lookup(key) if lookup else None
+        manifest = None
+        if lookup:
+            manifest = self.cache.lookup(key, quick=True) if quick else self.cache.lookup(key)
         restored: Any = None
         # Read from the pool thread: at worst a restore starts just before
         # the loop sees a cancellation, as one already in flight would.
         if manifest is not None and not (self.token.cancelled or self.cancelling
                                          or self.halted is not None):
-            restored = _Attempt(self.cache.restore, t.label, manifest)
+            if quick:
+                restored = _Attempt(self.cache.restore, t.label, manifest, True)
+                if isinstance(restored.error, self._would_block):
+                    raise restored.error
+            else:
+                restored = _Attempt(self.cache.restore, t.label, manifest)
         return key, manifest, restored
 
     def _prepared_future(self, t: _Task, future: Future) -> None:

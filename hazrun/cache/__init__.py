@@ -13,7 +13,7 @@ __all__ = [
     "Cache", "resolve_cache_dir", "CacheInfo", "PruneResult", "clean", "format_size",
     "info", "parse_age", "parse_size", "prune", "FORMAT_VERSION", "CacheError",
     "CacheMissError", "InputError", "KeyInfo", "LogRef", "Manifest", "Materialised",
-    "OutputEntry", "Restored", "StoreError", "stream_hash", "RemoteSettings",
+    "OutputEntry", "Restored", "StoreError", "WouldBlock", "stream_hash", "RemoteSettings",
     "resolve_remote",
 ]
 
@@ -26,7 +26,7 @@ _WHERE = {"Cache": "cache", "resolve_cache_dir": "cache",
           **{name: "model" for name in (
               "FORMAT_VERSION", "CacheError", "CacheMissError", "InputError", "KeyInfo",
               "LogRef", "Manifest", "Materialised", "OutputEntry", "Restored",
-              "StoreError", "stream_hash")},
+              "StoreError", "WouldBlock", "stream_hash")},
           **{name: "housekeeping" for name in (
               "CacheInfo", "PruneResult", "clean", "format_size", "info", "parse_age",
               "parse_size", "prune")}}
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors
                                parse_size, prune)
     from .model import (FORMAT_VERSION, CacheError, CacheMissError, InputError, KeyInfo,
                         LogRef, Manifest, Materialised, OutputEntry, Restored, StoreError,
-                        stream_hash)
+                        WouldBlock, stream_hash)
     from .remote import RemoteSettings, resolve_remote
 
 

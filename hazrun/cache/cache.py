@@ -34,7 +34,7 @@ from . import key as _key
 from . import restore as _restore
 from .hashing import FileState, StatCache, atomic_write, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
-                    OutputEntry, Restored, StoreError)
+                    OutputEntry, Restored, StoreError, WouldBlock)
 from .outputs import find_outputs
 from .store import (EMPTY_DIGEST, CorruptBlob, CorruptManifest, StagedBlob, Store, discard,
                     is_digest)
@@ -169,13 +169,16 @@ class Cache:
                     self._produced[p] = None
                     bisect.insort(self._produced_sorted, p)
 
-    def _candidates(self, paths: List[str]) -> List[str]:
-        """Drop produced files that git ignores, as the listing would have."""
+    def _candidates(self, paths: List[str], quick: bool = False) -> List[str]:
+        """Drop produced files that git ignores, as the listing would have.
+        ``quick``: raise WouldBlock rather than ask git."""
         with self._lock:
             if self._produced.keys().isdisjoint(paths):
                 return paths  # the common case: listed files only
             unknown = [p for p in paths if self._produced.get(p, True) is None]
         if unknown:
+            if quick:
+                raise WouldBlock(unknown[0])
             ignored = _files.git_ignored(self.root, unknown)
             with self._lock:
                 for p in unknown:
@@ -183,27 +186,31 @@ class Cache:
         with self._lock:
             return [p for p in paths if self._produced.get(p, True)]
 
-    def _probe(self, label: str, kind: str, rel: str) -> Optional[FileState]:
+    def _probe(self, label: str, kind: str, rel: str, quick: bool = False
+               ) -> Optional[FileState]:
         try:
-            return self.stat_cache.probe(rel, self._root_slash + rel)
+            return self.stat_cache.probe(rel, self._root_slash + rel, read=not quick)
         except InputError as e:
             raise InputError(e.reason, rel, f"cannot hash {kind} {rel}: {e.reason}",
                              label) from None
 
-    def _rows(self, label: str, kind: str, paths: List[str]) -> List[_key.Row]:
+    def _rows(self, label: str, kind: str, paths: List[str], quick: bool = False
+              ) -> List[_key.Row]:
         rows = []
         for rel in paths:
-            state = self._probe(label, kind, rel)
+            state = self._probe(label, kind, rel, quick)
             if state is not None:  # gone since the listing: not an input
                 rows.append(_key.file_row(rel, state))
         return rows
 
     # -- CACHE-001 ------------------------------------------------------------
 
-    def compute_key(self, label: str, pred_streams: Mapping[str, str]) -> KeyInfo:
+    def compute_key(self, label: str, pred_streams: Mapping[str, str],
+                    quick: bool = False) -> KeyInfo:
         """The key of ``label``; ``pred_streams`` maps each hard predecessor's
         label to its stream hash.  Raises InputError if an input cannot be
-        hashed."""
+        hashed.  ``quick``: raise WouldBlock if an input's digest is not known
+        from the stat cache (or git must say whether a file is ignored)."""
         ws = self.workspace
         project = ws.project_of(label)
         expected = ws.graph.hard_preds[label]
@@ -214,13 +221,13 @@ class Cache:
         static, input_globs, output_globs = self._task_parts(label)
         inputs = self._candidates(self._select(
             lambda files: _files.select_with(files, input_globs, output_globs,
-                                             project.rel_dir)))
+                                             project.rel_dir)), quick)
         ws_inputs: List[str] = []
         if ws.settings.inputs:
             ws_inputs = self._candidates(self._select(
-                GlobSet.compile(ws.settings.inputs).select))
-        key, parts = static.key(self._rows(label, "workspace input", ws_inputs),
-                                self._rows(label, "input", inputs), pred_streams)
+                GlobSet.compile(ws.settings.inputs).select), quick)
+        key, parts = static.key(self._rows(label, "workspace input", ws_inputs, quick),
+                                self._rows(label, "input", inputs, quick), pred_streams)
         return KeyInfo(label, key, parts)
 
     def _task_parts(self, label: str) -> Tuple[_key.Static, Optional[GlobSet], GlobSet]:
@@ -239,13 +246,16 @@ class Cache:
 
     # -- lookup and restore (CACHE-004) -----------------------------------------
 
-    def lookup(self, key: Union[KeyInfo, str]) -> Optional[Manifest]:
+    def lookup(self, key: Union[KeyInfo, str], quick: bool = False) -> Optional[Manifest]:
         """The manifest stored under ``key``, or None (a miss).  An entry that
         is corrupt or incomplete is a miss with a warning.  On a local miss,
         the remote cache (REMOTE-003): a verified download goes into the
-        local store and is looked up there, so the next run hits locally."""
+        local store and is looked up there, so the next run hits locally.
+        ``quick``: raise WouldBlock rather than ask the remote cache."""
         manifest = self._lookup_local(key)
         if manifest is None and self.read and self.remote is not None:
+            if quick:
+                raise WouldBlock("remote")
             if self._fetch_remote(key):
                 manifest = self._lookup_local(key)
         return manifest
@@ -300,9 +310,11 @@ class Cache:
                 wanted.append((e.digest, e.size))
         return [(d, n) for d, n in wanted if n or d != EMPTY_DIGEST]
 
-    def restore(self, label: str, manifest: Manifest) -> Restored:
+    def restore(self, label: str, manifest: Manifest, quick: bool = False) -> Restored:
         """Write the manifest's outputs and return its logs, or raise
-        CacheMissError having written nothing."""
+        CacheMissError having written nothing.  ``quick``: raise WouldBlock,
+        having written nothing, unless every output is in place already and
+        the stat cache knows it."""
         project = self.workspace.project_of(label)
 
         def miss(reason: str) -> CacheMissError:
@@ -320,6 +332,8 @@ class Cache:
             digest = self.stat_cache.known(rel, st)
             if digest is not None:
                 return digest
+            if quick:
+                raise WouldBlock(rel)
             try:  # not known: read it (and remember it)
                 state = self.stat_cache.probe(rel, self._root_slash + rel)
             except InputError:
@@ -332,7 +346,7 @@ class Cache:
             with self._store.reading() as blobs:
                 stdout, stderr = _restore.restore(
                     blobs, manifest, globs, project.rel_dir, str(project.dir),
-                    self.root_real, digest_of)
+                    self.root_real, digest_of, in_place_only=quick)
         except CacheMissError as e:
             raise miss(str(e)) from None
         except OSError as e:  # releasing the lock

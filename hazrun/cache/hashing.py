@@ -37,7 +37,7 @@ from ..fsutil import atomic_write
 
 import blake3
 
-from .model import FORMAT_VERSION, InputError
+from .model import FORMAT_VERSION, InputError, WouldBlock
 
 CHUNK = 1 << 20                # read size of small files: a per-thread buffer
 BIG_CHUNK = 4 << 20            # read size of big files: a buffer per call
@@ -234,8 +234,9 @@ class StatCache:
         except Exception:  # truncated or foreign: every file is hashed
             self._entries = {}
 
-    def probe(self, rel: str, path: str) -> Optional[FileState]:
-        """:func:`probe` for root-relative ``rel`` at absolute ``path``."""
+    def probe(self, rel: str, path: str, read: bool = True) -> Optional[FileState]:
+        """:func:`probe` for root-relative ``rel`` at absolute ``path``.
+        ``read=False``: raise WouldBlock rather than read the file."""
         if not self._loaded:
             self._ensure_loaded()
         with self._lock:
@@ -253,6 +254,8 @@ class StatCache:
                 with self._lock:
                     self.hits += 1
                 return FileState(None, st.st_mode & 0o7777, st.st_size, entry[4], entry[:4])
+        if not read:
+            raise WouldBlock(rel)
 
         def known(sig: Sig) -> Optional[str]:
             if entry is not None and entry[:4] == sig:

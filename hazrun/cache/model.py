@@ -46,6 +46,13 @@ class StoreError(CacheError):
     """
 
 
+class WouldBlock(Exception):
+    """A ``quick=True`` call found that answering needs real work: reading a
+    file's contents, running git, asking the remote cache or writing
+    outputs.  Nothing was changed; the caller does it in the pool instead
+    (EXEC-003)."""
+
+
 class InputError(CacheError):
     """CACHE-001/006: an input file could not be hashed (unreadable, or it kept
     changing while it was read), so no key describes the workspace.

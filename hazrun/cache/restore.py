@@ -31,7 +31,7 @@ import stat
 from typing import IO, Callable, List, Optional, Tuple
 
 from ..globs import GlobSet
-from .model import CacheMissError, Manifest, OutputEntry
+from .model import CacheMissError, Manifest, OutputEntry, WouldBlock
 from .store import EMPTY_DIGEST, CorruptBlob, LockedReads, _write_all
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -269,11 +269,15 @@ def all_in_place(project_dir: str, outputs: Tuple[OutputEntry, ...],
 
 def restore_outputs(store: LockedReads, project_dir: str, root_real: str,
                     outputs: Tuple[OutputEntry, ...],
-                    digest_of: Optional[DigestOf] = None) -> None:
+                    digest_of: Optional[DigestOf] = None, in_place_only: bool = False
+                    ) -> None:
     """Both phases; raises Rejected, CorruptBlob or OSError having written
-    nothing, or (only if a rename fails after every check passed) OSError."""
+    nothing, or (only if a rename fails after every check passed) OSError.
+    ``in_place_only``: raise WouldBlock rather than write anything."""
     if all_in_place(project_dir, outputs, digest_of):
         return  # a run where nothing changed: nothing to open or write
+    if in_place_only:
+        raise WouldBlock(project_dir)
     dirs = _Dirs(project_dir, root_real)
     staged: List[Tuple[str, str, str]] = []
     try:
@@ -314,8 +318,8 @@ def restore_log(store: LockedReads, digest: str, size: int) -> IO[bytes]:
 
 
 def restore(store: LockedReads, manifest: Manifest, globs: GlobSet, project_rel_dir: str,
-            project_dir: str, root_real: str, digest_of: Optional[DigestOf] = None
-            ) -> Tuple[IO[bytes], IO[bytes]]:
+            project_dir: str, root_real: str, digest_of: Optional[DigestOf] = None,
+            in_place_only: bool = False) -> Tuple[IO[bytes], IO[bytes]]:
     """CACHE-004 for one manifest; returns the verified stdout and stderr.
 
     Raises CacheMissError with the reason; nothing is written then.
@@ -325,7 +329,8 @@ def restore(store: LockedReads, manifest: Manifest, globs: GlobSet, project_rel_
         check_manifest_paths(manifest.outputs, globs, project_rel_dir)
         for ref in (manifest.stdout, manifest.stderr):
             logs.append(restore_log(store, ref.digest, ref.size))
-        restore_outputs(store, project_dir, root_real, manifest.outputs, digest_of)
+        restore_outputs(store, project_dir, root_real, manifest.outputs, digest_of,
+                        in_place_only)
     except (Rejected, CorruptBlob) as e:
         _close_all(logs)
         raise CacheMissError(str(e)) from None
