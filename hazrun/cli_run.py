@@ -125,7 +125,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console, listing) -> int:
     from .exit_code import exit_code_for
     from .output import write_summary_json
-    from .process import become_subreaper
     from .scheduler import CancelToken, RunOptions, run_graph
     from .workspace import load_workspace
 
@@ -146,7 +145,7 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
         token.cancel(signum)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        options.subreaper = become_subreaper()
+        options.subreaper = True  # EXEC-014, from the first spawn on
         options.parent_death_signal = True
         outcome = run_graph(ws, args.targets, _observers(args, console), options, token)
     finally:

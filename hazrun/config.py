@@ -361,7 +361,13 @@ def find_root(start: Path) -> Tuple[Path, Dict[str, Any]]:
     return root, data
 
 
-def _search_root(start: Path) -> Tuple[Path, Dict[str, Any], List[Path]]:
+# What a haz.toml parsed to, if known without parsing it (workspace.py's
+# snapshot knows the root's); None: parse it.
+Known = Callable[[Path], Optional[Dict[str, Any]]]
+
+
+def _search_root(start: Path, known: Optional[Known] = None
+                 ) -> Tuple[Path, Dict[str, Any], List[Path]]:
     """find_root, plus the directories passed over because their haz.toml
     does not parse.
 
@@ -377,7 +383,9 @@ def _search_root(start: Path) -> Tuple[Path, Dict[str, Any], List[Path]]:
         candidate = directory / CONFIG_NAME
         if candidate.is_file():
             try:
-                data = parse_toml(candidate)
+                data = known(candidate) if known is not None else None
+                if data is None:
+                    data = parse_toml(candidate)
             except ConfigError as e:
                 broken.append((directory, e))
                 continue
@@ -570,9 +578,10 @@ class Located:
             m + "/" + CONFIG_NAME for m in self.members if m != root]
 
 
-def locate(start: Path) -> Located:
-    """CFG-001/002: the root, its [workspace] settings and the members."""
-    root, root_data, broken = _search_root(start)
+def locate(start: Path, known: Optional[Known] = None) -> Located:
+    """CFG-001/002: the root, its [workspace] settings and the members.
+    ``known``: see Known."""
+    root, root_data, broken = _search_root(start, known)
     reader = _Reader(root, [])
     root_file = root / CONFIG_NAME
     settings = _workspace_settings(reader, root_file, root_data["workspace"])

@@ -13,8 +13,10 @@ import itertools
 import os
 import selectors
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 Callback = Callable[[], None]
 
@@ -46,8 +48,8 @@ class EventLoop:
         self._seq = itertools.count()
         # Completed pool work; appended by pool threads, drained by the loop.
         self._done: Deque[Callback] = collections.deque()
-        self.pool = ThreadPoolExecutor(max_workers=workers,
-                                       thread_name_prefix="hazrun-pool")
+        self._workers = workers
+        self._pool: Optional[ThreadPoolExecutor] = None
         self._wake_hooks: List[Callback] = []
         self.closed = False
 
@@ -73,7 +75,13 @@ class EventLoop:
     def submit(self, fn: Callable[..., Any], *args: Any,
                done: Callable[[Future], None]) -> Future:
         """Run ``fn(*args)`` in the pool; call ``done(future)`` on the loop."""
-        future = self.pool.submit(fn, *args)
+        if self._pool is None:
+            # Made on first use: a run of hits answered on the loop never
+            # needs it, nor concurrent.futures (and logging) imported.
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(max_workers=self._workers,
+                                            thread_name_prefix="hazrun-pool")
+        future = self._pool.submit(fn, *args)
 
         def finished(f: Future) -> None:
             self._done.append(lambda: done(f))
@@ -138,7 +146,8 @@ class EventLoop:
         if self.closed:
             return
         self.closed = True
-        self.pool.shutdown(wait=wait)
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait)
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -87,12 +87,13 @@ class SpawnError(Exception):
 def become_subreaper() -> bool:
     """EXEC-014: make this process adopt orphaned descendants (Linux only).
 
-    Called by the command line, not the library: it changes the process.
+    Done only when the command line asks (a ProcessSet's ``subreaper``),
+    not by the library of its own accord: it changes the process.
     """
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes  # here: only the command line needs it
+        import ctypes  # here: only a run that spawns a task needs it
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
@@ -179,12 +180,17 @@ class Watchdog:
 
 
 class ProcessSet:
-    """Every child of a run: spawning, reaping, and the final sweep."""
+    """Every child of a run: spawning, reaping, and the final sweep.
+
+    ``subreaper``: become one (:func:`become_subreaper`) before the first
+    spawn; a run that spawns nothing leaves the process as it was.
+    """
 
     def __init__(self, loop: EventLoop, subreaper: bool = False,
                  parent_death_signal: bool = False):
         self.loop = loop
-        self.subreaper = subreaper
+        self._want_subreaper = subreaper
+        self.subreaper = False  # whether this process is one
         self.children: Dict[int, "Child"] = {}
         # Started with the first task: a run that spawns nothing needs none.
         self.parent_death_signal = parent_death_signal
@@ -202,6 +208,8 @@ class ProcessSet:
             argv = list(spec.cmd)
         if self.parent_death_signal and self.watchdog is None:
             self.watchdog = Watchdog()
+        if self._want_subreaper and not self.spawned:
+            self.subreaper = become_subreaper()
         self.spawned = True
         if isinstance(spec.cmd, str) and _POSIX_SPAWN:
             pid, out, err = self._posix_spawn_shell(spec)

@@ -21,10 +21,9 @@ import heapq
 import os
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .cache.outputs import TooMany, find_outputs
 from .config import TaskDef
@@ -37,6 +36,9 @@ from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation, Violat
 from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # The most directory entries the loop itself looks at to find a task's
 # outputs in a --no-cache run (for EXEC-019/020); a bigger tree is walked
@@ -106,7 +108,7 @@ class RunOptions:
     grace: Optional[float] = None            # EXEC-014: --grace
     environ: Optional[Mapping[str, str]] = None   # default os.environ
     cache_dir: Optional[Path] = None
-    subreaper: bool = False                  # set by the command line
+    subreaper: bool = False                  # EXEC-014: the command line sets it
     parent_death_signal: bool = False        # set by the command line
     jobserver: Any = None                    # JOBS-001: a JobserverClient
     pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds

@@ -1,13 +1,14 @@
 """The loaded workspace: settings, projects and the validated task graph."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from . import config as _config
 from . import errors as _errors
@@ -23,9 +24,11 @@ from .graph import TaskGraph, build_graph
 # or removed project changes the list), and a load that had any problem is
 # never kept.  Like the stat cache (CACHE-006), a snapshot is not written
 # while any haz.toml is younger than RACY_MARGIN_NS: a change within one
-# timestamp tick could leave its signature as it was.
+# timestamp tick could leave its signature as it was.  The snapshot starts
+# with the root haz.toml's signature and what it parsed to, so that finding
+# the root (which needs its [workspace] table) parses no TOML either.
 SNAPSHOT = ".haz/workspace.pickle"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 RACY_MARGIN_NS = 2_000_000_000
 
 
@@ -53,18 +56,76 @@ def load_workspace(path: Union[str, "os.PathLike[str]", None] = None) -> Workspa
     :class:`hazrun.errors.NoWorkspaceError`.
     """
     start = Path(path) if path is not None else Path.cwd()
-    located = locate(start)
+    snapshot = _Snapshot()
+    located = locate(start, snapshot.root_data)
     key, settled = _snapshot_key(located)
     if key is not None:
-        ws = _read_snapshot(located.root, key)
+        ws = snapshot.workspace(located.root, key)
         if ws is not None:
             return ws
     config: LoadedConfig = read_located(located)
     graph = build_graph(config)
     ws = Workspace(config.root, config.settings, config.projects, graph)
     if key is not None and settled:
-        _write_snapshot(located.root, key, ws)
+        _write_snapshot(located.root, _header(located, key), key, ws)
     return ws
+
+
+class _Snapshot:
+    """A root's snapshot file, read once per load: first for what its root
+    haz.toml parsed to (config.Known), then for the workspace."""
+
+    def __init__(self) -> None:
+        self._root: Optional[Path] = None
+        self._rest: Optional[io.BytesIO] = None  # just after the header
+
+    def root_data(self, candidate: Path) -> Optional[Dict[str, Any]]:
+        """config.Known: ``candidate`` (a haz.toml) as parsed when the
+        snapshot beside it was made, if the file has not changed since."""
+        rest = _open_snapshot(candidate.parent)
+        if rest is None:
+            return None
+        try:
+            fmt, version, file, sig, data = pickle.load(rest)
+            st = os.stat(candidate)
+        except Exception:
+            return None
+        if (fmt, version, file) != (SNAPSHOT_FORMAT, sys.version, str(candidate)) \
+                or sig != (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) \
+                or not isinstance(data, dict):
+            return None
+        self._root, self._rest = candidate.parent, rest
+        return data
+
+    def workspace(self, root: Path, key: Tuple[Any, ...]) -> Optional[Workspace]:
+        """The snapshot's workspace if it was made from ``key``."""
+        rest = self._rest if self._root == root else None
+        self._rest = None
+        try:
+            if rest is None:
+                rest = _open_snapshot(root)
+                if rest is None:
+                    return None
+                pickle.load(rest)  # the header
+            if pickle.load(rest) != key:
+                return None
+            ws = pickle.load(rest)
+        except Exception:  # truncated, or from another hazrun: load afresh
+            return None
+        return ws if isinstance(ws, Workspace) else None
+
+
+def _open_snapshot(root: Path) -> Optional[io.BytesIO]:
+    try:
+        with open(root / SNAPSHOT, "rb") as f:
+            return io.BytesIO(f.read())
+    except OSError:
+        return None
+
+
+def _header(located: Located, key: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    root_file, *sig = key[-1][0]  # config_files() lists the root's first
+    return (SNAPSHOT_FORMAT, sys.version, root_file, tuple(sig), located.root_data)
 
 
 def _snapshot_key(located: Located) -> Tuple[Optional[Tuple[Any, ...]], bool]:
@@ -88,18 +149,8 @@ def _snapshot_key(located: Located) -> Tuple[Optional[Tuple[Any, ...]], bool]:
     return key, newest + RACY_MARGIN_NS < time.time_ns()
 
 
-def _read_snapshot(root: Path, key: Tuple[Any, ...]) -> Optional[Workspace]:
-    try:
-        with open(root / SNAPSHOT, "rb") as f:
-            if pickle.load(f) != key:
-                return None
-            ws = pickle.load(f)
-    except Exception:  # absent, truncated, or from another hazrun: load afresh
-        return None
-    return ws if isinstance(ws, Workspace) else None
-
-
-def _write_snapshot(root: Path, key: Tuple[Any, ...], ws: Workspace) -> None:
+def _write_snapshot(root: Path, header: Tuple[Any, ...], key: Tuple[Any, ...],
+                    ws: Workspace) -> None:
     """Atomically (temp file and rename); failures are silent, the next
     run loads afresh."""
     haz = root / ".haz"
@@ -109,6 +160,7 @@ def _write_snapshot(root: Path, key: Tuple[Any, ...], ws: Workspace) -> None:
             haz.mkdir()
             (haz / ".gitignore").write_text("*\n")
         with open(tmp, "wb") as f:
+            pickle.dump(header, f, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.dump(key, f, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.dump(ws, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, root / SNAPSHOT)

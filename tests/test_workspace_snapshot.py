@@ -78,3 +78,34 @@ def test_corrupt_snapshot_is_ignored(root):
     first = load_workspace(root)
     (root / SNAPSHOT).write_bytes(b"garbage")
     assert load_workspace(root) == first
+
+
+def test_root_found_without_parsing_toml_while_it_is_unchanged(root, monkeypatch):
+    """CFG-001: the snapshot also says what the root haz.toml parsed to, so
+    a load from the root parses no TOML at all (nor imports a parser)."""
+    first = load_workspace(root)
+    import hazrun.config as config
+    monkeypatch.setattr(config, "parse_toml", lambda path: pytest.fail(f"parsed {path}"))
+    assert load_workspace(root) == first
+    # From a project directory, its own haz.toml must still be parsed to
+    # tell that it is no root.
+    monkeypatch.undo()
+    assert load_workspace(root / "packages/a") == first
+
+
+def test_changed_root_is_parsed_again_even_with_same_size_and_mtime(root):
+    load_workspace(root)
+    path = root / "haz.toml"
+    st = os.stat(path)
+    path.write_text(WS.replace("packages/*", "packages/a"))  # one project, same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    ws = load_workspace(root)
+    assert sorted(ws.graph.tasks) == ["a:build"]
+
+
+def test_root_that_is_no_longer_a_workspace_is_not_taken_from_the_snapshot(root):
+    load_workspace(root)
+    (root / "haz.toml").write_text(TASK)  # now a project file, no [workspace]
+    from hazrun import NoWorkspaceError
+    with pytest.raises(NoWorkspaceError):
+        load_workspace(root)
