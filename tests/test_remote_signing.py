@@ -77,6 +77,48 @@ def test_remote_003_pack_is_deterministic_and_unpacks_into_another_store(stored,
     assert other.has_valid_blob(manifest.stdout.digest, manifest.stdout.size)
 
 
+def test_remote_003_pack_writes_the_bytes_tarfile_and_gzip_would(stored):
+    """pack writes its ustar headers and gzip frame itself (for speed): the
+    result must be what tarfile and GzipFile make of the same members, so
+    that any tar and gzip read it."""
+    import gzip
+
+    from hazrun.cache.remote.artifact import blobs_of
+    from hazrun.cache.store import encode_manifest
+    store, manifest = stored
+    art = io.BytesIO()
+    pack(store, manifest, art)
+
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        members = [("manifest.json", encode_manifest(manifest))] + [
+            ("blobs/" + d, store.blob_path(d).read_bytes() if n else b"")
+            for d, n in sorted(blobs_of(manifest).items())]
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    assert gzip.decompress(art.getvalue()) == expected.getvalue()
+    head = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=head, compresslevel=1, mtime=0):
+        pass
+    assert art.getvalue()[:10] == head.getvalue()[:10]
+
+
+def test_remote_003_pack_refuses_a_blob_changed_in_the_local_cache(stored):
+    from hazrun.cache.store import CorruptBlob
+    store, manifest = stored
+    path = store.blob_path(manifest.stdout.digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"mane\n")  # same size, other bytes
+    with pytest.raises(CorruptBlob, match="corrupt"):
+        pack(store, manifest, io.BytesIO())
+    path.write_bytes(b"ma")  # shorter
+    with pytest.raises(CorruptBlob, match="corrupt"):
+        pack(store, manifest, io.BytesIO())
+
+
 def test_remote_003_unpack_checks(stored, tmp_path):
     store, manifest = stored
     art = io.BytesIO()
