@@ -452,25 +452,17 @@ class Scheduler:
         """Pool: the key, the lookup and, on a hit, the restore at once (one
         trip through the pool per cached task), unless the run is stopping.
         ``quick``: see _quick_lookup; raises WouldBlock."""
-        if quick:
-            key = self.cache.compute_key(t.label, preds, quick=True)
-        else:
-            key = self.cache.compute_key(t.label, preds)
+        key = self.cache.compute_key(t.label, preds, quick=quick)
         self.cache.record(t.label, key)  # for explain (CLI-002 -v)
-        manifest = None
-        if lookup:
-            manifest = self.cache.lookup(key, quick=True) if quick else self.cache.lookup(key)
+        manifest = self.cache.lookup(key, quick=quick) if lookup else None
         restored: Any = None
         # Read from the pool thread: at worst a restore starts just before
         # the loop sees a cancellation, as one already in flight would.
         if manifest is not None and not (self.token.cancelled or self.cancelling
                                          or self.halted is not None):
-            if quick:
-                restored = _Attempt(self.cache.restore, t.label, manifest, True)
-                if isinstance(restored.error, self._would_block):
-                    raise restored.error
-            else:
-                restored = _Attempt(self.cache.restore, t.label, manifest)
+            restored = _Attempt(self.cache.restore, t.label, manifest, quick)
+            if isinstance(restored.error, self._would_block):
+                raise restored.error
         return key, manifest, restored
 
     def _prepared_future(self, t: _Task, future: Future) -> None:

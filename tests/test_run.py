@@ -83,7 +83,7 @@ def test_exec_004_lookups_share_a_lane_but_a_slow_one_gets_company(make_ws, tmp_
     class SlowKeyCache(Cache):
         def compute_key(self, label, pred_streams, quick=False):
             if quick:  # the loop's attempt: a cold input makes it WouldBlock
-                return super().compute_key(label, pred_streams, quick)
+                return super().compute_key(label, pred_streams, quick=quick)
             with lock:
                 running[0] += 1
                 most[0] = max(most[0], running[0])
