@@ -151,6 +151,31 @@ def test_remote_003_a_local_hit_never_asks_the_remote(remote, tmp_path):
     assert remote.requests()[before:] == []
 
 
+def test_remote_001_a_run_of_local_hits_never_loads_the_http_client(tmp_path):
+    """The remote client (http.client, ssl) is made on first need: a run
+    whose every lookup hits locally needs none, and pays no start-up for
+    it (the address is a closed port: any request would be an error)."""
+    (ws1, c1), = clones(tmp_path, 1)
+    assert run(ws1, c1, {}).returncode == 0
+    probe = (
+        "import json, sys\n"
+        "from hazrun import RunOptions, load_workspace, run_graph\n"
+        "from hazrun.cache.remote import resolve_remote\n"
+        "remote = resolve_remote(None, {'HAZ_REMOTE_CACHE_URL': 'http://127.0.0.1:9/c'})\n"
+        "out = run_graph(load_workspace(sys.argv[1]), ['build', 'test'],\n"
+        "                options=RunOptions(cache_dir=sys.argv[2], remote=remote))\n"
+        "print(json.dumps([sorted({r.state.value for r in out.results.values()}),\n"
+        "                  out.remote, 'http.client' in sys.modules]))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(ws1), str(c1)],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr
+    got_states, stats, loaded = json.loads(proc.stdout)
+    assert got_states == ["cached", "succeeded"]  # tool:build has cache = false
+    assert stats == {"hits": 0, "misses": 0, "uploads": 0, "errors": 0, "disabled": False}
+    assert loaded is False
+
+
 def test_remote_007_read_only_uploads_nothing(remote, tmp_path):
     (ws1, c1), (ws2, c2), (ws3, c3) = clones(tmp_path, 3)
     ro = run(ws1, c1, remote.env(HAZ_REMOTE_CACHE_READ_ONLY="yes"),

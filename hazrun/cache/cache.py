@@ -111,10 +111,12 @@ class Cache:
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
         self._closed = False
-        self.remote: Optional[RemoteCache] = None
-        if remote is not None:
-            from .remote import RemoteCache  # only with a remote: http, ssl
-            self.remote = RemoteCache(remote, self._store, self._warn)
+        # The remote cache's client is made when first needed: a run whose
+        # every lookup hits locally never imports http.client and ssl.
+        self.remote_settings = remote
+        self._remote: Optional[RemoteCache] = None
+        self._remote_cancelled = False
+        self._remote_lock = threading.Lock()
 
     # -- warnings ---------------------------------------------------------
 
@@ -253,7 +255,7 @@ class Cache:
         local store and is looked up there, so the next run hits locally.
         ``quick``: raise WouldBlock rather than ask the remote cache."""
         manifest = self._lookup_local(key)
-        if manifest is None and self.read and self.remote is not None:
+        if manifest is None and self.read and self.remote_settings is not None:
             if quick:
                 raise WouldBlock("remote")
             if self._fetch_remote(key):
@@ -451,15 +453,36 @@ class Cache:
     # -- the remote cache (REMOTE-003..007) ---------------------------------------
 
     @property
+    def remote(self) -> Optional["RemoteCache"]:
+        """The remote cache's client, made on first use; None without one."""
+        if self.remote_settings is None:
+            return None
+        with self._remote_lock:
+            if self._remote is None:
+                from .remote import RemoteCache  # http.client, ssl
+                self._remote = RemoteCache(self.remote_settings, self._store, self._warn)
+                if self._remote_cancelled:
+                    self._remote.cancel()
+            return self._remote
+
+    @property
     def uploading(self) -> bool:
         """Whether fresh successes go to the remote cache (REMOTE-006/007)."""
-        return self.write and self.remote is not None and self.remote.uploading
+        settings = self.remote_settings
+        if not self.write or settings is None or settings.read_only:
+            return False
+        with self._remote_lock:
+            if self._remote_cancelled:
+                return False
+            remote = self._remote
+        return remote is None or remote.uploading
 
     def _fetch_remote(self, key: Union[KeyInfo, str]) -> bool:
-        assert self.remote is not None
+        remote = self.remote
+        assert remote is not None
         if isinstance(key, KeyInfo):
-            return self.remote.fetch(key.key, key.label, self._remote_check(key.label))
-        return self.remote.fetch(key, None)
+            return remote.fetch(key.key, key.label, self._remote_check(key.label))
+        return remote.fetch(key, None)
 
     def _remote_check(self, label: str):
         """What a downloaded manifest must pass before it enters the local
@@ -481,9 +504,9 @@ class Cache:
         """REMOTE-006: upload the entry just stored for ``label`` (from the
         pool, off the critical path).  Failures are warnings; False: not
         uploaded."""
-        if not self.uploading:
+        remote = self.remote
+        if not self.uploading or remote is None:
             return False
-        assert self.remote is not None
         try:
             manifest = self._store.read_manifest(key.key)
         except (CorruptManifest, OSError) as e:
@@ -492,17 +515,27 @@ class Cache:
             return False
         if manifest is None or manifest.label != label:
             return False
-        return self.remote.upload(manifest)
+        return remote.upload(manifest)
 
     def remote_stats(self) -> Optional[Dict[str, Any]]:
         """REMOTE-006: hits, misses, uploads, errors, disabled; None without
         a remote cache."""
-        return self.remote.stats() if self.remote is not None else None
+        if self.remote_settings is None:
+            return None
+        with self._remote_lock:
+            remote = self._remote
+        if remote is None:  # never needed: nothing asked, nothing sent
+            from .remote.settings import remote_stats
+            return remote_stats()
+        return remote.stats()
 
     def cancel_remote(self) -> None:
         """Ctrl-C: abandon remote requests in flight and queued uploads."""
-        if self.remote is not None:
-            self.remote.cancel()
+        with self._remote_lock:
+            self._remote_cancelled = True
+            remote = self._remote
+        if remote is not None:
+            remote.cancel()
 
     # -- explain (CLI-002) ----------------------------------------------------
 
@@ -536,8 +569,10 @@ class Cache:
                 return
             self._closed = True
             records = dict(self._records)
-        if self.remote is not None:
-            self.remote.close()
+        with self._remote_lock:
+            remote = self._remote
+        if remote is not None:
+            remote.close()
         self._store.close()  # the use times of this run's hits (CACHE-007)
         with self._lock:
             present = None

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, IO, Optional, Set
 from ..model import Manifest
 from ..store import CorruptBlob, Store
 from . import artifact
-from .settings import RemoteSettings
+from .settings import RemoteSettings, remote_stats
 from .transport import Abandoned, LocalError, RemoteBackend, RemoteError, make_backend
 
 MAX_FAILURES = 3   # REMOTE-005: consecutive failures before the remote is dropped
@@ -70,8 +70,8 @@ class RemoteCache:
     def stats(self) -> Dict[str, Any]:
         """REMOTE-006: the summary JSON's ``remote`` object."""
         with self._cond:
-            return {"hits": self.hits, "misses": self.misses, "uploads": self.uploads,
-                    "errors": self.errors, "disabled": self.disabled}
+            return remote_stats(self.hits, self.misses, self.uploads, self.errors,
+                                self.disabled)
 
     # -- the failure policy (REMOTE-005) ----------------------------------------
     def _begin(self) -> bool:

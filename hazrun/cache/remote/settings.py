@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from ...config import RemoteCacheConfig
 from ...errors import UsageError
@@ -113,6 +113,13 @@ def _without_credentials(url: str) -> str:
         return url if "@" not in url else "<hidden>"
     netloc, slash, path = rest.partition("/")
     return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+def remote_stats(hits: int = 0, misses: int = 0, uploads: int = 0, errors: int = 0,
+                 disabled: bool = False) -> Dict[str, Any]:
+    """REMOTE-006: the summary JSON's ``remote`` object."""
+    return {"hits": hits, "misses": misses, "uploads": uploads, "errors": errors,
+            "disabled": disabled}
 
 
 def resolve_remote(config: Optional[RemoteCacheConfig], environ: Mapping[str, str],
