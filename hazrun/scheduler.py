@@ -481,8 +481,10 @@ class Scheduler:
 
     def _prepared(self, t: _Task, key: Any, manifest: Any) -> None:
         t.key = key
-        if self.cancelling:
-            # EXEC-012: a lookup that returns after the trigger never spawns.
+        if self.cancelling or self.token.cancelled:
+            # EXEC-012: a lookup that returns after the trigger never spawns,
+            # nor starts a restore (the loop may not have seen the signal
+            # yet: pool results are handled before wake-ups).
             self._give_slot(t)
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                       key=self._key_hex(t)), started=False)

@@ -62,13 +62,14 @@ class Captured(RunObserver):
         self.finished.append(result.label)
 
 
-def _run(ws: Path, tmp_path: Path, observer=None, token=None, environ=None):
+def _run(ws: Path, tmp_path: Path, observer=None, token=None, environ=None, force=False):
     workspace = load_workspace(ws)
     env = dict(os.environ if environ is None else environ)
-    cache = Recording(workspace, tmp_path / "cache", env)
+    cache = Recording(workspace, tmp_path / "cache", env, read=not force)
     observer = observer or Captured()
     outcome = run_graph(workspace, ["build"], observer,
-                        RunOptions(jobs=2, cache_dir=tmp_path / "cache", environ=env),
+                        RunOptions(jobs=2, cache_dir=tmp_path / "cache", environ=env,
+                                   force=force),
                         token, cache=cache)
     return outcome, cache, observer
 
@@ -155,3 +156,22 @@ def test_exec_012_cancel_between_quick_hits_stops_at_the_next_task(make_ws, tmp_
     assert states[:2] == [TaskState.CACHED, TaskState.CACHED]
     assert states[2:] == [TaskState.CANCELLED] * (N - 2)
     assert outcome.cancelled
+
+
+def test_cache_005_force_and_uncached_tasks_still_run_from_the_quick_path(make_ws, tmp_path):
+    """Keyed on the loop from the stat cache, but never looked up: --force
+    runs every task, and a task with cache = false runs every time."""
+    ws = _workspace(make_ws)
+    toml = ws / "p/t4/haz.toml"
+    toml.write_text(toml.read_text() + "cache = false\n")
+    _settle(ws, tmp_path)
+    outcome, cache, _ = _run(ws, tmp_path)
+    states = _states(outcome)
+    assert states.pop("t4:build") is TaskState.SUCCEEDED
+    assert set(states.values()) == {TaskState.CACHED}
+    assert ("t0:build", True, True, "keyed") in cache.calls
+
+    forced, cache, seen = _run(ws, tmp_path, force=True)
+    assert set(_states(forced).values()) == {TaskState.SUCCEEDED}
+    assert cache.calls[0] == ("t0:build", True, True, "keyed")
+    assert len(seen.output) == 2 * N  # each ran and printed afresh
