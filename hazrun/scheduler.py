@@ -507,7 +507,7 @@ class Scheduler:
         except Exception as e:
             # CACHE-004: a failed check is a miss with a warning.
             self._warn(f"{t.label}: cache entry not restored ({_why(e)}); running it")
-            if self.cancelling:
+            if self.cancelling or self.token.cancelled:  # EXEC-012, as in _prepared
                 self._give_slot(t)
                 self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                           key=self._key_hex(t)), started=False)
