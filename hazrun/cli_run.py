@@ -166,10 +166,6 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
 def _remote(args: argparse.Namespace, ws):
     """REMOTE-001: command line, then environment, then haz.toml."""
     import os
-    toml = ws.settings.remote_cache
-    if args.no_remote_cache or not (args.remote_cache or os.environ.get("HAZ_REMOTE_CACHE_URL")
-                                    or (toml is not None and toml.url)):
-        return None  # no URL anywhere: the remote cache's modules stay unloaded
     from .cache.remote import resolve_remote
     return resolve_remote(ws.settings.remote_cache, os.environ, url=args.remote_cache,
                           read_only=args.remote_cache_read_only,

@@ -64,9 +64,14 @@ class Listing:
         self._out = self._proc.stdout.read()
         self._proc.wait()
 
+    def covers(self, root: Path) -> bool:
+        """Whether it was started at ``root`` (so it is the listing git
+        gives there, or that git gives none)."""
+        return os.path.realpath(root) == self.directory
+
     def files(self, root: Path) -> Optional[List[str]]:
         """The listing, if it was taken at ``root`` in a git work tree."""
-        if self._reader is None or os.path.realpath(root) != self.directory:
+        if self._reader is None or not self.covers(root):
             return None
         self._reader.join()
         if self._proc is None or self._proc.returncode != 0:
@@ -130,8 +135,9 @@ def _walk_files(root: Path) -> List[str]:
 def list_workspace_files(root: Path, ahead: Optional[Listing] = None) -> List[str]:
     """Every candidate input file of the workspace, root-relative, sorted;
     from ``ahead`` when it was started at the root."""
-    files = ahead.files(root) if ahead is not None else None
-    if files is None:
+    if ahead is not None and ahead.covers(root):
+        files = ahead.files(root)  # None: git gave none there, nor would now
+    else:
         files = _git_files(root)
     if files is None:
         files = _walk_files(root)

@@ -1,9 +1,20 @@
-"""Writing files so that readers never see a partial one."""
+"""Writing files so that readers never see a partial one, and telling
+whether one changed without reading it."""
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
+from typing import Tuple
+
+Sig = Tuple[int, int, int, int]
+
+
+def signature(st: os.stat_result) -> Sig:
+    """What the stat cache (CACHE-006) and the workspace snapshot trust a
+    file by: size, mtime, inode and ctime (a rewrite with the same size and
+    mtime still changes the ctime)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:

@@ -20,8 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
-
+from typing import IO, Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 
 class _LazyPsutil:
@@ -224,8 +223,8 @@ class ProcessSet:
             except OSError as e:
                 what = e.filename if e.filename else argv[0]
                 raise SpawnError(f"{what}: {e.strerror or e}") from None
-            child = Child(self, popen.pid, popen.stdout, popen.stderr, on_output,
-                          on_done, popen)
+            child = Child(self, popen.pid, _take_fd(popen.stdout), _take_fd(popen.stderr),
+                          on_output, on_done, popen)
         self.children[child.pid] = child
         if self.watchdog is not None:
             self.watchdog.watch(child.pgid)
@@ -420,7 +419,7 @@ def _alive(p: psutil.Process) -> bool:
 class Child:
     """One task's process tree, seen from the loop."""
 
-    def __init__(self, owner: ProcessSet, pid: int, stdout, stderr,
+    def __init__(self, owner: ProcessSet, pid: int, stdout: int, stderr: int,
                  on_output: Callable[[Stream, bytes], None],
                  on_done: Callable[["Child"], None],
                  popen: Optional[subprocess.Popen] = None):
@@ -438,7 +437,6 @@ class Child:
         self._on_output = on_output
         self._on_done = on_done
         self._open: Dict[int, Stream] = {}
-        self._files: Dict[int, object] = {}
         self._pidfd: Optional[int] = None
         self._tree: Dict[int, psutil.Process] = {}
         self._terminating = False
@@ -451,10 +449,8 @@ class Child:
         # The pipes stay blocking: each is read once per readiness report,
         # and a pipe that is readable never blocks that one read (we are
         # its only reader).  Saves two fcntl calls per pipe and task.
-        for pipe, stream in self._pipes:
-            fd = pipe if isinstance(pipe, int) else pipe.fileno()
+        for fd, stream in self._pipes:
             self._open[fd] = stream
-            self._files[fd] = None if isinstance(pipe, int) else pipe
             self.loop.add_reader(fd, lambda fd=fd: self._read(fd))
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
@@ -484,11 +480,7 @@ class Child:
         del self._open[fd]
         # Exactly once (guarded by _open): a second close of the bare fd
         # number could close another child's pipe that reused it.
-        pipe = self._files.pop(fd)
-        if pipe is None:
-            os.close(fd)
-        else:
-            pipe.close()
+        os.close(fd)
 
     def _pidfd_ready(self) -> None:
         self.loop.remove_reader(self._pidfd)
@@ -615,6 +607,15 @@ class Child:
     @property
     def terminating(self) -> bool:
         return self._terminating
+
+
+def _take_fd(pipe: IO[bytes]) -> int:
+    """The descriptor of one of Popen's pipes, now ours alone: a duplicate
+    (non-inheritable, PEP 446), the file object closed, so that every
+    child's pipes are bare descriptors closed exactly once."""
+    fd = os.dup(pipe.fileno())
+    pipe.close()
+    return fd
 
 
 def _group_alive(pgid: int) -> bool:

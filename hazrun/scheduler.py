@@ -650,8 +650,9 @@ class Scheduler:
         self._final(t, result)
 
     def _complete(self, t: _Task, limit: Optional[int] = None):
-        """Pool: the outputs it made (CACHE-002), then the first half of the
-        store (CACHE-005): their copies, staged in the cache's tmp/.
+        """Pool: the outputs it made (CACHE-002) as root-relative paths and
+        their stream hash, then the first half of the store (CACHE-005):
+        their copies, staged in the cache's tmp/.
 
         Successors start once this returns; the second half (fsyncs and
         renames, CACHE-003) runs in the pool meanwhile, off the critical
@@ -663,7 +664,7 @@ class Scheduler:
             # ``limit``, TooMany past that many directory entries.
             paths = find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
                                  t.rel_dir, limit)
-            return paths, None, None
+            return paths, None, None, None
         materialised = self.cache.collect_outputs(t.label)
         warning, staged = None, None
         if t.logs and t.key is not None:
@@ -676,12 +677,13 @@ class Scheduler:
                                           duration)
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
-        return materialised, warning, staged
+        return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,
+                staged)
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)
         try:
-            materialised, warning, staged = future.result()
+            paths, stream_hash, warning, staged = future.result()
         except Exception as e:
             self._warn(f"{t.label}: outputs not collected ({_why(e)})")
             # Successors must not hit on a stream hash nobody computed.
@@ -689,11 +691,7 @@ class Scheduler:
         else:
             if warning:
                 self._warn(warning)
-            if isinstance(materialised, list):
-                paths = materialised
-            else:
-                t.stream_hash = materialised.stream_hash
-                paths = materialised.root_paths(t.rel_dir)
+            t.stream_hash = stream_hash
             self._check_outputs(t, paths)
             if t.task.outputs and not paths and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "

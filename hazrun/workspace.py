@@ -15,6 +15,7 @@ from . import errors as _errors
 from . import globs as _globs
 from . import graph as _graph
 from .config import LoadedConfig, Located, Project, TaskDef, WorkspaceSettings, locate, read_located
+from .fsutil import signature
 from .graph import TaskGraph, build_graph
 
 # A validated load is kept in <root>/.haz/workspace.pickle with the stat
@@ -91,8 +92,7 @@ class _Snapshot:
         except Exception:
             return None
         if (fmt, version, file) != (SNAPSHOT_FORMAT, sys.version, str(candidate)) \
-                or sig != (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) \
-                or not isinstance(data, dict):
+                or sig != signature(st) or not isinstance(data, dict):
             return None
         self._root, self._rest = candidate.parent, rest
         return data
@@ -139,7 +139,7 @@ def _snapshot_key(located: Located) -> Tuple[Optional[Tuple[Any, ...]], bool]:
     try:
         for path in located.config_files():
             st = os.stat(path)
-            files.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+            files.append((str(path), *signature(st)))
             newest = max(newest, st.st_mtime_ns)
         code = tuple((m.__name__, os.stat(m.__file__).st_mtime_ns)
                      for m in (_config, _errors, _globs, _graph, sys.modules[__name__]))

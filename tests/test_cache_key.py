@@ -247,7 +247,7 @@ def test_cache_001_key_encoding_survives_any_string(cmd):
             "label": label, "cmd": cmd, "inputs": None, "outputs": ["dist/**"], "env": []},
             "platform": K.platform_info(), "env": {"X": None, "Y": "c" * 64}}
         for ws_rows, in_rows in (([], []), (rows[:1], rows), (rows, [])):
-            key, full = K.Static.of(parts).key(ws_rows, in_rows, preds)
+            key, full = K.Static(parts).key(ws_rows, in_rows, preds)
             assert full == K.assemble(parts, ws_rows, in_rows, preds)
             assert key == K.key_of(full)
             keys.add(key)

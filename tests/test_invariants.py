@@ -152,7 +152,7 @@ def test_exec_020_overlap_found_without_cache_small_and_big_trees(make_ws, tmp_p
                                   "path": "p/x/out/f1"}]
 
 
-def test_find_outputs_stops_at_its_budget(tmp_path):
+def test_exec_020_find_outputs_stops_at_its_budget(tmp_path):
     from hazrun.cache.outputs import TooMany, find_outputs
     from hazrun.globs import GlobSet
 

@@ -80,7 +80,7 @@ def test_corrupt_snapshot_is_ignored(root):
     assert load_workspace(root) == first
 
 
-def test_root_found_without_parsing_toml_while_it_is_unchanged(root, monkeypatch):
+def test_cfg_001_root_found_without_parsing_toml_while_it_is_unchanged(root, monkeypatch):
     """CFG-001: the snapshot also says what the root haz.toml parsed to, so
     a load from the root parses no TOML at all (nor imports a parser)."""
     first = load_workspace(root)
@@ -93,7 +93,7 @@ def test_root_found_without_parsing_toml_while_it_is_unchanged(root, monkeypatch
     assert load_workspace(root / "packages/a") == first
 
 
-def test_changed_root_is_parsed_again_even_with_same_size_and_mtime(root):
+def test_cfg_001_changed_root_is_parsed_again_even_with_same_size_and_mtime(root):
     load_workspace(root)
     path = root / "haz.toml"
     st = os.stat(path)
@@ -103,7 +103,7 @@ def test_changed_root_is_parsed_again_even_with_same_size_and_mtime(root):
     assert sorted(ws.graph.tasks) == ["a:build"]
 
 
-def test_root_that_is_no_longer_a_workspace_is_not_taken_from_the_snapshot(root):
+def test_cfg_001_root_that_is_no_longer_a_workspace_is_not_taken_from_the_snapshot(root):
     load_workspace(root)
     (root / "haz.toml").write_text(TASK)  # now a project file, no [workspace]
     from hazrun import NoWorkspaceError

@@ -51,7 +51,6 @@ ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
 
 
-
 @dataclass(frozen=True)
 class StagedEntry:
     """A store half done (:meth:`Cache.stage`): the manifest to write and
@@ -59,6 +58,7 @@ class StagedEntry:
 
     manifest: Manifest
     blobs: Tuple[StagedBlob, ...]
+
 
 def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None] = None,
                       environ: Mapping[str, str] = os.environ) -> Path:
@@ -242,7 +242,7 @@ class Cache:
             rel_dir = ws.project_of(label).rel_dir
             inputs = None if task.inputs is None else _files.task_input_globs(task, rel_dir)
             static = _key.static_parts(task, self.environ, ws.settings.env)
-            found = (_key.Static.of(static), inputs, _files.task_output_globs(task, rel_dir))
+            found = (_key.Static(static), inputs, _files.task_output_globs(task, rel_dir))
             self._per_task[label] = found  # a race computes the same twice
         return found
 
@@ -469,12 +469,10 @@ class Cache:
     def uploading(self) -> bool:
         """Whether fresh successes go to the remote cache (REMOTE-006/007)."""
         settings = self.remote_settings
-        if not self.write or settings is None or settings.read_only:
+        if not self.write or settings is None or settings.read_only \
+                or self._remote_cancelled:
             return False
-        with self._remote_lock:
-            if self._remote_cancelled:
-                return False
-            remote = self._remote
+        remote = self._remote  # None: not made yet, so neither dropped
         return remote is None or remote.uploading
 
     def _fetch_remote(self, key: Union[KeyInfo, str]) -> bool:
@@ -504,9 +502,10 @@ class Cache:
         """REMOTE-006: upload the entry just stored for ``label`` (from the
         pool, off the critical path).  Failures are warnings; False: not
         uploaded."""
-        remote = self.remote
-        if not self.uploading or remote is None:
+        if not self.uploading:
             return False
+        remote = self.remote
+        assert remote is not None
         try:
             manifest = self._store.read_manifest(key.key)
         except (CorruptManifest, OSError) as e:
@@ -522,8 +521,7 @@ class Cache:
         a remote cache."""
         if self.remote_settings is None:
             return None
-        with self._remote_lock:
-            remote = self._remote
+        remote = self._remote
         if remote is None:  # never needed: nothing asked, nothing sent
             from .remote.settings import remote_stats
             return remote_stats()
@@ -569,8 +567,7 @@ class Cache:
                 return
             self._closed = True
             records = dict(self._records)
-        with self._remote_lock:
-            remote = self._remote
+        remote = self._remote
         if remote is not None:
             remote.close()
         self._store.close()  # the use times of this run's hits (CACHE-007)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from ..fsutil import atomic_write
+from ..fsutil import Sig, atomic_write, signature
 
 import blake3
 
@@ -50,8 +50,6 @@ ATTEMPTS = 3                   # reads of a file that keeps changing
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
     | getattr(os, "O_NONBLOCK", 0)  # a file swapped for a FIFO must not block us
 
-Sig = Tuple[int, int, int, int]   # size, mtime_ns, inode, ctime_ns
-
 _local = threading.local()
 
 
@@ -65,10 +63,6 @@ def _buffer(size_hint: int = 0) -> memoryview:
     if buf is None:
         buf = _local.buf = memoryview(bytearray(CHUNK))
     return buf
-
-
-def signature(st: os.stat_result) -> Sig:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def hash_bytes(data: bytes) -> str:
@@ -237,23 +231,18 @@ class StatCache:
     def probe(self, rel: str, path: str, read: bool = True) -> Optional[FileState]:
         """:func:`probe` for root-relative ``rel`` at absolute ``path``.
         ``read=False``: raise WouldBlock rather than read the file."""
-        if not self._loaded:
-            self._ensure_loaded()
-        with self._lock:
-            entry = self._entries.get(rel)
-        if entry is not None and not _usable(entry):
-            entry = None
+        entry = self._entry(rel)
         if entry is not None:
             # The common case, kept short: one lstat, and the entry matches.
             try:
                 st = os.lstat(path)
             except OSError:
                 st = None
-            if (st is not None and stat.S_ISREG(st.st_mode)
-                    and (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == entry[:4]):
-                with self._lock:
-                    self.hits += 1
-                return FileState(None, st.st_mode & 0o7777, st.st_size, entry[4], entry[:4])
+            if st is not None:
+                digest = self._matches(entry, st)
+                if digest is not None:
+                    return FileState(None, st.st_mode & 0o7777, st.st_size, digest,
+                                     entry[:4])
         if not read:
             raise WouldBlock(rel)
 
@@ -283,22 +272,29 @@ class StatCache:
     def recorded(self, rel: str) -> Optional[str]:
         """The digest last recorded for ``rel``, without looking at the file:
         what it most likely holds, not what it holds."""
-        if not self._loaded:
-            self._ensure_loaded()
-        with self._lock:
-            entry = self._entries.get(rel)
-        return entry[4] if entry is not None and _usable(entry) else None
+        entry = self._entry(rel)
+        return entry[4] if entry is not None else None
 
     def known(self, rel: str, st: os.stat_result) -> Optional[str]:
         """The digest of the regular file ``rel`` if the entry matches ``st``,
         a stat the caller took already; None if that is not known without
         reading the file."""
+        entry = self._entry(rel)
+        return self._matches(entry, st) if entry is not None else None
+
+    def _entry(self, rel: str) -> Optional[Tuple[int, int, int, int, str]]:
+        """The usable entry of ``rel`` (see _usable), or None."""
         if not self._loaded:
             self._ensure_loaded()
         with self._lock:
             entry = self._entries.get(rel)
-        if (entry is None or not _usable(entry) or not stat.S_ISREG(st.st_mode)
-                or (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != entry[:4]):
+        return entry if entry is not None and _usable(entry) else None
+
+    def _matches(self, entry: Tuple[int, int, int, int, str],
+                 st: os.stat_result) -> Optional[str]:
+        """The entry's digest if ``st`` is of a regular file with the entry's
+        signature (counted as a hit); None otherwise."""
+        if not stat.S_ISREG(st.st_mode) or signature(st) != entry[:4]:
             return None
         with self._lock:
             self.hits += 1

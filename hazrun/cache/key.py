@@ -132,10 +132,6 @@ class Static:
 
     parts: Dict[str, Any]
 
-    @classmethod
-    def of(cls, parts: Dict[str, Any]) -> "Static":
-        return cls(parts)
-
     def key(self, workspace_rows: List[Row], input_rows: List[Row],
             pred_streams: Mapping[str, str]) -> Tuple[str, Dict[str, Any]]:
         """The key and the components it is taken over: :func:`key_of` of

@@ -576,7 +576,7 @@ def _number(v: Any) -> bool:
 def _log(v: Any, name: str) -> LogRef:
     if type(v) is dict:
         digest, size = v.get("digest"), v.get("size")
-        if is_digest(digest) and type(size) is int and size >= 0:
+        if is_digest(digest) and _count(size):
             return LogRef(digest, size)
     raise CorruptManifest(f"bad '{name}'")
 

@@ -37,6 +37,7 @@ Check = Callable[[Manifest], Optional[str]]
 # Artifacts up to this size are packed and downloaded in memory.
 SPOOL = 1 << 20
 
+
 class RemoteCache:
     """See the module docstring.  ``warn`` takes one-line warnings."""
 

@@ -179,7 +179,7 @@ class HttpClient:
         """
         if self._aborted:
             raise Abandoned()
-        rewind = isinstance(body, io.IOBase) or hasattr(body, "seek")
+        rewind = hasattr(body, "seek")  # a file, not bytes
         start = body.tell() if rewind else 0
         conn, reused = self._own()
         try:
