@@ -6,6 +6,7 @@ handlers, writes to the process's stdio of its own accord, or exits.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from typing import Optional, Sequence
@@ -95,7 +96,35 @@ def _relative_to_directory(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``hazrun`` console script; exits the process."""
-    sys.exit(run_cli(argv))
+    # Start-up allocates many objects and frees few: the cyclic GC would walk
+    # them all several times over (4 ms of a no-change run of 300 tasks).
+    # A command turns it back on once it has loaded what it needs.
+    gc.disable()
+    _exit(run_cli(argv))
+
+
+def _exit(status: int) -> None:
+    """Exit with ``status`` without tearing the interpreter down.
+
+    Freeing every object of a run one by one, then every module, took 10 to
+    15 ms of a 130 ms run where nothing changed.  Nothing depends on that
+    teardown: by now the run has closed its cache, its thread pool and its
+    children, and spooled temporary files are unlinked on creation.  What
+    an exit must still do is done here: the atexit hooks (colorama's), the
+    other threads' ends, and the flush of stdio.
+    """
+    import atexit
+    import threading
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: what was not read is lost either way
+    os._exit(status)
 
 
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:
@@ -107,6 +136,8 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     from .console import Console
     console = Console.for_streams(sys.stdout, sys.stderr, args.color)
     _relative_to_directory(args)
+    if args.command != "run":
+        gc.enable()  # only `run` turns it on itself, after loading
     try:
         if args.command == "list":
             from .cli_info import cmd_list

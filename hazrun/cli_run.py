@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 from typing import Callable
 
@@ -129,6 +130,10 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     from .workspace import load_workspace
 
     ws = load_workspace(args.directory)
+    # main() held the cyclic GC off through the imports and the load; what
+    # they made lives as long as the run, so no collection need walk it.
+    gc.freeze()
+    gc.enable()
     options = RunOptions(jobs=args.jobs, tag_caps=dict(args.tag_cap),
                          fail_fast=args.fail_fast, force=args.force,
                          no_cache=args.no_cache, grace=args.grace,

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 
@@ -60,7 +59,7 @@ class SpawnSpec:
     """What to run: a string runs under /bin/sh -c, a tuple is exec'd."""
 
     cmd: Union[str, Tuple[str, ...]]
-    cwd: Path
+    cwd: str
     env: Mapping[str, str]
     pass_fds: Tuple[int, ...] = ()
 

@@ -129,7 +129,7 @@ class _Task:
     label: str
     index: int                  # position in canonical order
     task: TaskDef
-    cwd: Path
+    cwd: str
     rel_dir: str
     hard_preds: Tuple[str, ...]
     succs: List[Tuple[str, bool]]   # (label, is_hard) within the run
@@ -180,7 +180,7 @@ class Scheduler:
                 [p for p in graph.soft_preds[label] if p in labels]
             succs = [(s, True) for s in graph.hard_succs[label] if s in labels] + \
                 [(s, False) for s in graph.soft_succs[label] if s in labels]
-            self.tasks[label] = _Task(label, i, task, project.dir, project.rel_dir,
+            self.tasks[label] = _Task(label, i, task, project.dir_name, project.rel_dir,
                                       graph.hard_preds[label], succs, len(preds))
         settings = workspace.settings
         self.jobs = options.jobs or settings.concurrency or available_cpus()

@@ -347,7 +347,7 @@ class Cache:
         try:
             with self._store.reading() as blobs:
                 stdout, stderr = _restore.restore(
-                    blobs, manifest, globs, project.rel_dir, str(project.dir),
+                    blobs, manifest, globs, project.rel_dir, project.dir_name,
                     self.root_real, digest_of, in_place_only=quick)
         except CacheMissError as e:
             raise miss(str(e)) from None
@@ -417,7 +417,7 @@ class Cache:
             with self._store.lock(exclusive=False):
                 for e in materialised.outputs:
                     if e.digest is not None:
-                        keep(self._store.stage_file(os.path.join(project.dir, e.path),
+                        keep(self._store.stage_file(os.path.join(project.dir_name, e.path),
                                                     e.digest, e.size))
                 refs = []
                 for log in (stdout, stderr):
