@@ -697,14 +697,15 @@ class Scheduler:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "
                            + ", ".join(t.task.outputs))
             if staged is not None:
-                self._submit(self.cache.commit, staged, done=lambda f: self._committed(t, f))
+                self._submit(self.cache.commit, staged,
+                             done=lambda f: self._committed(t, f, staged.manifest))
         if duration is None:
             duration = time.monotonic() - t.started
         self._final(t, TaskResult(t.label, TaskState.SUCCEEDED, key=self._key_hex(t),
                                   exit_code=0 if t.task.cmd is not None else None,
                                   duration_s=duration))
 
-    def _committed(self, t: _Task, future: Future) -> None:
+    def _committed(self, t: _Task, future: Future, manifest: Any) -> None:
         """The second half of a store ended (CACHE-003); then the upload."""
         try:
             stored = future.result()
@@ -714,7 +715,7 @@ class Scheduler:
         if stored and getattr(self.cache, "uploading", False):
             # REMOTE-006: its own pool job; successors do not wait for it,
             # the run does.
-            self._submit(self.cache.upload, t.label, t.key,
+            self._submit(self.cache.upload, t.label, t.key, manifest,
                          done=lambda f: self._uploaded(t, f))
 
     def _uploaded(self, t: _Task, future: Future) -> None:

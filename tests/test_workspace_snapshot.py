@@ -109,3 +109,21 @@ def test_cfg_001_root_that_is_no_longer_a_workspace_is_not_taken_from_the_snapsh
     from hazrun import NoWorkspaceError
     with pytest.raises(NoWorkspaceError):
         load_workspace(root)
+
+
+def test_projects_from_the_snapshot_have_their_paths(root):
+    import copy
+    import pickle
+    first = load_workspace(root)
+    second = load_workspace(root)  # from the snapshot: paths made on first use
+    for name, fresh in first.projects.items():
+        loaded = second.projects[name]
+        assert loaded.dir_name == str(fresh.dir)
+        assert isinstance(loaded.dir, Path) and loaded.dir == fresh.dir
+        assert isinstance(loaded.config_file, Path)
+        assert loaded.config_file == fresh.config_file
+    # Pickled again before and after first use (a snapshot of a snapshot).
+    untouched = load_workspace(root).projects["a"]
+    for project in (untouched, copy.copy(untouched), pickle.loads(pickle.dumps(untouched))):
+        assert project == first.projects["a"]
+        assert project.dir == root.resolve() / "packages" / "a"

@@ -107,7 +107,8 @@ class Store:
         assert is_digest(key), f"internal error: bad key {key!r}"
         return f"{self._entries_s}{key[:2]}/{key}.json"
 
-    def _blob_str(self, digest: str) -> str:
+    def blob_file(self, digest: str) -> str:
+        """:meth:`blob_path` as a string, for paths taken per blob."""
         assert is_digest(digest), f"internal error: bad digest {digest!r}"
         return f"{self._blobs_s}{digest[:2]}/{digest[2:]}"
 
@@ -373,7 +374,7 @@ class Store:
 
     def blob_size(self, digest: str) -> Optional[int]:
         try:
-            st = os.lstat(self._blob_str(digest))
+            st = os.lstat(self.blob_file(digest))
         except OSError:
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
@@ -385,7 +386,7 @@ class Store:
         writes it again) if its content does not match; FileNotFoundError
         if it is missing.  Nothing is known to be good until this returns.
         """
-        fd = os.open(self._blob_str(digest), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(self.blob_file(digest), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
         try:
             h = new_hasher(size)
             buf = _buffer(size)

@@ -84,19 +84,32 @@ def _tar_header(name: str, size: int) -> bytes:
 
 
 class _GzipTar:
-    """A tar stream of regular files, gzip'd as it is written to ``out``."""
+    """A tar stream of regular files, gzip'd as it is written to ``out``.
+
+    Writes gather in a buffer that is compressed a COPY_CHUNK at a time:
+    most artifacts are a few small members, whose dozen pieces (headers,
+    data, padding) cost more in calls to zlib and ``out`` than in
+    compressing them.
+    """
 
     def __init__(self, out: IO[bytes]):
         self.out = out
         self.z = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
         self.crc = 0
-        self.length = 0
+        self.length = 0      # of the tar, compressed or pending
+        self.pending = bytearray()
         out.write(_GZIP_HEAD)
 
     def write(self, data: bytes) -> None:
-        self.crc = zlib.crc32(data, self.crc)
+        self.pending += data
         self.length += len(data)
-        self.out.write(self.z.compress(data))
+        if len(self.pending) >= COPY_CHUNK:
+            self._compress()
+
+    def _compress(self) -> None:
+        self.crc = zlib.crc32(self.pending, self.crc)
+        self.out.write(self.z.compress(self.pending))
+        self.pending = bytearray()
 
     def member(self, name: str, size: int) -> None:
         self.write(_tar_header(name, size))
@@ -110,8 +123,8 @@ class _GzipTar:
         """The two zero blocks that end a tar, then zeros to a whole record."""
         end = self.length + 2 * _BLOCK
         self.write(bytes(2 * _BLOCK + (-end) % _RECORD))
-        self.out.write(self.z.flush())
-        self.out.write(struct.pack("<II", self.crc, self.length & 0xFFFFFFFF))
+        self._compress()
+        self.out.write(self.z.flush() + struct.pack("<II", self.crc, self.length & 0xFFFFFFFF))
 
 
 def pack(store: Store, manifest: Manifest, out: IO[bytes]) -> int:
@@ -139,7 +152,7 @@ def pack(store: Store, manifest: Manifest, out: IO[bytes]) -> int:
 def _copy_verified(store: Store, digest: str, size: int, tar: _GzipTar) -> None:
     """The blob's bytes into the tar, hashed as they go: a blob that changed
     in the local cache since it was stored is not uploaded."""
-    fd = os.open(store.blob_path(digest),
+    fd = os.open(store.blob_file(digest),
                  os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     h = new_hasher(size)
     buf = memoryview(bytearray(min(size, COPY_CHUNK)))
