@@ -171,6 +171,14 @@ class GlobSet:
 
     @classmethod
     def compile(cls, patterns: Iterable[str], base: str = "") -> "GlobSet":
+        if type(patterns) is tuple and cls is GlobSet:
+            # A task's patterns (tuples), compiled for the key, the restore
+            # and the runtime checks of one run: the same immutable result.
+            return _compile_set(patterns, base)
+        return cls._compile(patterns, base)
+
+    @classmethod
+    def _compile(cls, patterns: Iterable[str], base: str) -> "GlobSet":
         includes: List[Glob] = []
         excludes: List[Glob] = []
         for p in patterns:
@@ -213,6 +221,11 @@ class GlobSet:
         if self.excludes:
             found = {p for p in found if not any(g.match(p) for g in self.excludes)}
         return sorted(found)
+
+
+@functools.lru_cache(maxsize=8192)
+def _compile_set(patterns: Tuple[str, ...], base: str) -> GlobSet:
+    return GlobSet._compile(patterns, base)
 
 
 def _under(files: Sequence[str], prefix: str) -> Sequence[str]:

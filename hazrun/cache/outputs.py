@@ -21,14 +21,21 @@ class TooMany(Exception):
     """The walk saw more directory entries than its budget allowed."""
 
 
-def _walk(root: str, rel_top: str, budget: Optional[List[int]] = None) -> Iterator[str]:
+def _walk(root: str, rel_top: str, budget: Optional[List[int]] = None,
+          real_dir: str = "") -> Iterator[str]:
     """Root-relative paths of files and symlinks at or under ``rel_top``,
     not following symlinks (``rel_top`` itself included).  ``budget``: a
-    one-item list of entries still allowed; TooMany once it is spent."""
+    one-item list of entries still allowed; TooMany once it is spent.
+    ``real_dir``: a directory above ``rel_top`` known to be real (the
+    project's, resolved when the workspace was loaded)."""
     top = os.path.join(root, rel_top) if rel_top else root
     # Every directory on the way to the top must be a real directory.
-    parts = rel_top.split("/") if rel_top else []
-    cur = root
+    if real_dir and rel_top.startswith(real_dir + "/"):
+        cur = os.path.join(root, real_dir)
+        parts = rel_top[len(real_dir) + 1:].split("/")
+    else:
+        cur = root
+        parts = rel_top.split("/") if rel_top else []
     for i, part in enumerate(parts):
         cur = os.path.join(cur, part)
         try:
@@ -79,7 +86,7 @@ def find_outputs(root: str, globs: GlobSet, project_rel_dir: str,
         if any(top == w or top.startswith(w + "/") or w == "" for w in walked):
             continue
         walked.append(top)
-        for rel in _walk(root, top, budget):
+        for rel in _walk(root, top, budget, project_rel_dir):
             if any(p in NEVER for p in rel.split("/")):
                 continue
             if globs.match(rel):
