@@ -166,6 +166,25 @@ def test_exec_020_find_outputs_stops_at_its_budget(tmp_path):
         find_outputs(str(tmp_path), globs, "p", limit=19)
 
 
+def test_exec_020_find_outputs_records_a_linked_directory_below_the_project_not_its_files(
+        tmp_path):
+    """The project's own directory is trusted as loaded; a link on the way
+    below it is an output in its own right, never walked into."""
+    from hazrun.cache.outputs import find_outputs
+    from hazrun.globs import GlobSet
+
+    outside = tmp_path / "outside"
+    (outside / "lib").mkdir(parents=True)
+    (outside / "lib" / "secret").write_text("x")
+    (tmp_path / "p" / "out").mkdir(parents=True)
+    (tmp_path / "p" / "out" / "lib").symlink_to(outside / "lib")
+    (tmp_path / "p" / "out" / "f").write_text("x")
+    assert find_outputs(str(tmp_path), GlobSet.compile(["p/out/**"]), "p") == \
+        ["p/out/f", "p/out/lib"]
+    assert find_outputs(str(tmp_path), GlobSet.compile(["p/out/lib/**"]), "p") == []
+    assert find_outputs(str(tmp_path), GlobSet.compile(["p/out/lib/secret"]), "p") == []
+
+
 def test_exec_020_overlap_found_on_cache_hits_too(make_ws, tmp_path):
     """Restored outputs are claimed like fresh ones."""
     ws = make_ws({
