@@ -350,3 +350,115 @@ def test_remote_002_a_silent_server_times_out_within_the_timeout():
         backend.close()
     finally:
         server.stop()
+
+
+# -- REMOTE-002: answers as servers really write them ---------------------------
+
+class Scripted:
+    """Answers each request on a kept-alive connection with the next of
+    ``answers`` (raw bytes); counts connections and requests."""
+
+    def __init__(self, answers: List[bytes]):
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: List[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                while self.answers:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        head += data
+                    if not head:
+                        break
+                    self.requests.append(head.split(b"\r\n", 1)[0])
+                    answer = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if b"Connection: close" in answer or b"HTTP/1.0" in answer[:8]:
+                        break
+
+    def stop(self):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def turbo_backend(port: int):
+    from hazrun.cache.remote import make_backend, resolve_remote
+    return make_backend(resolve_remote(None, {
+        "HAZ_REMOTE_CACHE_URL": f"http://127.0.0.1:{port}", "HAZ_REMOTE_CACHE_PROTOCOL":
+        "turbo", "HAZ_REMOTE_CACHE_TOKEN": TOKEN, "HAZ_REMOTE_CACHE_TIMEOUT": "5"}))
+
+
+def test_remote_002_answers_with_folded_repeated_and_chunked_fields_are_read():
+    body = b"x" * 3000
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000])
+                       for i in range(0, len(body), 1000)) + b"0\r\n\r\n"
+    server = Scripted([
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nServer: test\r\nX-Artifact-Tag: first\r\n"
+        b"X-Extra: a\r\n b\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3000\r\nx-artifact-tag:  second  \r\n\r\n"
+        + body,
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+        b"HTTP/1.1 204 No Content\r\nX-Folded: a\r\n\t b \r\nX-Twice: 1\r\n"
+        b"X-Twice: 2\r\n\r\n",
+    ])
+    try:
+        backend = turbo_backend(server.port)
+        first, second = io.BytesIO(), io.BytesIO()
+        assert backend.fetch("ab" * 32, first, want_tag=True) == (3000, "first")
+        assert backend.fetch("cd" * 32, second, want_tag=True) == (3000, "second")
+        assert backend.fetch("ef" * 32, io.BytesIO(), want_tag=True) is None
+        answer = backend.client.request("GET", "/x", backend.client.headers())
+        assert backend.client.finish(answer) == b""
+        fields = answer.resp.headers
+        assert (fields.get("x-folded"), fields.get("X-TWICE"), fields.get_all("x-twice")) \
+            == ("a b", "1", ["1", "2"])
+        backend.close()
+    finally:
+        server.stop()
+    assert first.getvalue() == body and second.getvalue() == body
+    assert server.connections == 1 and len(server.requests) == 4  # kept alive
+
+
+def test_remote_002_an_answer_without_length_is_read_to_its_close():
+    server = Scripted([b"HTTP/1.0 200 OK\r\nX-Artifact-Tag: t\r\n\r\nall of it",
+                       b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"])
+    try:
+        backend = turbo_backend(server.port)
+        out = io.BytesIO()
+        assert backend.fetch("ab" * 32, out, want_tag=True) == (9, "t")
+        assert backend.fetch("cd" * 32, io.BytesIO(), want_tag=True) is None
+        backend.close()
+    finally:
+        server.stop()
+    assert out.getvalue() == b"all of it"
+    assert server.connections == 2  # the first connection ended with its answer
+
+
+def test_remote_002_an_answer_with_endless_fields_is_an_error_not_a_hang():
+    from hazrun.cache.remote import RemoteError
+    server = Scripted([b"HTTP/1.1 200 OK\r\n" + b"X-Pad: y\r\n" * 200 + b"\r\n"])
+    try:
+        backend = turbo_backend(server.port)
+        with pytest.raises(RemoteError) as e:
+            backend.fetch("ab" * 32, io.BytesIO(), want_tag=False)
+        backend.close()
+    finally:
+        server.stop()
+    assert e.value.kind == "GET bad answer"
