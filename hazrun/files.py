@@ -100,17 +100,20 @@ def _git_files(root: Path) -> Optional[List[str]]:
 
 def _parse_git(stdout: bytes) -> List[str]:
     out = []
-    for raw in stdout.split(b"\0"):
-        if not raw:
+    # Decoded once (no NUL is part of a UTF-8 sequence, and surrogateescape
+    # maps any other byte on its own): per entry, fsdecode was a fifth of
+    # the parse.
+    for entry in os.fsdecode(stdout).split("\0"):
+        if not entry:
             continue
-        if raw[0] != 63:  # not '?': "H 100644 <sha> 0\t<path>"
-            if raw[0] == 83 or raw[2:9] == b"160000 ":  # 'S', a gitlink
+        if entry[0] != "?":  # "H 100644 <sha> 0\t<path>"
+            if entry[0] == "S" or entry[2:9] == "160000 ":  # a gitlink
                 continue
-            raw = raw[raw.index(b"\t") + 1:]
+            rel = entry[entry.index("\t") + 1:]
         else:
-            raw = raw[2:]
-        rel = os.fsdecode(raw)
-        if "/.git/" in f"/{rel}/" or "/.haz/" in f"/{rel}/":
+            rel = entry[2:]
+        if (".git" in rel or ".haz" in rel) and (
+                "/.git/" in f"/{rel}/" or "/.haz/" in f"/{rel}/"):
             continue
         out.append(rel)
     return out
@@ -171,7 +174,9 @@ def select_with(files: Sequence[str], inputs: Optional[GlobSet], outputs: GlobSe
     else:
         chosen = inputs.select(files)
     if outputs:
-        chosen = [f for f in chosen if not outputs.match(f)]
+        # A file outside every output include's literal prefix matches none.
+        prefixes = tuple(g.prefix for g in outputs.includes)
+        chosen = [f for f in chosen if not (f.startswith(prefixes) and outputs.match(f))]
     return chosen
 
 

@@ -70,6 +70,7 @@ class Glob:
     prefix: str         # literal leading directories, '' or ending in '/'
     regex: Pattern[str]  # of the part below base, e.g. 'src/**'
     base: str = ""      # root-relative base directory, '' or ending in '/'
+    whole: bool = False  # matches every path under prefix ('src/**')
 
     def match(self, path: str) -> bool:
         base = self.base
@@ -121,7 +122,7 @@ def compile_glob(pattern: str, base: str = "") -> Glob:
     rooted = base_slash + rel
     prefix = rooted if literal else base_slash + literal_dirs
     return Glob(pattern[1:] if negated else pattern, negated, rooted, prefix, regex,
-                base_slash)
+                base_slash, not literal and rel == literal_dirs + "**")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -212,6 +213,8 @@ class GlobSet:
         if len(self.includes) == 1 and not self.excludes:
             # One include: its matches in a sorted slice are sorted and unique.
             g = self.includes[0]
+            if g.whole:  # the most common input pattern: no match per file
+                return list(_under(files, g.prefix))
             return [path for path in _under(files, g.prefix) if g.match(path)]
         found = set()
         for g in self.includes:

@@ -264,3 +264,31 @@ def test_cache_006_stat_cache_lives_under_haz_not_in_cache_dir(root, tmp_path):
     assert (root / ".haz/statcache.bin").is_file()
     assert not (tmp_path / "shared-cache").exists()  # nothing stored, nothing made
     assert isinstance(Path(root / ".haz/.gitignore").read_text(), str)
+
+
+def test_cache_006_known_rows_are_the_rows_probe_gives_or_none(tmp_path):
+    """The batch path of a no-change run: a row only for a regular file whose
+    entry matches its stat, the same row probe and key.file_row make."""
+    from hazrun.cache.key import file_row
+    old = time.time() - 3600
+    for name, text in (("plain", "a"), ("tool", "b"), ("edited", "c"), ("gone", "d")):
+        (tmp_path / name).write_text(text)
+    os.chmod(tmp_path / "tool", 0o755)
+    os.symlink("plain", tmp_path / "link")
+    for name in ("plain", "tool", "edited", "gone", "link"):
+        os.utime(tmp_path / name, (old, old), follow_symlinks=False)
+    sc = StatCache(tmp_path / "sc")
+    names = ["edited", "gone", "link", "new", "plain", "tool"]
+    root = str(tmp_path) + "/"
+    for name in names[:3] + names[4:]:
+        sc.probe(name, root + name)
+    (tmp_path / "new").write_text("e")
+    (tmp_path / "edited").write_text("C")  # same size, a new mtime and ctime
+    os.unlink(tmp_path / "gone")
+    hits = sc.hits
+    rows = sc.known_rows(names, root)
+    assert rows == [None, None, None, None,
+                    file_row("plain", sc.probe("plain", root + "plain")),
+                    file_row("tool", sc.probe("tool", root + "tool"))]
+    assert rows[5][1] == "x" and rows[4][1] == "-"
+    assert sc.hits == hits + 2 + 2  # two known rows, then the two probes above

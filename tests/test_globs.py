@@ -307,3 +307,18 @@ def test_cfg_006_listing_outside_git_falls_back_to_the_walk(make_ws):
         assert "packages/a/src/main.c" in list_workspace_files(root, ahead)
     finally:
         ahead.close()
+
+
+def test_cfg_006_whole_directory_patterns_select_what_matching_each_file_selects():
+    """'dir/**' selects its slice of the listing without matching each path:
+    the same paths, including names with newlines and odd characters."""
+    from hazrun.globs import GlobSet
+    files = sorted(["p/a/src/x", "p/a/src/y/z.c", "p/a/src/new\nline", "p/a/srcx",
+                    "p/a/src", "p/a/dist/o", "p/b/src/x", "p/a/src/[x]", "p/a/.hidden",
+                    "top"])
+    for patterns in (("src/**",), ("**",), ("$root/p/b/**",), ("src/**", "!src/y/**")):
+        globs = GlobSet.compile(patterns, "p/a")
+        expected = [f for f in files if globs.match(f)]
+        assert globs.select(files) == expected, patterns
+    assert GlobSet.compile(("src/**",), "p/a").includes[0].whole
+    assert not GlobSet.compile(("src/*.c",), "p/a").includes[0].whole

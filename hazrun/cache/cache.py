@@ -198,11 +198,16 @@ class Cache:
 
     def _rows(self, label: str, kind: str, paths: List[str], quick: bool = False
               ) -> List[_key.Row]:
+        if not paths:
+            return []
         rows = []
-        for rel in paths:
-            state = self._probe(label, kind, rel, quick)
-            if state is not None:  # gone since the listing: not an input
-                rows.append(_key.file_row(rel, state))
+        for rel, row in zip(paths, self.stat_cache.known_rows(paths, self._root_slash)):
+            if row is None:  # not known from its stat: probe (hash) it
+                state = self._probe(label, kind, rel, quick)
+                if state is None:  # gone since the listing: not an input
+                    continue
+                row = _key.file_row(rel, state)
+            rows.append(row)
         return rows
 
     # -- CACHE-001 ------------------------------------------------------------

@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..fsutil import Sig, atomic_write, signature
 
@@ -268,6 +268,38 @@ class StatCache:
                 del self._entries[rel]
                 self._dirty = True
         return state
+
+    def known_rows(self, rels: Sequence[str], root_slash: str) -> List[Optional[List[str]]]:
+        """The key rows ([rel, flag, digest], as key.file_row makes them)
+        of the regular files among ``rels`` whose entries match a fresh
+        lstat; None for the others, to :meth:`probe` one by one.
+
+        :meth:`probe` for a task's inputs at once: one lock, no FileState,
+        and the loop's names bound once.  This is the whole cost of a
+        no-change run over tens of thousands of inputs.
+        """
+        if not self._loaded:
+            self._ensure_loaded()
+        with self._lock:
+            get = self._entries.get
+            entries = [get(rel) for rel in rels]
+        lstat, is_reg, exec_bit = os.lstat, stat.S_ISREG, stat.S_IXUSR
+        rows: List[Optional[List[str]]] = []
+        hits = 0
+        for rel, entry in zip(rels, entries):
+            row = None
+            if type(entry) is tuple and len(entry) == 5 and type(entry[4]) is str:  # _usable
+                try:
+                    st = lstat(root_slash + rel)
+                except OSError:
+                    st = None
+                if st is not None and is_reg(st.st_mode) and signature(st) == entry[:4]:
+                    row = [rel, "x" if st.st_mode & exec_bit else "-", entry[4]]
+                    hits += 1
+            rows.append(row)
+        with self._lock:
+            self.hits += hits
+        return rows
 
     def recorded(self, rel: str) -> Optional[str]:
         """The digest last recorded for ``rel``, without looking at the file:
