@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -29,6 +29,7 @@ def _toml() -> Any:
 
 from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
 from .globs import GlobSet, check_pattern
+from .values import value
 
 CONFIG_NAME = "haz.toml"
 # CFG-002's pattern, widened on purpose: '_' (my_lib) and a leading '@'
@@ -46,13 +47,13 @@ class MutexMode(str, enum.Enum):
     EXCLUSIVE = "exclusive"
 
 
-@dataclass(frozen=True)
+@value
 class MutexSpec:
     name: str
     mode: MutexMode = MutexMode.EXCLUSIVE
 
 
-@dataclass(frozen=True)
+@value
 class TaskDef:
     """One ``[tasks.NAME]`` table of one project (CFG-003)."""
 
@@ -77,7 +78,7 @@ class TaskDef:
         return f"{self.project}:{self.name}"
 
 
-@dataclass(frozen=True)
+@value
 class Project:
     name: str
     dir: Path            # absolute
@@ -120,7 +121,7 @@ class Project:
 _PATH_FIELDS = ("dir", "config_file")
 
 
-@dataclass(frozen=True)
+@value
 class RemoteCacheConfig:
     """``[workspace.remote_cache]`` as written in haz.toml (REMOTE-001)."""
 
@@ -131,7 +132,7 @@ class RemoteCacheConfig:
     timeout: float = 10.0
 
 
-@dataclass(frozen=True)
+@value
 class WorkspaceSettings:
     """The ``[workspace]`` table."""
 
@@ -574,7 +575,7 @@ def _project(reader: _Reader, root: Path, directory: Path, data: Dict[str, Any],
                    config_file=file, deps=settings.get("deps", ()), tasks=tasks)
 
 
-@dataclass(frozen=True)
+@value
 class LoadedConfig:
     """Everything read from disk, before the graph is built."""
 

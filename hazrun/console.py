@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import IO, Any
+
+from .values import record
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
@@ -23,7 +24,7 @@ def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
         return False
 
 
-@dataclass
+@record
 class Console:
     """Writes to the binary stdout/stderr under one lock.
 

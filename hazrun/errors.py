@@ -6,8 +6,9 @@ fix; bugs are assertions.  Task outcomes are never exceptions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
+
+from .values import value
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -23,7 +24,7 @@ class HazError(Exception):
     exit_code = 2
 
 
-@dataclass(frozen=True)
+@value
 class Problem:
     """One configuration mistake: the file, where in it, and what is wrong."""
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import bisect
 import functools
 import re
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Pattern, Sequence, Tuple
+
+from .values import value
 
 ROOT_PREFIX = "$root/"
 _WILDCARDS = set("*?[")
@@ -60,7 +61,7 @@ def _segment_regex(segment: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
+@value
 class Glob:
     """One compiled pattern: root-relative, with its literal directory prefix."""
 
@@ -163,7 +164,7 @@ def _compile_relative(rel: str) -> Tuple[Pattern[str], bool, str]:
     return regex, literal, "".join(s + "/" for s in prefix_segments)
 
 
-@dataclass(frozen=True)
+@value
 class GlobSet:
     """Include and exclude patterns; a path matches an include and no exclude."""
 

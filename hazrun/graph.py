@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .config import LoadedConfig, Project, TaskDef
 from .errors import ConfigError, Problem, UsageError, did_you_mean
+from .values import record
 
 
 class EdgeKind(str, enum.Enum):
@@ -23,7 +24,7 @@ class EdgeKind(str, enum.Enum):
     SOFT = "soft"   # after: ordering only
 
 
-@dataclass
+@record
 class TaskGraph:
     """Tasks by label with their predecessors and successors of each kind."""
 

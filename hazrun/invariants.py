@@ -17,14 +17,14 @@ a path looks only at the globs that could match it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .globs import GlobSet
 from .outcome import Violation, ViolationKind
+from .values import value
 
 
-@dataclass(frozen=True)
+@value
 class Race:
     """A writer and a reader of one file with no path between them."""
 

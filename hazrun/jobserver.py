@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+from .values import value
 
 _AUTH = re.compile(r"--jobserver-(?:auth|fds)=(\S+)")
 
 
-@dataclass(frozen=True)
+@value
 class JobserverAuth:
     """Where make's token pool is: a pipe's fds, or a fifo's path."""
 

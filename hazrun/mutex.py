@@ -15,11 +15,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .config import MutexMode, MutexSpec
+from .values import record
 
 
 class _FileLock:
@@ -59,7 +59,7 @@ class _FileLock:
         self.mode = None
 
 
-@dataclass
+@record
 class _Hold:
     mode: MutexMode
     count: int = 0

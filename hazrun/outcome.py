@@ -6,8 +6,10 @@ CLI-003), so they serialise as written in the spec.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, List, Optional, Tuple
+
+from .values import record, value
 
 
 class TaskState(str, enum.Enum):
@@ -46,7 +48,7 @@ class ViolationKind(str, enum.Enum):
     OUTPUT_OVERLAP = "output_overlap"
 
 
-@dataclass(frozen=True)
+@value
 class TaskResult:
     """How one task of the run ended."""
 
@@ -62,7 +64,7 @@ class TaskResult:
     saved_s: float = 0.0                 # cached: the original run's duration
 
 
-@dataclass(frozen=True)
+@value
 class Violation:
     """EXEC-019/020: a runtime invariant broken by what tasks wrote."""
 
@@ -71,7 +73,7 @@ class Violation:
     path: str
 
 
-@dataclass
+@record
 class RunOutcome:
     """What :func:`hazrun.run_graph` returns: results in canonical order."""
 

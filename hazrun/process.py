@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
 
 
@@ -35,6 +34,7 @@ class _LazyPsutil:
 psutil: Any = _LazyPsutil()
 
 from .loop import EventLoop, Timer
+from .values import value
 
 # Poll interval where the kernel gives no exit notification (no pidfd) and
 # while waiting for stragglers of a process group to go.
@@ -54,7 +54,7 @@ class Stream(str, enum.Enum):
     STDERR = "stderr"
 
 
-@dataclass(frozen=True)
+@value
 class SpawnSpec:
     """What to run: a string runs under /bin/sh -c, a tuple is exec'd."""
 
@@ -64,7 +64,7 @@ class SpawnSpec:
     pass_fds: Tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class ExitStatus:
     """How the main process ended: an exit code or a signal number."""
 

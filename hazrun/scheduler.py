@@ -21,7 +21,7 @@ import heapq
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
@@ -35,6 +35,7 @@ from .loop import EventLoop, Timer
 from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation, ViolationKind
 from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
+from .values import record
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class CancelToken:
                 pass
 
 
-@dataclass
+@record
 class RunOptions:
     """How to run; the command line's options map one to one onto these."""
 
@@ -124,7 +125,7 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class _Task:
     label: str
     index: int                  # position in canonical order

@@ -6,7 +6,6 @@ import os
 import pickle
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -17,6 +16,7 @@ from . import graph as _graph
 from .config import LoadedConfig, Located, Project, TaskDef, WorkspaceSettings, locate, read_located
 from .fsutil import signature
 from .graph import TaskGraph, build_graph
+from .values import value
 
 # A validated load is kept in <root>/.haz/workspace.pickle with the stat
 # signature (size, mtime, inode, ctime) of every haz.toml it read, so a run
@@ -33,7 +33,7 @@ SNAPSHOT_FORMAT = 2
 RACY_MARGIN_NS = 2_000_000_000
 
 
-@dataclass(frozen=True)
+@value
 class Workspace:
     """What :func:`load_workspace` returns; it never prints."""
 

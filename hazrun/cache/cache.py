@@ -21,13 +21,13 @@ import bisect
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
                     Tuple, Union)
 
 from .. import files as _files
 from ..globs import GlobSet
+from ..values import value
 from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
@@ -51,7 +51,7 @@ ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
 
 
-@dataclass(frozen=True)
+@value
 class StagedEntry:
     """A store half done (:meth:`Cache.stage`): the manifest to write and
     the blobs waiting in tmp/ for :meth:`Cache.commit`."""

@@ -29,11 +29,11 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..fsutil import Sig, atomic_write, signature
+from ..values import value
 
 import blake3
 
@@ -96,7 +96,7 @@ def hash_file(path: str) -> Tuple[str, int]:
         os.close(fd)
 
 
-@dataclass(frozen=True)
+@value
 class FileState:
     """One path as found on disk."""
 

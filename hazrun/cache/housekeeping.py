@@ -13,11 +13,11 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import UsageError
+from ..values import record, value
 from .store import CorruptManifest, Store, decode_manifest
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -52,7 +52,7 @@ def format_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True)
+@value
 class CacheInfo:
     path: Path
     entries: int
@@ -60,7 +60,7 @@ class CacheInfo:
     blobs: int
 
 
-@dataclass(frozen=True)
+@value
 class PruneResult:
     removed_entries: int
     removed_bytes: int
@@ -107,7 +107,7 @@ def info(cache_dir: Path) -> CacheInfo:
     return CacheInfo(cache_dir, entries, _tree_bytes(cache_dir), blobs)
 
 
-@dataclass
+@record
 class _Entry:
     key: str
     path: Path

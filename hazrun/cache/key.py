@@ -23,12 +23,12 @@ import functools
 import json
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import blake3
 
 from ..config import TaskDef
+from ..values import value
 from .hashing import FileState
 from .model import FORMAT_VERSION
 
@@ -125,7 +125,7 @@ def key_of(parts: Mapping[str, Any]) -> str:
     return blake3.blake3(KEY_DOMAIN + canonical(parts)).hexdigest()
 
 
-@dataclass(frozen=True)
+@value
 class Static:
     """A task's file-independent components (:func:`static_parts`),
     computed once per run."""

@@ -7,11 +7,13 @@ the root-relative paths the runtime checks (EXEC-019/020) compare.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import IO, Any, Dict, Iterable, List, Optional, Tuple
 
 import blake3
+
+from ..values import record, value
 
 # Bumped whenever the key encoding, the manifest or a record changes shape;
 # every key, manifest, stat cache and explain record carries it, so a new
@@ -67,7 +69,7 @@ class InputError(CacheError):
         self.path = path
 
 
-@dataclass(frozen=True)
+@value
 class OutputEntry:
     """One materialised output (CACHE-002/003)."""
 
@@ -110,7 +112,7 @@ def _stream_hash_sorted(outputs: Iterable[OutputEntry]) -> str:
     return blake3.blake3(b"hazrun-stream\0" + text.encode("ascii")).hexdigest()
 
 
-@dataclass(frozen=True)
+@value
 class Materialised:
     """What a task produced: its outputs, sorted by path, and their hash."""
 
@@ -128,7 +130,7 @@ class Materialised:
         return [prefix + e.path for e in self.outputs]
 
 
-@dataclass(frozen=True)
+@value
 class KeyInfo:
     """A task's cache key (CACHE-001) and the pieces it was computed from.
 
@@ -141,7 +143,7 @@ class KeyInfo:
     components: Dict[str, Any] = field(compare=False, hash=False, repr=False)
 
 
-@dataclass(frozen=True)
+@value
 class LogRef:
     """A stored stdout or stderr: its blob digest and size."""
 
@@ -149,7 +151,7 @@ class LogRef:
     size: int
 
 
-@dataclass(frozen=True)
+@value
 class Manifest:
     """CACHE-003: one cache entry, as read back from the store."""
 
@@ -162,7 +164,7 @@ class Manifest:
     created: float = 0.0           # seconds since the epoch
 
 
-@dataclass
+@record
 class Restored:
     """What :meth:`Cache.restore` returns on success.
 

@@ -27,11 +27,11 @@ import re
 import stat
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import (IO, Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
                     Union)
 
+from ..values import value
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
 from .model import FORMAT_VERSION, LogRef, Manifest, OutputEntry
@@ -58,7 +58,7 @@ def is_digest(value: Any) -> bool:
     return isinstance(value, str) and HEX64.match(value) is not None
 
 
-@dataclass(frozen=True)
+@value
 class StagedBlob:
     """A blob copied into tmp/ and verified, not yet fsynced nor visible."""
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, Mapping, Optional
 
 from ...config import RemoteCacheConfig
 from ...errors import UsageError
+from ...values import value
 
 ENV_URL = "HAZ_REMOTE_CACHE_URL"
 ENV_PROTOCOL = "HAZ_REMOTE_CACHE_PROTOCOL"
@@ -31,7 +32,7 @@ FALSE = ("0", "false", "no", "off")
 DEFAULT_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
+@value
 class RemoteSettings:
     """A resolved remote cache.  ``url`` has no credentials in it: those of
     a ``user:password@`` part are in ``basic_auth``."""
