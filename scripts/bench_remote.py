@@ -20,6 +20,10 @@ Every number is the median of ``--repeat`` runs, each on fresh copies.
 
 It prints wall times, requests and the bytes that crossed the loopback
 (answer bodies and whole requests, from the server's log; nginx only).
+
+The cold runs write and fsync every output and cache entry: on a disk whose
+speed drifts (a VM's burst credits), ``TMPDIR=/dev/shm`` measures hazrun's
+own cost without the disk's noise.
 """
 from __future__ import annotations
 
@@ -200,6 +204,9 @@ def main() -> None:
     cold = median(rows["cold, no remote"])
     for name in ("cold, lookups only (read-only)", "cold, uploading"):
         print(f"{name} vs cold, no remote: {100 * (median(rows[name]) / cold - 1):+.0f}%")
+    lookups = median(rows["cold, lookups only (read-only)"])
+    print(f"what the uploads add (cold, uploading vs lookups only): "
+          f"{100 * (median(rows['cold, uploading']) / lookups - 1):+.0f}%")
     for what, ((b, nb), (a, na)) in traffic.items():
         line = f"{what}: {na - nb} requests"
         if a is not None and b is not None:

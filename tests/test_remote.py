@@ -418,6 +418,59 @@ def _env(url, **extra):
     return env
 
 
+class SlowGet(FixedStatusServer):
+    """GET: 404 after ``delay`` seconds, each request's span recorded.
+    PUT: 200 at once."""
+
+    def __init__(self, delay: float):
+        import http.server
+        self.requests = []
+        self.spans = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                start = time.monotonic()
+                time.sleep(delay)
+                outer.spans[self.path] = [start, time.monotonic()]
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_PUT(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.serve(Handler)
+
+
+def test_remote_003_admitted_tasks_ask_the_remote_side_by_side(make_ws, tmp_path):
+    """A lookup that waits on the network does not hold up the next one: a
+    lane stuck for long gets company (_more_lanes), so with -j2 two tasks'
+    GETs are in flight at once, and never more than two (EXEC-004)."""
+    from conftest import max_overlap
+    files = {"haz.toml": '[workspace]\nmembers = ["p/*"]\n'}
+    for i in range(6):
+        files[f"p/t{i}/haz.toml"] = '[tasks.build]\ncmd = "true"\n'
+    ws = make_ws(files)
+    server = SlowGet(0.3)
+    try:
+        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build", "-j2",
+                          env=_env(server.url()))
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert len(server.spans) == 6
+    assert max_overlap(server.spans) == 2
+
+
 def test_remote_006_successors_do_not_wait_for_uploads(make_ws, tmp_path):
     log = tmp_path / "spans.log"
     ws = make_ws({
