@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     _exit(run_cli(argv))
 
 
-def _exit(status: int) -> None:
+def _exit(status: Optional[int]) -> None:
     """Exit with ``status`` without tearing the interpreter down.
 
     Freeing every object of a run one by one, then every module, took 10 to
@@ -124,7 +124,7 @@ def _exit(status: int) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass  # a closed pipe: what was not read is lost either way
-    os._exit(status)
+    os._exit(status or 0)  # None is success, as for sys.exit
 
 
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:

@@ -198,3 +198,23 @@ def test_cli_errors_are_prefixed_lines_on_stderr(make_ws, hazrun_env):
         "hazrun: error: p/b/haz.toml: [tasks.c] key 'deps': 'a:z': project 'a' has no "
         "task 'z'",
     ]
+
+
+def test_cli_exit_runs_atexit_hooks_and_flushes_what_was_printed(ws, hazrun_env):
+    """The console script ends without interpreter teardown (start-up time),
+    yet with everything an exit owes: atexit hooks, flushed stdio, the status."""
+    import sys
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('atexit hook ran'))\n"
+              "print('printed first, still buffered')\n"
+              "from hazrun.cli import main\n"
+              "main(sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", script, "-C", str(ws), "list"],
+                          env=hazrun_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "printed first, still buffered" and lines[1] == "projects:"
+    assert lines[-1] == "atexit hook ran"
+    failing = subprocess.run([sys.executable, "-c", script, "-C", str(ws), "run", "nope"],
+                             env=hazrun_env, capture_output=True, text=True, timeout=60)
+    assert failing.returncode == 2 and failing.stdout.endswith("atexit hook ran\n")
