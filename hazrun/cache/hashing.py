@@ -288,7 +288,7 @@ class StatCache:
         hits = 0
         for rel, entry in zip(rels, entries):
             row = None
-            if type(entry) is tuple and len(entry) == 5 and type(entry[4]) is str:  # _usable
+            if entry is not None and _usable(entry):
                 try:
                     st = lstat(root_slash + rel)
                 except OSError:
