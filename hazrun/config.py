@@ -346,14 +346,14 @@ class _Reader:
             self.problem(file, where, f"must be a table, got {_type_name(data)}")
             return {}
         out: Dict[str, Any] = {}
-        for key, value in data.items():
+        for key, raw in data.items():
             check = schema.get(key)
             if check is None:
                 self.problem(file, where, f"unknown key '{key}'"
                              + did_you_mean(key, schema))
                 continue
             try:
-                out[key] = check(value)
+                out[key] = check(raw)
             except _Bad as e:
                 self.problem(file, f"{where} key '{key}'" if where else f"key '{key}'",
                              str(e))

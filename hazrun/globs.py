@@ -171,22 +171,11 @@ class GlobSet:
     includes: Tuple[Glob, ...] = ()
     excludes: Tuple[Glob, ...] = ()
 
-    @classmethod
-    def compile(cls, patterns: Iterable[str], base: str = "") -> "GlobSet":
-        if type(patterns) is tuple and cls is GlobSet:
-            # A task's patterns (tuples), compiled for the key, the restore
-            # and the runtime checks of one run: the same immutable result.
-            return _compile_set(patterns, base)
-        return cls._compile(patterns, base)
-
-    @classmethod
-    def _compile(cls, patterns: Iterable[str], base: str) -> "GlobSet":
-        includes: List[Glob] = []
-        excludes: List[Glob] = []
-        for p in patterns:
-            g = compile_glob(p, base)
-            (excludes if g.negated else includes).append(g)
-        return cls(tuple(includes), tuple(excludes))
+    @staticmethod
+    def compile(patterns: Iterable[str], base: str = "") -> "GlobSet":
+        """Memoised (see _compile_set): a task's patterns are compiled for
+        its key, its restore and the runtime checks of every run."""
+        return _compile_set(tuple(patterns), base)
 
     def __bool__(self) -> bool:
         return bool(self.includes)
@@ -229,7 +218,13 @@ class GlobSet:
 
 @functools.lru_cache(maxsize=8192)
 def _compile_set(patterns: Tuple[str, ...], base: str) -> GlobSet:
-    return GlobSet._compile(patterns, base)
+    """GlobSet.compile; a GlobSet is immutable, so one serves every caller."""
+    includes: List[Glob] = []
+    excludes: List[Glob] = []
+    for p in patterns:
+        g = compile_glob(p, base)
+        (excludes if g.negated else includes).append(g)
+    return GlobSet(tuple(includes), tuple(excludes))
 
 
 def _under(files: Sequence[str], prefix: str) -> Sequence[str]:

@@ -716,8 +716,7 @@ class Scheduler:
         if stored and getattr(self.cache, "uploading", False):
             # REMOTE-006: its own pool job; successors do not wait for it,
             # the run does.
-            self._submit(self.cache.upload, t.label, t.key, manifest,
-                         done=lambda f: self._uploaded(t, f))
+            self._submit(self.cache.upload, manifest, done=lambda f: self._uploaded(t, f))
 
     def _uploaded(self, t: _Task, future: Future) -> None:
         """REMOTE-005: an upload's failures are warnings (drained by _submit);

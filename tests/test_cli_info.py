@@ -200,7 +200,7 @@ def test_cli_errors_are_prefixed_lines_on_stderr(make_ws, hazrun_env):
     ]
 
 
-def test_cli_exit_runs_atexit_hooks_and_flushes_what_was_printed(ws, hazrun_env):
+def test_exec_021_exit_runs_atexit_hooks_flushes_output_and_keeps_the_status(ws, hazrun_env):
     """The console script ends without interpreter teardown (start-up time),
     yet with everything an exit owes: atexit hooks, flushed stdio, the status."""
     import sys

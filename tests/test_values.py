@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import pytest
 

@@ -111,7 +111,7 @@ def test_cfg_001_root_that_is_no_longer_a_workspace_is_not_taken_from_the_snapsh
         load_workspace(root)
 
 
-def test_projects_from_the_snapshot_have_their_paths(root):
+def test_cfg_002_projects_from_the_snapshot_have_their_paths(root):
     import copy
     import pickle
     first = load_workspace(root)

@@ -503,24 +503,14 @@ class Cache:
             return None
         return check
 
-    def upload(self, label: str, key: KeyInfo, manifest: Optional[Manifest] = None) -> bool:
-        """REMOTE-006: upload the entry just stored for ``label`` (from the
-        pool, off the critical path): ``manifest``, the one this run stored,
-        else the one the store holds for ``key``.  Failures are warnings;
-        False: not uploaded."""
+    def upload(self, manifest: Manifest) -> bool:
+        """REMOTE-006: upload the entry this run just stored (from the pool,
+        off the critical path).  Failures are warnings; False: not
+        uploaded."""
         if not self.uploading:
             return False
         remote = self.remote
         assert remote is not None
-        if manifest is None:
-            try:
-                manifest = self._store.read_manifest(key.key)
-            except (CorruptManifest, OSError) as e:
-                self._warn(f"{label}: not uploaded to the remote cache "
-                           f"({getattr(e, 'strerror', None) or e})")
-                return False
-        if manifest is None or manifest.label != label or manifest.key != key.key:
-            return False
         return remote.upload(manifest)
 
     def remote_stats(self) -> Optional[Dict[str, Any]]:

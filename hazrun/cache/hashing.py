@@ -230,25 +230,17 @@ class StatCache:
 
     def probe(self, rel: str, path: str, read: bool = True) -> Optional[FileState]:
         """:func:`probe` for root-relative ``rel`` at absolute ``path``.
-        ``read=False``: raise WouldBlock rather than read the file."""
+        ``read=False``: raise WouldBlock rather than read the file.
+
+        Callers ask :meth:`known_rows` or :meth:`known` first, so this is
+        the path of a file whose entry did not match a moment ago."""
         entry = self._entry(rel)
-        if entry is not None:
-            # The common case, kept short: one lstat, and the entry matches.
-            try:
-                st = os.lstat(path)
-            except OSError:
-                st = None
-            if st is not None:
-                digest = self._matches(entry, st)
-                if digest is not None:
-                    return FileState(None, st.st_mode & 0o7777, st.st_size, digest,
-                                     entry[:4])
-        if not read:
-            raise WouldBlock(rel)
 
         def known(sig: Sig) -> Optional[str]:
             if entry is not None and entry[:4] == sig:
                 return entry[4]
+            if not read:
+                raise WouldBlock(rel)
             return None
 
         started = time.time_ns()
@@ -270,7 +262,7 @@ class StatCache:
         return state
 
     def known_rows(self, rels: Sequence[str], root_slash: str) -> List[Optional[List[str]]]:
-        """The key rows ([rel, flag, digest], as key.file_row makes them)
+        """CACHE-006: the key rows ([rel, flag, digest], as key.file_row makes them)
         of the regular files among ``rels`` whose entries match a fresh
         lstat; None for the others, to :meth:`probe` one by one.
 
@@ -283,7 +275,7 @@ class StatCache:
         with self._lock:
             get = self._entries.get
             entries = [get(rel) for rel in rels]
-        lstat, is_reg, exec_bit = os.lstat, stat.S_ISREG, stat.S_IXUSR
+        lstat, exec_bit = os.lstat, stat.S_IXUSR
         rows: List[Optional[List[str]]] = []
         hits = 0
         for rel, entry in zip(rels, entries):
@@ -293,7 +285,7 @@ class StatCache:
                     st = lstat(root_slash + rel)
                 except OSError:
                     st = None
-                if st is not None and is_reg(st.st_mode) and signature(st) == entry[:4]:
+                if st is not None and _fresh(entry, st):
                     row = [rel, "x" if st.st_mode & exec_bit else "-", entry[4]]
                     hits += 1
             rows.append(row)
@@ -326,7 +318,7 @@ class StatCache:
                  st: os.stat_result) -> Optional[str]:
         """The entry's digest if ``st`` is of a regular file with the entry's
         signature (counted as a hit); None otherwise."""
-        if not stat.S_ISREG(st.st_mode) or signature(st) != entry[:4]:
+        if not _fresh(entry, st):
             return None
         with self._lock:
             self.hits += 1
@@ -351,6 +343,12 @@ class StatCache:
             data = marshal.dumps((FORMAT_VERSION, self._entries))
             self._dirty = False
         atomic_write(self.file, STAT_CACHE_MAGIC + data, fsync=False)
+
+
+def _fresh(entry: Tuple[int, int, int, int, str], st: os.stat_result) -> bool:
+    """CACHE-006: whether ``st`` is of a regular file with the entry's
+    signature, so that the entry's digest is its content's."""
+    return stat.S_ISREG(st.st_mode) and signature(st) == entry[:4]
 
 
 def _usable(entry: object) -> bool:

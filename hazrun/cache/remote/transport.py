@@ -140,7 +140,8 @@ def _read_fields(fp: IO[bytes]) -> List[Tuple[str, str]]:
 class _FastResponse(http.client.HTTPResponse):
     """HTTPResponse with the header fields parsed by :func:`_read_fields`
     rather than by the email package, which was a third of the CPU time of
-    an upload or a lookup (REMOTE-006: uploads stay cheap).  The rest of
+    an upload or a lookup (REMOTE-002's requests; REMOTE-006: uploads stay
+    cheap).  The rest of
     ``begin`` is http.client's own logic."""
 
     def begin(self) -> None:
