@@ -1,7 +1,9 @@
 """CLI-002 -v: what changed since the last recorded run of a task."""
 from __future__ import annotations
 
+import json
 import os
+import zlib
 
 import pytest
 
@@ -87,12 +89,58 @@ def test_cli_002_many_files_are_summarised(root):
     assert len(lines) == 11 and lines[-1] == "... and 15 more input files added"
 
 
-def test_cli_002_records_are_compact_and_per_label(root):
+def packs(root):
+    return sorted(p for p in (root / ".haz/explain").iterdir() if p.suffix == ".pack")
+
+
+def test_cli_002_records_are_compact(root):
     recorded(root)
     recorded(root, "b:check")
-    files = sorted((root / ".haz/explain").iterdir())
-    assert len(files) == 2
-    assert all(f.stat().st_size < 1024 for f in files)
+    files = list((root / ".haz/explain").iterdir())
+    assert sum(f.stat().st_size for f in files) < 2048
+    assert "nothing changed" in explain(root)[0]
+    assert "nothing changed" in explain(root, "b:check")[0]
+
+
+def test_cli_002_one_pack_per_run_not_a_file_per_task(root):
+    with open_cache(root) as c:
+        for label in ("a:build", "a:test", "b:check"):
+            c.record(label, c.compute_key(label, {"a:build": S1} if label == "a:test" else {}))
+    assert len(packs(root)) == 1
+    assert "nothing changed" in explain(root, "a:test", {"a:build": S1})[0]
+    assert explain(root, "a:test", {"a:build": S2}) == [
+        "predecessor a:build produced different outputs"]
+
+
+def test_cli_002_a_long_command_changed_late_is_a_definition_change(root):
+    toml = root / "pkg/a/haz.toml"
+    long = "make all && echo the end of a long command line"
+    toml.write_text(toml.read_text().replace('cmd = "make"', f'cmd = "{long}"'))
+    recorded(root)
+    toml.write_text(toml.read_text().replace(long, long + "!"))
+    assert explain(root) == ["definition changed: cmd"]
+    # Digests only: the command's text is not copied into .haz/explain.
+    (pack,) = packs(root)
+    assert b"long command" not in zlib.decompress(pack.read_bytes())
+
+
+def test_cli_002_records_of_tasks_not_run_are_kept(root):
+    recorded(root)
+    recorded(root, "b:check")  # a run of b alone does not forget a
+    (root / "pkg/a/src/main.c").write_text("changed")
+    assert explain(root) == ["input file modified: pkg/a/src/main.c"]
+
+
+def test_cli_002_packs_do_not_pile_up(root):
+    labels = ("a:build", "b:check")
+    for i in range(6):
+        (root / "pkg/a/src/main.c").write_text(f"version {i}")
+        for label in labels:
+            recorded(root, label)
+    # Each run's pack supersedes or folds the previous ones.
+    assert len(packs(root)) == 1
+    for label in labels:
+        assert "nothing changed" in explain(root, label)[0]
 
 
 def test_cli_002_explain_compares_with_the_previous_run_not_this_one(root):
@@ -107,13 +155,13 @@ def test_cli_002_explain_compares_with_the_previous_run_not_this_one(root):
 
 def test_cli_002_records_are_written_only_when_the_key_changes(root):
     recorded(root)
-    (record,) = (root / ".haz/explain").iterdir()
-    first = os.stat(record).st_ino
+    before = {p.name: p.stat().st_ino for p in (root / ".haz/explain").iterdir()}
     recorded(root)  # the same key: nothing to write
-    assert os.stat(record).st_ino == first
+    assert {p.name: p.stat().st_ino for p in (root / ".haz/explain").iterdir()} == before
     (root / "pkg/a/src/main.c").write_text("changed")
     recorded(root)
-    assert os.stat(record).st_ino != first
+    after = {p.name: p.stat().st_ino for p in (root / ".haz/explain").iterdir()}
+    assert after != before and len(packs(root)) == 1  # the superseded pack is gone
     assert explain(root) == ["nothing changed since the last run; its cache entry is "
                              "gone (pruned, cleaned, or never stored)"]
 
@@ -126,8 +174,22 @@ def test_cli_002_records_written_again_when_they_are_lost(root):
     assert "nothing changed" in explain(root)[0]
 
 
-def test_cli_002_corrupt_record_is_no_record(root):
+@pytest.mark.parametrize("which", ["pack", "index", "both"])
+def test_cli_002_corrupt_record_is_no_record(root, which):
     recorded(root)
     for f in (root / ".haz/explain").iterdir():
-        f.write_bytes(b"garbage")
+        if which == "both" or (f.suffix == ".pack") == (which == "pack"):
+            f.write_bytes(b"garbage")
+    assert explain(root) == ["no previous run recorded"]
+    recorded(root)  # and written again
+    assert "nothing changed" in explain(root)[0]
+
+
+def test_cli_002_an_index_cannot_point_outside_its_directory(root):
+    recorded(root)
+    index = root / ".haz/explain/index.json"
+    obj = json.loads(index.read_text())
+    (root / "outside.pack").write_bytes(zlib.compress(b"{}"))
+    obj["records"]["a:build"][1] = "../../outside.pack"
+    index.write_text(json.dumps(obj))
     assert explain(root) == ["no previous run recorded"]

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 HAZ_DIR = ".haz"
 STAT_CACHE = "statcache.bin"
 EXPLAIN_DIR = "explain"
-EXPLAIN_INDEX = "explain-index.json"
 ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
@@ -109,7 +108,7 @@ class Cache:
         self._warnings: List[str] = []
         self._records: Dict[str, KeyInfo] = {}
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
-        self._previous: Dict[str, Optional[Dict[str, Any]]] = {}
+        self._explain_store = _explain.RecordStore(self.haz_dir / EXPLAIN_DIR)
         self._closed = False
         # The remote cache's client is made when first needed: a run whose
         # every lookup hits locally never imports http.client and ssl.
@@ -540,19 +539,10 @@ class Cache:
         with self._lock:
             self._records[label] = key  # made compact by close(), if it changed
 
-    def _previous_record(self, label: str) -> Optional[Dict[str, Any]]:
-        with self._lock:
-            if label in self._previous:
-                return self._previous[label]
-        rec = _explain.load(self.haz_dir / EXPLAIN_DIR, label)
-        with self._lock:
-            self._previous[label] = rec
-        return rec
-
     def explain(self, label: str, key: KeyInfo) -> List[str]:
         """What changed since the last recorded run of ``label``, as lines."""
         new = _explain.compact(label, key.key, key.components)
-        return _explain.diff(self._previous_record(label), new)
+        return _explain.diff(self._explain_store.load(label), new)
 
     # -- the end of a run ---------------------------------------------------
 
@@ -583,34 +573,17 @@ class Cache:
         self._write_records(records)
 
     def _write_records(self, records: Mapping[str, KeyInfo]) -> None:
-        """Write the explain records whose key differs from the one recorded
-        last (the index says which), then the index."""
-        directory = self.haz_dir / EXPLAIN_DIR
-        index_path = self.haz_dir / EXPLAIN_INDEX
-        written = _explain.load_index(index_path)
+        """Write the explain records of this run whose key is not the one
+        recorded last (CLI-002), as one pack."""
+        def maker(label: str, key: KeyInfo):
+            return lambda: _explain.compact(label, key.key, key.components)
         try:
-            present = set(os.listdir(directory)) if written else set()
-        except OSError:
-            present = set()
-        changed = False
-        for label, key in sorted(records.items()):
-            name = _explain.record_name(label)
-            if written.get(label) == key.key and name in present:
-                continue  # the same key has the same components: same record
-            rec = _explain.compact(label, key.key, key.components)
-            try:
-                atomic_write(directory / name, _explain.encode(rec), fsync=False)
-            except OSError as e:
-                self._warn(f"cannot record the run of {label} in {directory}: "
-                           f"{e.strerror}")
-                break
-            written[label] = key.key
-            changed = True
-        if changed:
-            try:
-                atomic_write(index_path, _explain.encode_index(written), fsync=False)
-            except OSError:
-                pass  # without the index, the next run writes its records again
+            self._explain_store.directory.mkdir(parents=True, exist_ok=True)
+            self._explain_store.save({label: (key.key, maker(label, key))
+                                      for label, key in records.items()})
+        except OSError as e:
+            self._warn(f"cannot record this run's keys in {self._explain_store.directory}: "
+                       f"{e.strerror}")
 
     def __enter__(self) -> "Cache":
         return self
