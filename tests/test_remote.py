@@ -2,7 +2,6 @@
 ``http``, turborepo-remote-cache for ``turbo`` (REMOTE-002/003/006/007)."""
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -14,8 +13,6 @@ import tarfile
 import threading
 import time
 from pathlib import Path
-
-import pytest
 
 from conftest import REPO, hazrun_cmd, intervals, run_hazrun, timed, write_files
 from remote_servers import TOKEN, FixedStatusServer, remote, remote_server  # noqa: F401

@@ -32,7 +32,7 @@ from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
 from . import restore as _restore
-from .hashing import FileState, StatCache, atomic_write, signature
+from .hashing import FileState, StatCache, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
 from .outputs import find_outputs
