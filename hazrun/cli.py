@@ -46,8 +46,18 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="say more (with run --dry-run: why each task misses)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with CLI-000's prefix: a usage error reads ``hazrun: error:
+    run: ...`` like every other error, after the command's usage line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        command = self.prog[len(PROG):].strip()  # 'run', 'cache prune' ...
+        self.exit(2, f"{PROG}: error: {command + ': ' if command else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the tasks of a multi-project workspace (haz.toml files) "
                     "in dependency order and in parallel.",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import signal
 from typing import Callable
 
@@ -27,12 +28,13 @@ def _positive_int(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
+    """A finite, non-negative number of seconds, as haz.toml's (CFG-003)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds")
+    if not (0 <= value < math.inf):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number of seconds")
     return value
 
 

@@ -35,6 +35,9 @@ class Timer:
         self.cancelled = True
 
 
+MAX_WAIT_S = 3600.0
+
+
 class EventLoop:
     """Selector, self-pipe, timers and a thread pool, driven by one thread."""
 
@@ -117,7 +120,10 @@ class EventLoop:
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
         if self._timers:
-            timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            # At most MAX_WAIT_S: epoll takes milliseconds in a C int, and a
+            # timer days away (timeout = 1e10 meaning "never") must not
+            # overflow it; waking early only looks at the timers again.
+            timeout = min(MAX_WAIT_S, max(0.0, self._timers[0][0] - time.monotonic()))
         if self._done:
             timeout = 0.0
         woke = False

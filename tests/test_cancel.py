@@ -181,6 +181,29 @@ def test_exec_018_timeout(make_ws, tmp_path):
     assert "a:run failed: timed out" in proc.stderr
 
 
+def test_exec_018_a_timeout_and_grace_meaning_never(make_ws, tmp_path):
+    """timeout = 1e10 (a user's "never") and a grace as long: the timers are
+    days away, the run is normal; no overflow in the event loop's wait."""
+    ws = make_ws({"haz.toml": ROOT + "grace = 1e10\n",
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "sleep 0.3"\ntimeout = 1e10\n',
+                  "p/b/haz.toml": '[tasks.run]\ncmd = "sleep 0.1; exit 3"\n'})
+    proc = run_hazrun(ws, "run", "a:run", "--no-cache", timeout=60)
+    assert (proc.returncode, proc.stderr.count("Traceback")) == (0, 0), proc.stderr
+    # With --fail-fast, b fails and a is stopped: SIGTERM ends it long
+    # before a grace of 1e10 s would have run out.
+    proc = run_hazrun(ws, "run", "run", "--no-cache", "--fail-fast", "-j2", timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "b:run failed: exit code 3" in proc.stderr
+
+
+@pytest.mark.parametrize("grace", ["inf", "nan", "-1", "soon"])
+def test_exec_014_grace_must_be_a_finite_number(make_ws, grace):
+    ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": '[tasks.run]\ncmd = "true"\n'})
+    proc = run_hazrun(ws, "run", "run", "--grace", grace, timeout=60)
+    assert proc.returncode == 2
+    assert f"argument --grace: '{grace}' is not a finite number of seconds" in proc.stderr
+
+
 def test_exec_009_killed_from_outside_is_failed_signal(make_ws, tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()

@@ -485,3 +485,18 @@ def test_cli_000_messages_are_prefixed(make_ws):
     proc = run_hazrun(bad, "list")
     assert proc.returncode == 2
     assert proc.stderr.startswith("hazrun: error: haz.toml: [tasks.x] key 'cmd'")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "x", "-j", "0"], "hazrun: error: run: argument -j/--jobs: '0' is not a whole "
+                              "number of at least 1"),
+    (["cache", "prune", "--max-age"], "hazrun: error: cache prune: argument --max-age: "
+                                      "expected one argument"),
+    (["--bogus"], "hazrun: error: unrecognized arguments: --bogus"),
+])
+def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "true"\n'})
+    proc = run_hazrun(ws, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: hazrun")  # the command's usage first
+    assert proc.stderr.splitlines()[-1].startswith(message), proc.stderr
