@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from hazrun.cache import clean, info, parse_age, parse_size, prune
 from hazrun.cache.housekeeping import format_size
+from hazrun.cache.model import StoreError
 from hazrun.errors import UsageError
 
 from conftest import hazrun_cmd
@@ -132,7 +134,9 @@ def test_cache_007_prune_removes_orphans_corrupt_entries_and_temp_files(populate
     orphan = cache_dir / "blobs" / "ab" / ("c" * 62)
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(b"nobody names me")
-    (cache_dir / "tmp" / "123-dead.tmp").write_bytes(b"left by a crash")
+    crashed = cache_dir / "tmp" / f"{dead_pid()}-dead.tmp"
+    crashed.write_bytes(b"left by a crash")
+    os.utime(crashed, (time.time() - 7200,) * 2)
     k = keys["mid"].key
     (cache_dir / "entries" / k[:2] / (k + ".json")).write_bytes(b"{trunc")
     r = prune(cache_dir, max_size=10 * GiB)
@@ -150,6 +154,75 @@ def test_cache_007_clean(populated):
         k = c.compute_key("old:build", {})
         c.store("old:build", k, c.collect_outputs("old:build"), b"", b"", 1.0)
         assert c.lookup(k) is not None
+
+
+def dead_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("action", ["prune", "clean"])
+def test_cache_007_a_running_writers_temp_files_are_left_alone(populated, action):
+    """A concurrent run's staged blobs wait in tmp/ for its commit
+    (CACHE-003): only the files of writers that are gone are removed."""
+    root, cache_dir, keys = populated
+    tmp = cache_dir / "tmp"
+    now = time.time()
+    files = {"live": (os.getpid(), 0), "live, a day old": (os.getpid(), 90000),
+             "dead, fresh": (dead_pid(), 60), "dead, two hours old": (dead_pid(), 7200)}
+    for what, (pid, age) in files.items():
+        f = tmp / f"{pid}-{abs(hash(what)):x}.tmp"
+        f.write_bytes(what.encode())
+        os.utime(f, (now - age,) * 2)
+    if action == "prune":
+        prune(cache_dir, max_size=10 * GiB)
+    else:
+        clean(cache_dir)
+    left = sorted(f.read_text() for f in tmp.iterdir())
+    assert left == ["dead, fresh", "live"]
+
+
+def test_cache_007_a_store_after_tmp_was_removed(populated):
+    root, cache_dir, keys = populated
+    clean(cache_dir)
+    shutil.rmtree(cache_dir / "tmp")  # by hand, or by an older hazrun's clean
+    with open_cache(root) as c:
+        k = c.compute_key("old:build", {})
+        c.store("old:build", k, c.collect_outputs("old:build"), b"out", b"", 1.0)
+        assert c.lookup(k) is not None
+
+
+def test_cache_003_a_prune_between_stage_and_commit_stores_nothing_incomplete(populated):
+    """Staging finds the shared blob stored and does not copy it; a prune
+    then removes it before the commit: the entry must not be published."""
+    root, cache_dir, keys = populated
+    (root / "p/old/out/own.bin").write_bytes(b"new content")
+    with open_cache(root) as c:
+        k = c.compute_key("old:build", {})
+        staged = c.stage("old:build", k, c.collect_outputs("old:build"), b"old", b"", 1.0)
+        prune(cache_dir, max_size=0)
+        with pytest.raises(StoreError, match="removed meanwhile"):
+            c.commit(staged)
+        assert c.lookup(k) is None  # no entry whose blobs are missing
+        c.store("old:build", k, c.collect_outputs("old:build"), b"old", b"", 1.0)
+        assert c.lookup(k) is not None
+
+
+def test_cache_007_refuses_another_tools_tagged_cache(tmp_path, hazrun_env):
+    """cargo's target/ carries the standard CACHEDIR.TAG too."""
+    target = tmp_path / "target"
+    (target / "tmp").mkdir(parents=True)
+    (target / "tmp" / "build-artifact").write_text("not hazrun's")
+    (target / "CACHEDIR.TAG").write_bytes(
+        b"Signature: 8a477f597d28d172789f06886806bc55\n"
+        b"# This file is a cache directory tag created by cargo.\n")
+    for action in (lambda: clean(target), lambda: prune(target, max_size=0)):
+        with pytest.raises(UsageError, match="not a hazrun cache directory"):
+            action()
+    p = run(["cache", "clean", "--cache-dir", str(target)], tmp_path, hazrun_env)
+    assert p.returncode == 2 and "not a hazrun cache directory" in p.stderr
+    assert (target / "tmp" / "build-artifact").read_text() == "not hazrun's"
 
 
 def test_cache_007_missing_cache_is_empty(tmp_path):

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import UsageError
 from ..values import record, value
-from .store import CorruptManifest, Store, decode_manifest
+from .store import CACHEDIR_TAG, CorruptManifest, Store, decode_manifest
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*\Z", re.I)
@@ -69,11 +69,14 @@ class PruneResult:
 
 
 def _is_hazrun_cache(path: Path) -> bool:
+    """The tag hazrun writes: the standard signature, which every tool's
+    cache directory carries (cargo's target/ ...), and hazrun's own line."""
     try:
-        return (path / "CACHEDIR.TAG").read_bytes().startswith(
-            b"Signature: 8a477f597d28d172789f06886806bc55")
+        with open(path / "CACHEDIR.TAG", "rb") as f:
+            head = f.read(len(CACHEDIR_TAG))
     except OSError:
         return False
+    return head == CACHEDIR_TAG[:len(head)] and len(head) == len(CACHEDIR_TAG)
 
 
 def _check(path: Path) -> bool:
@@ -125,9 +128,7 @@ def _read_entries(store: Store) -> Tuple[List[_Entry], List[Path]]:
         except (OSError, CorruptManifest):
             corrupt.append(path)
             continue
-        blobs = {e.digest for e in m.outputs if e.digest is not None}
-        blobs |= {m.stdout.digest, m.stderr.digest}
-        entries.append(_Entry(key, path, st.st_mtime, st.st_size, blobs))
+        entries.append(_Entry(key, path, st.st_mtime, st.st_size, m.blob_digests()))
     return entries, corrupt
 
 
@@ -168,9 +169,42 @@ def prune(cache_dir: Path, max_size: Optional[int] = None, max_age: Optional[flo
         for d, _p, _n in list(store.iter_blobs()):
             if d not in refs:
                 freed += _remove(store.blob_path(d))
-        for tmp in _listdir(store.tmp):
-            freed += _remove(tmp)
+        freed += _remove_stale_tmp(store, now)
     return PruneResult(len(removed) + len(corrupt), freed, len(keep), total)
+
+
+# A temp file is a crashed writer's when its process is gone and it is an
+# hour old (a cache shared between containers sees other pid namespaces),
+# or when it is a day old whatever its pid says.
+TMP_DEAD_AGE_S = 3600.0
+TMP_MAX_AGE_S = 86400.0
+_TMP_NAME = re.compile(r"(\d+)-[0-9a-f]+\.tmp\Z")
+
+
+def _remove_stale_tmp(store: Store, now: float) -> int:
+    """Remove the temp files of writers that are gone; a running hazrun's
+    staged blobs (CACHE-003) are left to its commit."""
+    freed = 0
+    for tmp in _listdir(store.tmp):
+        try:
+            age = now - os.lstat(tmp).st_mtime
+        except OSError:
+            continue
+        m = _TMP_NAME.match(tmp.name)
+        alive = m is not None and _pid_alive(int(m.group(1)))
+        if age >= TMP_MAX_AGE_S or (age >= TMP_DEAD_AGE_S and not alive):
+            freed += _remove(tmp)
+    return freed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0 and not isinstance(pid, bool)
+    return True
 
 
 def _release(e: _Entry, refs: Dict[str, int]) -> List[str]:
@@ -185,17 +219,19 @@ def _release(e: _Entry, refs: Dict[str, int]) -> List[str]:
     return freed
 
 
-def clean(cache_dir: Path) -> PruneResult:
-    """Remove every entry and blob."""
+def clean(cache_dir: Path, now: Optional[float] = None) -> PruneResult:
+    """Remove every entry and blob, and the temp files of writers that are
+    gone (a running hazrun's staged blobs stay: its stores still work)."""
     if not _check(cache_dir):
         return PruneResult(0, 0, 0, 0)
     store = Store(cache_dir)
     with store.lock(exclusive=True):
         entries = sum(1 for _ in store.iter_entries())
         freed = 0
-        for d in (store.entries, store.blobs, store.tmp):
+        for d in (store.entries, store.blobs):
             freed += _tree_bytes(d)
             shutil.rmtree(d, ignore_errors=True)
+        freed += _remove_stale_tmp(store, time.time() if now is None else now)
     return PruneResult(entries, freed, 0, 0)
 
 

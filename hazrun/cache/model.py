@@ -163,6 +163,13 @@ class Manifest:
     outputs: Tuple[OutputEntry, ...]
     created: float = 0.0           # seconds since the epoch
 
+    def blob_digests(self) -> Set[str]:
+        """Every blob the entry names: its outputs' and its two logs'."""
+        found = {e.digest for e in self.outputs if e.digest is not None}
+        found.add(self.stdout.digest)
+        found.add(self.stderr.digest)
+        return found
+
 
 @record
 class Restored:

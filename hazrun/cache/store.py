@@ -201,8 +201,14 @@ class Store:
 
     def _open_tmp(self) -> Tuple[int, Path]:
         path = self._tmp_name()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW,
-                     0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | _O_NOFOLLOW
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileNotFoundError:
+            # tmp/ removed under a running build (by hand, or by an older
+            # hazrun's clean): made again, so later stores still happen.
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o666)
         return fd, path
 
     def _write_tmp(self, data: bytes) -> Path:
@@ -336,6 +342,14 @@ class Store:
         except BaseException:
             discard(staged)
             raise
+        # The blobs that staging found stored already were seen under an
+        # earlier hold of the lock: a prune or clean may have removed them
+        # since.  An entry is published whole or not at all.
+        for digest in manifest.blob_digests():
+            if digest != EMPTY_DIGEST and not os.path.exists(self.blob_file(digest)):
+                raise FileNotFoundError(errno.ENOENT, "a blob of this entry was removed "
+                                        "meanwhile (a concurrent prune or clean?)",
+                                        self.blob_file(digest))
         self.put_manifest(manifest)
 
     def put_manifest(self, manifest: Manifest) -> None:
