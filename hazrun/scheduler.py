@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .cache.outputs import TooMany, find_outputs
 from .config import TaskDef
@@ -192,6 +192,8 @@ class Scheduler:
         self.ready: List[_Task] = []                   # heap, canonical order
         self.blocked: Dict[str, List[_Task]] = {}      # by the tag cap that held it
         self.unfinished = len(self.order)
+        self._finals: Deque[Tuple[_Task, TaskResult, bool]] = collections.deque()
+        self._finalising = False  # _final is draining _finals
         self.pending_pool = 0
         self.cancelling = False
         self.violations: List[Violation] = []
@@ -734,15 +736,31 @@ class Scheduler:
         t.phase = Phase.FINAL
         t.result = result
         self.unfinished -= 1
-        if started:
-            self.observer.task_finished(result)
-        else:
-            self.observer.task_skipped(result)
-        if not result.state.ok:
-            self._cascade(t, result)
-        self._release(t)
-        if result.state is TaskState.FAILED and self.options.fail_fast:
-            self._start_cancel()
+        # What follows from a final state (reports, the cascade, released
+        # successors, which may be final at once) is queued, not recursed
+        # into: a failure above a chain of thousands of tasks would
+        # otherwise exceed Python's recursion limit.
+        self._finals.append((t, result, started))
+        if self._finalising:
+            return  # the outer call drains the queue
+        self._finalising = True
+        try:
+            while self._finals:
+                t, result, started = self._finals.popleft()
+                if started:
+                    self.observer.task_finished(result)
+                else:
+                    self.observer.task_skipped(result)
+                if not result.state.ok:
+                    self._cascade(t, result)
+                self._release(t)
+                if result.state is TaskState.FAILED and self.options.fail_fast:
+                    self._start_cancel()
+        except BaseException:
+            self._finals.clear()
+            raise
+        finally:
+            self._finalising = False
 
     def _cascade(self, t: _Task, result: TaskResult) -> None:
         """EXEC-010, EXEC-011, EXEC-013: skip (or cancel) every hard

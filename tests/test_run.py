@@ -181,6 +181,30 @@ def test_exec_010_failure_cascade(make_ws, tmp_path):
     assert "failed: a:build (exit code 3)" in proc.stderr  # CLI-001 summary
 
 
+@pytest.mark.parametrize("how", ["failure", "fail-fast cancel"])
+def test_exec_010_cascade_down_a_chain_of_thousands(make_ws, tmp_path, how):
+    """The cascade is not recursion: a chain deeper than Python's recursion
+    limit is skipped (or cancelled) whole, with its summary written."""
+    n = max(1200, sys.getrecursionlimit() + 200)
+    lines = ["[workspace]", "[tasks.t0]", 'cmd = "exit 1"' if how == "failure"
+             else 'cmd = "sleep 30"']
+    for i in range(1, n):
+        lines += [f"[tasks.t{i}]", 'cmd = "true"', f'deps = ["t{i - 1}"]']
+    lines += ["[tasks.quick]", 'cmd = "exit 1"']
+    ws = make_ws({"haz.toml": "\n".join(lines) + "\n"})
+    summary = tmp_path / "s.json"
+    targets = [f"t{n - 1}"] + (["quick", "--fail-fast", "-j2"] if how != "failure" else [])
+    proc = run_hazrun(ws, "run", *targets, "--no-cache", "--summary-json", str(summary),
+                      timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    tasks = {t["label"]: t for t in json.loads(summary.read_text())["tasks"]}
+    state, cause = (("skipped", "upstream_failed") if how == "failure"
+                    else ("cancelled", "upstream_cancelled"))
+    assert all((tasks[f"root:t{i}"]["state"], tasks[f"root:t{i}"]["cause"]) == (state, cause)
+               for i in range(1, n))
+    assert tasks[f"root:t{n - 1}"]["upstream"] == "root:t0"
+
+
 def test_exec_011_skip_reported_at_cascade_time(make_ws, tmp_path):
     """The skip is reported when a fails, while an unrelated task still runs."""
     from hazrun import load_workspace
