@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import IO, Any, Callable, Dict, Mapping, Optional, Set, Tuple, Union
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 
 class _LazyPsutil:
@@ -42,6 +42,28 @@ POLL_S = 0.05
 READ_SIZE = 1 << 16
 # posix_spawn with setsid (POSIX_SPAWN_SETSID): Linux/glibc and recent macOS.
 _POSIX_SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
+# What subprocess's restore_signals puts back in a child: Python ignores
+# these, and an ignored disposition survives exec.
+_DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
+                         if hasattr(signal, name))
+
+
+def _inheritable_fds() -> List[int]:
+    """The fds above 2 this process holds that a child would inherit."""
+    try:
+        names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
+    except OSError:
+        return []
+    return [fd for fd in (int(n) for n in names if n.isdigit()) if fd > 2 and _inheritable(fd)]
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:  # closed since
+        return False
+
+
 # How long the pipes may stay open after the task's whole process group is
 # gone (held by a process that left the group).
 LINGER_S = 2.0
@@ -196,6 +218,7 @@ class ProcessSet:
         self.spawned = False
         self._poll_timer: Optional[Timer] = None
         self._devnull: Optional[int] = None
+        self._inherited: Optional[List[int]] = None
 
     def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
               on_done: Callable[["Child"], None]) -> "Child":
@@ -237,12 +260,21 @@ class ProcessSet:
 
         posix_spawn has no working-directory action, so the script starts
         with a ``cd`` on its own first line's head (line numbers in the
-        shell's messages stay as the user wrote them).  Every fd hazrun
-        opens is close-on-exec (PEP 446), so the child inherits only its
-        three standard streams and the jobserver's fds.
+        shell's messages stay as the user wrote them).
+
+        The child starts as Popen's would (EXEC-008): the signals Python
+        ignores (SIGPIPE, SIGXFSZ) back to their defaults, or ``seq | head``
+        in a task prints "Broken pipe"; and only its three standard streams
+        and the jobserver's fds open.  Every fd hazrun opens is close-on-exec
+        (PEP 446); the inheritable ones hazrun itself inherited (``7>file``
+        in the shell that started it) are closed in the child.
         """
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if self._inherited is None:
+            self._inherited = _inheritable_fds()
+        closes = [(os.POSIX_SPAWN_CLOSE, fd) for fd in self._inherited
+                  if fd not in spec.pass_fds and _inheritable(fd)]
         script = f"cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
         try:
             for fd in spec.pass_fds:
@@ -259,9 +291,10 @@ class ProcessSet:
         try:
             pid = os.posix_spawn(
                 "/bin/sh", ["/bin/sh", "-c", script], spec.env, setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
                 file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
                               (os.POSIX_SPAWN_DUP2, out_w, 1),
-                              (os.POSIX_SPAWN_DUP2, err_w, 2)])
+                              (os.POSIX_SPAWN_DUP2, err_w, 2), *closes])
         except OSError as e:
             for fd in (out_r, err_r):
                 os.close(fd)

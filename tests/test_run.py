@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 
 import pytest
 
-from conftest import intervals, max_overlap, run_hazrun, timed, write_files
+from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed, write_files
 
 q = json.dumps  # a TOML basic string with everything escaped
 
@@ -524,3 +526,31 @@ def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith("usage: hazrun")  # the command's usage first
     assert proc.stderr.splitlines()[-1].startswith(message), proc.stderr
+
+
+@pytest.mark.parametrize("cmd", ["string", "list"])
+def test_exec_008_a_task_starts_with_default_signals_and_no_stray_fds(make_ws, tmp_path, cmd):
+    """Python ignores SIGPIPE and SIGXFSZ, and an ignored signal survives
+    exec: a task must not inherit that (``seq | head`` would print "Broken
+    pipe"), nor an fd hazrun inherited from its own parent."""
+    stray = os.open(tmp_path / "stray", os.O_WRONLY | os.O_CREAT)
+    os.set_inheritable(stray, True)
+    script = (f"grep SigIgn /proc/self/status; test -e /proc/$$/fd/{stray} "
+              "&& echo fd leaked || echo fd closed; seq 1 10000000 | head -1")
+    value = f'"{script}"' if cmd == "string" else f'["sh", "-c", "{script}"]'
+    ws = make_ws({"haz.toml": f'[workspace]\n[tasks.x]\ncmd = {value}\n'})
+    try:
+        env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+        env.pop("MAKEFLAGS", None)
+        proc = subprocess.run(hazrun_cmd("-C", str(ws), "run", "x", "--no-cache"), env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              pass_fds=(stray,), timeout=60)
+    finally:
+        os.close(stray)
+    assert proc.returncode == 0, proc.stderr
+    ignored = int(re.search(r"SigIgn:\s*([0-9a-f]+)", proc.stdout).group(1), 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig.name} ignored in the task"
+    assert "[root:x] fd closed\n" in proc.stdout
+    assert "Broken pipe" not in proc.stdout + proc.stderr
+    assert "[root:x] 1\n" in proc.stdout
