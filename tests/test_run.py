@@ -554,3 +554,21 @@ def test_exec_008_a_task_starts_with_default_signals_and_no_stray_fds(make_ws, t
     assert "[root:x] fd closed\n" in proc.stdout
     assert "Broken pipe" not in proc.stdout + proc.stderr
     assert "[root:x] 1\n" in proc.stdout
+
+
+@pytest.mark.parametrize("how", ["env", "option"])
+def test_cache_003_a_cache_directory_inside_the_workspace_is_not_an_input(make_ws, how):
+    """Default inputs (the whole project) at the root: the cache's own files
+    are not inputs, or every store changes the key."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.build]\ncmd = "echo built > out.txt"\n'
+                              'outputs = ["*.txt"]\n'})
+    env = dict(os.environ, HAZ_CACHE_DIR="hazcache") if how == "env" else None
+    args = ["run", "build"] + (["--cache-dir", str(ws / "hazcache")] if how == "option" else [])
+    first = run_hazrun(ws, *args, env=env)
+    assert first.returncode == 0 and "1 succeeded" in first.stderr, first.stderr
+    assert any((ws / "hazcache" / "entries").iterdir())
+    second = run_hazrun(ws, *args, env=env)
+    assert "1 cached" in second.stderr, second.stderr
+    (ws / "out.txt").unlink()
+    third = run_hazrun(ws, *args, env=env)
+    assert "1 cached" in third.stderr and (ws / "out.txt").read_text() == "built\n"

@@ -87,6 +87,12 @@ class Cache:
         self._root_slash = str(self.root).rstrip("/") + "/"
         self.environ = dict(environ)  # one snapshot for every key of the run
         self.path = resolve_cache_dir(self.root, cache_dir, environ)
+        # A cache directory inside the workspace (HAZ_CACHE_DIR=cache) is
+        # never an input nor an output: each store would change every key.
+        real = os.path.realpath(self.path)
+        self._own_prefix: Optional[str] = (
+            real[len(self.root_real) + 1:] + "/"
+            if real.startswith(self.root_real.rstrip("/") + "/") else None)
         self._store = Store(self.path)
         self.read = read
         self.write = write
@@ -143,10 +149,16 @@ class Cache:
             with self._listing_lock:
                 if self._listing is None:
                     listing = _files.list_workspace_files(self.root, self._ahead)
+                    if self._own_prefix is not None:
+                        listing = self._not_the_cache(listing)
                     with self._lock:
                         self._listing_set = frozenset(listing)
                         self._listing = listing
         return self._listing
+
+    def _not_the_cache(self, paths: List[str]) -> List[str]:
+        prefix = self._own_prefix
+        return [p for p in paths if not p.startswith(prefix)] if prefix else paths
 
     def _select(self, select: Callable[[Sequence[str]], List[str]]) -> List[str]:
         """``select`` (a filter of a sorted list) applied to the listing and
@@ -375,7 +387,7 @@ class Cache:
         globs = _files.task_output_globs(task, project.rel_dir)
         prefix = project.rel_dir + "/" if project.rel_dir else ""
         entries = []
-        for rel in find_outputs(str(self.root), globs, project.rel_dir):
+        for rel in self._not_the_cache(find_outputs(str(self.root), globs, project.rel_dir)):
             state = self._probe(label, "output", rel)
             if state is None:
                 continue
