@@ -530,6 +530,14 @@ class Child:
                 # Keep Popen from waiting on a pid that is already reaped.
                 self.popen.returncode = os.waitstatus_to_exitcode(status)
 
+    @property
+    def running(self) -> bool:
+        """Its main process has not exited.  After that, what is left is
+        reading the pipes to their end and ending a group left behind: the
+        task's own outcome is known, and neither a timeout (EXEC-018) nor a
+        cancellation (EXEC-012) changes it."""
+        return not self.done and self.status is None
+
     def needs_polling(self) -> bool:
         return not self.done and (self._pidfd is None or self.status is not None)
 

@@ -599,7 +599,7 @@ class Scheduler:
     def _timed_out(self, t: _Task) -> None:
         """EXEC-018: stop it as in EXEC-014; it ends failed/timeout."""
         t.timer = None
-        if t.child is not None and not t.child.done and not t.stopped:
+        if t.child is not None and t.child.running and not t.stopped:
             t.timed_out = True
             t.child.terminate(self._grace(t))
 
@@ -822,7 +822,7 @@ class Scheduler:
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                       key=self._key_hex(t)), started=False)
         for t in self.tasks.values():
-            if t.phase is Phase.RUNNING and t.child is not None and not t.child.done:
+            if t.phase is Phase.RUNNING and t.child is not None and t.child.running:
                 t.stopped = True
                 t.child.terminate(self._grace(t))
 
@@ -981,7 +981,7 @@ class Scheduler:
             # is in flight, and tasks still being prepared never spawn.
             self.halted = ViolationKind.RUNTIME_CYCLE
             for t in self.tasks.values():
-                if t.phase is Phase.RUNNING and t.child is not None and not t.child.done:
+                if t.phase is Phase.RUNNING and t.child is not None and t.child.running:
                     t.stopped = True
                     t.child.terminate(self._grace(t))
 

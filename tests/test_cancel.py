@@ -204,6 +204,27 @@ def test_exec_014_grace_must_be_a_finite_number(make_ws, grace):
     assert f"argument --grace: '{grace}' is not a finite number of seconds" in proc.stderr
 
 
+def test_exec_018_a_command_that_exited_does_not_time_out_while_its_pipes_drain(
+        make_ws, tmp_path):
+    """The command exits at once, but a process that left its group (setsid)
+    holds its stdout: hazrun waits a while for the pipes.  Neither a timeout
+    nor a --fail-fast cancellation in that wait changes its outcome."""
+    holder = "(setsid sleep 30 > /dev/null 2>&1 < /dev/null &); (setsid sleep 30 &); echo started"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "{holder}"\ntimeout = 0.5\n',
+                  "p/b/haz.toml": '[tasks.run]\ncmd = "sleep 1; exit 1"\n'})
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "a:run", "--no-cache", "--summary-json", str(summary))
+    task = json.loads(summary.read_text())["tasks"][0]
+    assert (proc.returncode, task["state"], task["exit_code"]) == (0, "succeeded", 0), proc.stderr
+    assert "[a:run] started" in proc.stdout
+    proc = run_hazrun(ws, "run", "run", "-j2", "--no-cache", "--fail-fast",
+                      "--summary-json", str(summary))
+    tasks = {t["label"]: t for t in json.loads(summary.read_text())["tasks"]}
+    assert tasks["a:run"]["state"] == "succeeded", proc.stderr
+    assert (tasks["b:run"]["state"], proc.returncode) == ("failed", 1)
+
+
 def test_exec_009_killed_from_outside_is_failed_signal(make_ws, tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
