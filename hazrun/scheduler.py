@@ -293,6 +293,13 @@ class Scheduler:
             full = self._full_tag(t)
             if full is not None:
                 heapq.heappush(self.blocked.setdefault(full, []), t)
+                # t may have been let out by a place freed under another of
+                # its tags; parked again, it passes that place on, or a task
+                # that fits would wait behind it (EXEC-005).
+                for tag in t.task.tags:
+                    parked = self.blocked.get(tag)
+                    if tag != full and parked and self.tag_load[tag] < self.tag_caps[tag]:
+                        heapq.heappush(self.ready, heapq.heappop(parked))
                 continue
             if not self._take_token(t):
                 heapq.heappush(self.ready, t)

@@ -572,3 +572,19 @@ def test_cache_003_a_cache_directory_inside_the_workspace_is_not_an_input(make_w
     (ws / "out.txt").unlink()
     third = run_hazrun(ws, *args, env=env)
     assert "1 cached" in third.stderr and (ws / "out.txt").read_text() == "built\n"
+
+
+def test_exec_005_a_task_parked_twice_does_not_hold_back_one_that_fits(make_ws, tmp_path):
+    """b (heavy, gpu) waits for heavy, then for gpu, which c holds; d (heavy
+    only) fits as soon as a ends and must not wait for c: c waits for d."""
+    marker = tmp_path / "d-ran"
+    wait_for_d = (f"i=0; while [ ! -e {marker} ] && [ $i -lt 400 ]; do sleep 0.05; "
+                  f"i=$((i+1)); done; test -e {marker}")
+    ws = make_ws({"haz.toml": "\n".join([
+        "[workspace]", "[workspace.tags]", "heavy = 1", "gpu = 1",
+        "[tasks.a]", 'cmd = "sleep 0.2"', 'tags = ["heavy"]',
+        "[tasks.b]", 'cmd = "true"', 'tags = ["heavy", "gpu"]',
+        "[tasks.c]", f'cmd = "{wait_for_d}"', 'tags = ["gpu"]',
+        "[tasks.d]", f'cmd = "touch {marker}"', 'tags = ["heavy"]', ""])})
+    proc = run_hazrun(ws, "run", "a", "b", "c", "d", "-j4", "--no-cache")
+    assert proc.returncode == 0 and "4 succeeded" in proc.stderr, proc.stderr
