@@ -77,7 +77,10 @@ def test_cache_003_staged_entry_is_invisible_until_committed(root):
     assert (root / "pkg" / "a" / "dist" / "lib.txt").read_bytes() == b"library\n"
 
 
-def test_cache_003_prune_between_stage_and_commit_leaves_no_entry(root):
+def test_cache_003_prune_between_stage_and_commit(root):
+    """A prune leaves a live writer's staged blobs: the commit completes the
+    entry.  Staged blobs removed all the same (by hand, by an older hazrun)
+    fail the commit, and no entry is left half there."""
     from hazrun.cache import StoreError
     from hazrun.cache.housekeeping import prune
 
@@ -85,7 +88,14 @@ def test_cache_003_prune_between_stage_and_commit_leaves_no_entry(root):
         build_outputs(root)
         key = c.compute_key("a:build", {})
         staged = c.stage("a:build", key, c.collect_outputs("a:build"), b"out\n", b"", 1.0)
-        prune(c.path, max_size=None, max_age=None)  # empties tmp/
+        prune(c.path, max_size=None, max_age=None)
+        assert c.commit(staged)
+        with c.restore("a:build", c.lookup(key)) as r:
+            assert r.stdout.read() == b"out\n"
+        prune(c.path, max_size=0)
+        staged = c.stage("a:build", key, c.collect_outputs("a:build"), b"out\n", b"", 1.0)
+        for f in (c.path / "tmp").iterdir():
+            f.unlink()
         with pytest.raises(StoreError):
             c.commit(staged)
         assert c.lookup(key) is None
@@ -750,3 +760,25 @@ def test_cache_002_stream_hash_is_blake3_of_the_documented_json():
     expected = blake3.blake3(b"hazrun-stream\0" + text.encode("ascii")).hexdigest()
     assert stream_hash(entries) == expected
     assert Materialised.of(entries).stream_hash == expected
+
+
+def test_cache_004_a_killed_restores_leftover_is_no_output_and_is_removed(root):
+    """A restore killed between writing an output's temp file and renaming
+    it leaves ``.NAME.hazrun-PID-X.tmp``: never stored as an output, and
+    removed by the next restore into that directory once its writer is gone."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    dead, alive = proc.pid, os.getpid()
+    dist = root / "pkg/a/dist"
+    with open_cache(root) as c:
+        key, m = store_build(c)
+        leftovers = [dist / f".lib.txt.hazrun-{dead}-0123456789ab.tmp",
+                     dist / ".lib.txt.hazrun-0123456789ab.tmp",  # an older hazrun's
+                     dist / f".lib.txt.hazrun-{alive}-0123456789ab.tmp"]  # in progress
+        for f in leftovers:
+            f.write_bytes(b"half a file")
+        assert c.collect_outputs("a:build") == m  # none of them is an output
+        (dist / "lib.txt").unlink()
+        c.restore("a:build", c.lookup(key)).close()
+    assert (dist / "lib.txt").read_bytes() == b"library\n"
+    assert [f.exists() for f in leftovers] == [False, False, True]

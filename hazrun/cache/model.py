@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import field
 from json.encoder import encode_basestring_ascii as _json_str
-from typing import IO, Any, Dict, Iterable, List, Optional, Tuple
+from typing import IO, Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import blake3
 

@@ -9,12 +9,24 @@ collected.  Anything under ``.git/`` or ``.haz/`` is never an output.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Iterator, List, Optional, Set
 
 from ..globs import GlobSet
 
 NEVER = (".git", ".haz")
+
+# A restore writes each output to ``.NAME.hazrun-PID-RANDOM.tmp`` beside it
+# and renames it into place (CACHE-004).  One killed on the way leaves that
+# file: it is never an output, and the next restore into its directory
+# removes it once its writer is gone (restore.remove_leftovers).
+LEFTOVER_MARK = ".hazrun-"
+LEFTOVER = re.compile(r"\..*\.hazrun-(\d+-)?[0-9a-f]+\.tmp\Z", re.S)
+
+
+def is_leftover(name: str) -> bool:
+    return name[:1] == "." and name.endswith(".tmp") and LEFTOVER.match(name) is not None
 
 
 class TooMany(Exception):
@@ -59,7 +71,7 @@ def _walk(root: str, rel_top: str, budget: Optional[List[int]] = None,
                     budget[0] -= 1
                     if budget[0] < 0:
                         raise TooMany()
-                if e.name in NEVER:
+                if e.name in NEVER or is_leftover(e.name):
                     continue
                 rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
                 try:

@@ -28,10 +28,11 @@ import errno
 import io
 import os
 import stat
-from typing import IO, Callable, List, Optional, Tuple
+from typing import IO, Callable, List, Optional, Set, Tuple
 
 from ..globs import GlobSet
 from .model import CacheMissError, Manifest, OutputEntry, WouldBlock
+from .outputs import LEFTOVER, LEFTOVER_MARK, is_leftover
 from .store import EMPTY_DIGEST, CorruptBlob, LockedReads, _write_all
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -104,6 +105,7 @@ class _Dirs:
         self.root_real = root_real
         self.fds: "collections.OrderedDict[str, int]" = collections.OrderedDict()
         self.created: List[str] = []
+        self.swept: Set[str] = set()  # directories rid of leftovers
 
     def get(self, rel_dir: str, create: bool) -> int:
         fd = self.fds.get(rel_dir)
@@ -206,7 +208,10 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
         raise Rejected(f"'{entry.path}' is a directory in the work tree")
     if st is not None and _in_place(entry, st, pfd, name, digest_of):
         return None
-    tmp = f".{name[:64]}.hazrun-{os.urandom(6).hex()}.tmp"
+    if rel_dir not in dirs.swept:
+        dirs.swept.add(rel_dir)
+        remove_leftovers(pfd)
+    tmp = f".{name[:64]}{LEFTOVER_MARK}{os.getpid()}-{os.urandom(6).hex()}.tmp"
     if entry.symlink is not None:
         os.symlink(entry.symlink, tmp, dir_fd=pfd)
         return rel_dir, tmp, name
@@ -225,6 +230,32 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
         _unlink_at(tmp, pfd)
         raise
     return rel_dir, tmp, name
+
+
+def remove_leftovers(dir_fd: int) -> None:
+    """Remove the restore temp files in a directory whose writer is gone
+    (a name without a pid, from an older hazrun, counts as gone)."""
+    try:
+        names = [e.name for e in os.scandir(dir_fd) if is_leftover(e.name)]
+    except OSError:
+        return
+    for name in names:
+        m = LEFTOVER.match(name)
+        pid = m.group(1) if m else None
+        if pid is None or not _alive(int(pid[:-1])):
+            _unlink_at(name, dir_fd)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _unlink_at(name: str, dir_fd: int) -> None:
