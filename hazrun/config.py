@@ -528,6 +528,12 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
     if "cmd" not in data and ("deps" not in data or values.get("deps") == ()):
         reader.problem(file, where, "has neither 'cmd' nor 'deps'; give it a "
                        "command to run, or deps to group")
+    elif "cmd" not in data and values.get("outputs"):
+        # A group runs nothing, so it makes no file: its outputs would claim
+        # (and cache again) what its deps wrote, an overlap (EXEC-020).
+        reader.problem(file, f"{where} key 'outputs'",
+                       "a task without 'cmd' produces nothing; list the outputs "
+                       "on the task whose command writes them")
     for key in ("inputs", "outputs"):
         for pattern in values.get(key, ()):
             why = check_pattern(pattern)

@@ -494,6 +494,18 @@ def test_cfg_005_unknown_key_did_you_mean(make_ws, files, expected):
         assert "did you mean" not in msg
 
 
+def test_cfg_005_a_group_task_has_no_outputs(make_ws):
+    """A task without cmd writes nothing: outputs on it would claim the
+    files its deps wrote (an output overlap at run time)."""
+    root = one_project(make_ws, '[tasks.build]\ncmd = "x"\noutputs = ["dist/**"]\n'
+                                '[tasks.all]\ndeps = ["build"]\noutputs = ["dist/**"]\n'
+                                '[tasks.fine]\ndeps = ["build"]\noutputs = []\n')
+    msg = config_error(root)
+    assert ("packages/a/haz.toml: [tasks.all] key 'outputs': a task without 'cmd' "
+            "produces nothing") in msg, msg
+    assert "[tasks.build]" not in msg and "[tasks.fine]" not in msg
+
+
 def test_cfg_005_task_with_neither_cmd_nor_deps(make_ws):
     root = one_project(make_ws, '[tasks.empty]\ndescription = "nothing"\n'
                                 '[tasks.also]\ndeps = []\n[tasks.group]\ndeps = ["empty"]\n')
