@@ -413,6 +413,7 @@ def _search_root(start: Path, known: Optional[Known] = None
     if not start.is_dir():
         raise NoWorkspaceError(str(start), " (it is not a directory)")
     broken: List[Tuple[Path, ConfigError]] = []
+    misshapen: Optional[str] = None  # a 'workspace' key that is no table
     for directory in (start, *start.parents):
         candidate = directory / CONFIG_NAME
         if candidate.is_file():
@@ -423,11 +424,18 @@ def _search_root(start: Path, known: Optional[Known] = None
             except ConfigError as e:
                 broken.append((directory, e))
                 continue
-            if isinstance(data.get("workspace"), dict):
+            workspace = data.get("workspace")
+            if isinstance(workspace, dict):
                 return directory, data, [d for d, _ in broken]
+            if workspace is not None and misshapen is None:
+                what = ("an array of tables ([[workspace]])" if isinstance(workspace, list)
+                        and all(isinstance(w, dict) for w in workspace)
+                        else _type_name(workspace))
+                misshapen = (f" ({candidate}: key 'workspace' must be a table, "
+                             f"[workspace], got {what})")
     if broken:
         raise broken[0][1]
-    raise NoWorkspaceError(str(start))
+    raise NoWorkspaceError(str(start), misshapen)
 
 
 def _remote_cache(reader: _Reader, file: Path, data: Any) -> Optional[RemoteCacheConfig]:

@@ -81,6 +81,17 @@ def test_cfg_001_no_root_found_names_directory(tmp_path):
     assert str(start.resolve()) in str(info.value)
 
 
+@pytest.mark.parametrize("text, what", [
+    ('[[workspace]]\nmembers = ["p/*"]\n', "an array of tables ([[workspace]])"),
+    ('workspace = "yes"\n', "a string")])
+def test_cfg_001_a_workspace_key_that_is_no_table_is_named(tmp_path, text, what):
+    (tmp_path / "haz.toml").write_text(text)
+    with pytest.raises(NoWorkspaceError) as info:
+        load_workspace(tmp_path)
+    assert (f"{tmp_path.resolve() / 'haz.toml'}: key 'workspace' must be a table, "
+            f"[workspace], got {what}") in str(info.value)
+
+
 def test_cfg_001_no_root_cli_exit_2_names_directory(tmp_path, hazrun_env):
     start = tmp_path / "empty"
     start.mkdir()
