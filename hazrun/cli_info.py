@@ -8,8 +8,11 @@ from .console import Console
 from .workspace import Workspace, load_workspace
 
 
-def _load(args: argparse.Namespace) -> Workspace:
-    return load_workspace(args.directory)
+def _load(args: argparse.Namespace, console: Console) -> Workspace:
+    ws = load_workspace(args.directory)
+    for warning in ws.warnings:
+        console.warning(warning)
+    return ws
 
 
 def _task_notes(ws: Workspace, label: str) -> str:
@@ -28,7 +31,7 @@ def _task_notes(ws: Workspace, label: str) -> str:
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     """Projects (by name) and tasks (canonical order) with descriptions."""
-    ws = _load(args)
+    ws = _load(args, console)
     console.print("projects:")
     width = max((len(n) for n in ws.projects), default=0)
     for name in sorted(ws.projects):
@@ -51,7 +54,7 @@ def _dot_quote(s: str) -> str:
 
 def cmd_graph(args: argparse.Namespace, console: Console) -> int:
     """The graph in canonical order, as text or Graphviz dot."""
-    ws = _load(args)
+    ws = _load(args, console)
     graph = ws.graph
     nodes = graph.select(args.targets) if args.targets else None
     order = graph.canonical_order(nodes)

@@ -132,6 +132,8 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     from .workspace import load_workspace
 
     ws = load_workspace(args.directory)
+    for warning in ws.warnings:
+        console.warning(warning)
     # main() held the cyclic GC off through the imports and the load; what
     # they made lives as long as the run, so no collection need walk it.
     gc.freeze()

@@ -15,7 +15,7 @@ import re
 import sys
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 
 def _toml() -> Any:
@@ -473,9 +473,11 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
     return WorkspaceSettings(remote_cache=remote, **values)
 
 
-def _find_members(reader: _Reader, root_file: Path,
-                  patterns: Tuple[str, ...]) -> List[str]:
+def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
+                  warnings: List[str]) -> List[str]:
     """CFG-002: directories matched by the member globs that hold a haz.toml.
+    A pattern that selects none is a warning (a typo, most often; or a
+    directory waiting for its first project).
 
     String paths and one realpath per parent directory, not pathlib per
     member: this runs once per project of workspaces with thousands.
@@ -489,11 +491,13 @@ def _find_members(reader: _Reader, root_file: Path,
     for pattern in includes:
         if check_pattern(pattern):
             continue  # reported by _workspace_settings
+        selected = False
         for hit in _glob.glob(os.path.join(_glob.escape(root), pattern),
                               recursive=True):
             hit = os.path.normpath(hit)
             if not os.path.isfile(os.path.join(hit, CONFIG_NAME)):
                 continue
+            selected = True
             rel = hit[len(prefix):] if hit != root else ""  # as the pattern matched it
             if excludes and excludes.match(rel):
                 continue
@@ -517,6 +521,9 @@ def _find_members(reader: _Reader, root_file: Path,
             if excludes and excludes.match(rel):
                 continue
             found.add(resolved)
+        if not selected:
+            warnings.append(f"{reader.rel(root_file)}: [workspace] key 'members': "
+                            f"'{pattern}' matches no directory with a {CONFIG_NAME}")
     # Ordered as Paths would be (by components), without making a thousand
     # of them: a load from the snapshot needs none.
     return sorted(found, key=lambda p: p.split("/"))
@@ -607,13 +614,15 @@ class Located:
     directories, before any member's haz.toml is read."""
 
     def __init__(self, root: Path, root_data: Dict[str, Any], broken: List[Path],
-                 reader: _Reader, settings: WorkspaceSettings, members: List[str]):
+                 reader: _Reader, settings: WorkspaceSettings, members: List[str],
+                 warnings: Sequence[str] = ()):
         self.root = root
         self.root_data = root_data
         self.broken = broken
         self.reader = reader
         self.settings = settings
         self.members = members     # absolute paths, as strings
+        self.warnings = tuple(warnings)
 
     @property
     def problems(self) -> List[Problem]:
@@ -638,8 +647,9 @@ def locate(start: Path, known: Optional[Known] = None) -> Located:
             if key not in TOP_LEVEL_KEYS:
                 reader.problem(root_file, "", f"unknown table '{key}'"
                                + did_you_mean(key, TOP_LEVEL_KEYS))
-    members = _find_members(reader, root_file, settings.members)
-    return Located(root, root_data, broken, reader, settings, members)
+    warnings: List[str] = []
+    members = _find_members(reader, root_file, settings.members, warnings)
+    return Located(root, root_data, broken, reader, settings, members, warnings)
 
 
 def read_config(start: Path) -> LoadedConfig:

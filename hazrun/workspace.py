@@ -1,6 +1,7 @@
 """The loaded workspace: settings, projects and the validated task graph."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import pickle
@@ -41,6 +42,9 @@ class Workspace:
     settings: WorkspaceSettings
     projects: Mapping[str, Project]
     graph: TaskGraph
+    # Found while loading, not errors (a member glob that selects nothing);
+    # the command line prints them, a library caller may.
+    warnings: Tuple[str, ...] = ()
 
     def project_of(self, label: str) -> Project:
         return self.projects[self.graph.tasks[label].project]
@@ -63,13 +67,19 @@ def load_workspace(path: Union[str, "os.PathLike[str]", None] = None) -> Workspa
     if key is not None:
         ws = snapshot.workspace(located.root, key)
         if ws is not None:
-            return ws
+            return _with_warnings(ws, located.warnings)
     config: LoadedConfig = read_located(located)
     graph = build_graph(config)
     ws = Workspace(config.root, config.settings, config.projects, graph)
     if key is not None and settled:
         _write_snapshot(located.root, _header(located, key), key, ws)
-    return ws
+    return _with_warnings(ws, located.warnings)
+
+
+def _with_warnings(ws: Workspace, warnings: Tuple[str, ...]) -> Workspace:
+    # Made by every load (member globs are matched every time), never kept
+    # in the snapshot.
+    return dataclasses.replace(ws, warnings=warnings) if warnings else ws
 
 
 class _Snapshot:

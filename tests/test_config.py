@@ -700,3 +700,17 @@ def test_cfg_005_random_configs_load_or_raise_config_error(tmp_path, seed):
             load_workspace(root).graph.canonical_order()
         except HazError as e:
             assert str(e) and e.exit_code == 2
+
+
+def test_cfg_002_a_member_glob_that_selects_nothing_is_a_warning(make_ws, hazrun_env):
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["pakages/*", "packages/*"]\n',
+                    "packages/a/haz.toml": '[tasks.build]\ncmd = "true"\n'})
+    expected = ("haz.toml: [workspace] key 'members': 'pakages/*' matches no directory "
+                "with a haz.toml")
+    for _ in range(2):  # a fresh load, then one from the snapshot
+        ws = load_workspace(root)
+        assert ws.warnings == (expected,) and list(ws.graph.tasks) == ["a:build"]
+    proc = run_hazrun(["-C", str(root), "list"], hazrun_env)
+    assert proc.returncode == 0 and f"hazrun: warning: {expected}" in proc.stderr
+    (root / "haz.toml").write_text('[workspace]\nmembers = ["packages/*"]\n')
+    assert load_workspace(root).warnings == ()
