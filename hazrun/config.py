@@ -8,7 +8,6 @@ by :mod:`hazrun.graph`, which reports into the same problem list.
 from __future__ import annotations
 
 import enum
-import glob as _glob
 import math
 import os
 import re
@@ -28,7 +27,7 @@ def _toml() -> Any:
     return tomllib
 
 from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
-from .globs import GlobSet, check_pattern
+from .globs import GlobSet, check_pattern, compile_glob
 from .values import value
 
 CONFIG_NAME = "haz.toml"
@@ -473,6 +472,51 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
     return WorkspaceSettings(remote_cache=remote, **values)
 
 
+def _member_candidates(root: str, pattern: str) -> List[str]:
+    """The directories ``pattern`` matches, as absolute paths, by hazrun's
+    own glob rules (GLOBS in haz.toml(5)): the same as for an exclude, for
+    inputs and for outputs ('*' matches a leading dot; '[^a]' negates).
+
+    Walked from the pattern's literal prefix, only as deep as its segments
+    go (any depth below a '**', not into symlinked directories there);
+    .git/ and .haz/ never.
+    """
+    glob = compile_glob(pattern)
+    top = glob.prefix.rstrip("/")
+    rest = glob.rooted[len(glob.prefix):].split("/") if glob.rooted != top else []
+    unbounded = "**" in rest
+    found: List[str] = []
+    if not rest:  # a literal path
+        if top and top.split("/")[0] not in _NEVER_MEMBERS:
+            found.append(os.path.join(root, top))
+        return found
+    stack = [(os.path.join(root, top) if top else root, top, 0)]
+    while stack:
+        path, rel, depth = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name in _NEVER_MEMBERS:
+                continue
+            try:
+                if not e.is_dir():
+                    continue
+                link = e.is_symlink()
+            except OSError:
+                continue
+            sub = f"{rel}/{e.name}" if rel else e.name
+            if (unbounded or depth + 1 == len(rest)) and glob.match(sub):
+                found.append(e.path)
+            if (unbounded and not link) or (not unbounded and depth + 1 < len(rest)):
+                stack.append((e.path, sub, depth + 1))
+    return sorted(found)
+
+
+_NEVER_MEMBERS = (".git", ".haz")
+
+
 def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
                   warnings: List[str]) -> List[str]:
     """CFG-002: directories matched by the member globs that hold a haz.toml.
@@ -492,9 +536,7 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
         if check_pattern(pattern):
             continue  # reported by _workspace_settings
         selected = False
-        for hit in _glob.glob(os.path.join(_glob.escape(root), pattern),
-                              recursive=True):
-            hit = os.path.normpath(hit)
+        for hit in _member_candidates(root, pattern):
             if not os.path.isfile(os.path.join(hit, CONFIG_NAME)):
                 continue
             selected = True

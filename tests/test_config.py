@@ -5,6 +5,8 @@ CFG-004 (references) is tested with the graph in test_graph.py, CFG-006
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -164,6 +166,26 @@ def test_cfg_002_members_globs_select_directories_with_haz_toml(make_ws):
     assert ws.projects["svc-1"].rel_dir == "apps/x/y/svc-1"
     assert ws.projects["a"].dir == root.resolve() / "packages/a"
     assert ws.projects["a"].config_file == root.resolve() / "packages/a/haz.toml"
+
+
+@pytest.mark.parametrize("members, expected", [
+    (["packages/[!a]*"], ["b", "c"]),
+    (["packages/[^a]*"], ["b", "c"]),                 # as in inputs and outputs
+    (["packages/*", "!packages/[^a]*"], ["a"]),       # the same class, as an exclude
+    (["packages/*"], ["a", "b", "c"]),                # '*' matches a leading dot
+    (["packages/b", "tools/x"], ["b", "x"]),          # literal paths
+    (["**/haz-*"], ["haz-deep"]),
+])
+def test_cfg_002_member_globs_follow_the_glob_rules_of_haz_toml(make_ws, members, expected):
+    """GLOBS in haz.toml(5): one set of rules for includes, excludes, inputs
+    and outputs (includes went through Python's glob module)."""
+    files = {"haz.toml": f"[workspace]\nmembers = {json.dumps(members)}\n"}
+    for rel, name in (("packages/a", "a"), ("packages/b", "b"), ("packages/.c", "c"),
+                      ("tools/x", "x"), ("deep/er/haz-deep", "haz-deep")):
+        files[f"{rel}/haz.toml"] = f'[project]\nname = "{name}"\n[tasks.t]\ncmd = "x"\n'
+    root = make_ws(files)
+    os.symlink("..", root / "packages" / "loop")  # '**' must not walk round it
+    assert sorted(load_workspace(root).projects) == expected
 
 
 def test_cfg_002_members_exclusion(make_ws):
