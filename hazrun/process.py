@@ -42,6 +42,12 @@ POLL_S = 0.05
 READ_SIZE = 1 << 16
 # posix_spawn with setsid (POSIX_SPAWN_SETSID): Linux/glibc and recent macOS.
 _POSIX_SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
+# The environment variables (EXEC-008) that tell which task a process
+# belongs to, when it has left that task's tree.
+IDENTITY_VARIABLES = ("HAZ_ROOT", "HAZ_PROJECT", "HAZ_TASK")
+# How long the final sweep gives orphans between SIGTERM and SIGKILL.
+SWEEP_GRACE_S = 2.0
+
 # What subprocess's restore_signals puts back in a child: Python ignores
 # these, and an ignored disposition survives exec.
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
@@ -219,6 +225,7 @@ class ProcessSet:
         self._poll_timer: Optional[Timer] = None
         self._devnull: Optional[int] = None
         self._inherited: Optional[List[int]] = None
+        self._no_grace = False
 
     def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
               on_done: Callable[["Child"], None]) -> "Child":
@@ -247,6 +254,7 @@ class ProcessSet:
                 raise SpawnError(f"{what}: {e.strerror or e}") from None
             child = Child(self, popen.pid, _take_fd(popen.stdout), _take_fd(popen.stderr),
                           on_output, on_done, popen)
+        child.identity = tuple((k, spec.env[k]) for k in IDENTITY_VARIABLES if k in spec.env)
         self.children[child.pid] = child
         if self.watchdog is not None:
             self.watchdog.watch(child.pgid)
@@ -357,6 +365,9 @@ class ProcessSet:
             child.terminate(grace)
 
     def kill_all(self) -> None:
+        """SIGKILL every tree now (a second signal, EXEC-014); the final
+        sweep then gives orphans no grace either."""
+        self._no_grace = True
         for child in list(self.children.values()):
             child.kill()
 
@@ -370,8 +381,40 @@ class ProcessSet:
             os.close(self._devnull)
             self._devnull = None
 
-    def sweep_orphans(self) -> int:
-        """EXEC-015: end adopted orphans (double-forked daemons) and reap them.
+    def _ours(self) -> Set[int]:
+        keep = set(self.children)
+        if self.watchdog is not None:
+            keep.add(self.watchdog.proc.pid)
+        return keep
+
+    def adopted(self, identity: Tuple[Tuple[str, str], ...]) -> List[psutil.Process]:
+        """EXEC-014: the orphans re-parented to this subreaper (daemons
+        whose parents exited) that carry a task's identity in their
+        environment, with their descendants: stopped with that task, with
+        its SIGTERM and grace, not only by the final sweep's SIGKILL."""
+        if not self.subreaper or not identity:
+            return []
+        kids = _direct_children()
+        if kids is not None and kids <= self._ours():
+            return []
+        found: List[psutil.Process] = []
+        try:
+            strays = [p for p in psutil.Process().children() if p.pid not in self._ours()]
+        except psutil.Error:
+            return []
+        for p in strays:
+            try:
+                env = p.environ()
+                if all(env.get(k) == v for k, v in identity):
+                    found += [p] + p.children(recursive=True)
+            except psutil.Error:
+                continue  # gone, a zombie, or not ours to read
+        return found
+
+    def sweep_orphans(self, grace: Optional[float] = None) -> int:
+        """EXEC-015: end adopted orphans (double-forked daemons) and reap
+        them: SIGTERM, then SIGKILL to those alive ``grace`` seconds later
+        (default SWEEP_GRACE_S; none after kill_all).
 
         Only meaningful as a subreaper, after spawning a task: orphans are
         its descendants.  Returns how many were ended.
@@ -379,31 +422,33 @@ class ProcessSet:
         if not self.subreaper or not self.spawned:
             return 0
         kids = _direct_children()
-        if kids is not None:
-            keep = set(self.children)
-            if self.watchdog is not None:
-                keep.add(self.watchdog.proc.pid)
-            if kids <= keep:
-                return 0  # the common case, told without psutil's /proc scan
+        if kids is not None and kids <= self._ours():
+            return 0  # the common case, told without psutil's /proc scan
+        if grace is None:
+            grace = 0.0 if self._no_grace else SWEEP_GRACE_S
         me = psutil.Process()
         ended = 0
-        for _ in range(200):
+        termed: Set[int] = set()
+        deadline = time.monotonic() + grace
+        for _ in range(200 + int(grace / (POLL_S / 5))):
+            keep = self._ours()
             try:
-                keep = set(self.children)
-                if self.watchdog is not None:
-                    keep.add(self.watchdog.proc.pid)
-                strays = [p for p in me.children(recursive=True)
-                          if p.pid not in keep]
+                strays = [p for p in me.children(recursive=True) if p.pid not in keep]
             except psutil.Error:
                 strays = []
             self._reap_strays(keep)
             strays = [p for p in strays if _alive(p)]
             if not strays:
                 break
+            late = time.monotonic() >= deadline
             for p in strays:
                 try:
-                    p.kill()
-                    ended += 1
+                    if p.pid not in termed:
+                        p.terminate()
+                        termed.add(p.pid)
+                        ended += 1
+                    elif late:
+                        p.kill()
                 except psutil.Error:
                     pass
             time.sleep(POLL_S / 5)
@@ -475,6 +520,9 @@ class Child:
         self._kill_timer: Optional[Timer] = None
         self._linger_timer: Optional[Timer] = None
         self._grace = 0.0
+        # What its processes carry in their environment (EXEC-008's HAZ_*):
+        # how an orphan adopted by the subreaper is told to be this task's.
+        self.identity: Tuple[Tuple[str, str], ...] = ()
 
     # Watching ---------------------------------------------------------
     def watch(self) -> None:
@@ -625,6 +673,7 @@ class Child:
             procs = [main] + main.children(recursive=True)
         except psutil.Error:
             procs = []
+        procs += self.owner.adopted(self.identity)
         for known in list(self._tree.values()):
             try:
                 procs.extend(known.children(recursive=True))

@@ -117,6 +117,44 @@ def test_exec_014_signal_ends_every_tree(tree_ws, tmp_path, sig, code):
         kill_leftovers(recorded)
 
 
+def _daemon(log, name):
+    """A double-forked daemon that says when it gets SIGTERM; the task's
+    own shell has exited by then, so only the subreaper knows it."""
+    body = (f"trap \\\"echo {name} got TERM >> {log}; exit 0\\\" TERM; "
+            f"echo {name} up >> {log}; while :; do sleep 0.05; done")
+    return f"(setsid sh -c '{body}' > /dev/null 2>&1 < /dev/null &)"
+
+
+def test_exec_014_a_double_forked_daemon_gets_sigterm_and_the_grace(make_ws, tmp_path):
+    """Ctrl-C: the daemon, re-parented to hazrun, is told by its HAZ_*
+    environment to be the task's and gets SIGTERM like the rest of its tree,
+    not only the final sweep's SIGKILL."""
+    log = tmp_path / "log"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "{_daemon(log, "a")}; sleep 1000"\n'})
+    proc = start_hazrun(ws, "run", "run", "--grace", "5", "--no-cache")
+    try:
+        wait_for(lambda: log.exists() and "a up" in log.read_text(), what="the daemon")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "a got TERM" in log.read_text()
+
+
+def test_exec_015_a_successful_tasks_daemon_is_ended_with_sigterm_first(make_ws, tmp_path):
+    log = tmp_path / "log"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "{_daemon(log, "a")}; '
+                                  f'until grep -q up {log} 2>/dev/null; do sleep 0.05; done"\n'})
+    proc = run_hazrun(ws, "run", "run", "--no-cache", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().splitlines() == ["a up", "a got TERM"]
+
+
 def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
