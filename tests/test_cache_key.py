@@ -90,6 +90,46 @@ def test_cache_001_symlink_input_hashes_its_target(root):
     assert before != mid  # main.c itself is an input
 
 
+@pytest.mark.parametrize("where", ["in the workspace", "outside the workspace"])
+def test_cache_001_a_file_edited_behind_a_symlinked_input_changes_the_key(root, tmp_path,
+                                                                          where):
+    """The task reads through the link: the content it resolves to is part
+    of the key, not only the target string (src/** does not cover it)."""
+    shared = (root / "shared" if where == "in the workspace" else tmp_path / "outside")
+    shared.mkdir()
+    (shared / "config.txt").write_text("v1")
+    os.symlink(os.path.relpath(shared / "config.txt", root / "pkg/a/src"),
+               root / "pkg/a/src/config")
+    v1 = key(root)
+    assert key(root) == v1
+    (shared / "config.txt").write_text("v2")
+    v2 = key(root)
+    assert v2 != v1
+    (shared / "config.txt").write_text("v1")
+    assert key(root) == v1
+    with open_cache(root) as c:
+        k = c.compute_key("a:build", {})
+        c.record("a:build", k)
+    (shared / "config.txt").write_text("v3")
+    with open_cache(root) as c:
+        assert c.explain("a:build", c.compute_key("a:build", {})) == [
+            "input file modified: pkg/a/src/config"]
+
+
+def test_cache_001_links_to_directories_and_dangling_links_are_keyed_by_target(root):
+    """A link to a directory is keyed by its target string (its files are
+    inputs only where the globs select them); a dangling link too, until
+    it resolves to a file."""
+    (root / "pkg/a/lib").mkdir()
+    os.symlink("../lib", root / "pkg/a/src/dirlink")
+    os.symlink("../elsewhere.txt", root / "pkg/a/src/dangling")
+    before = key(root)
+    (root / "pkg/a/lib/inside.txt").write_text("under the linked directory")
+    assert key(root) == before
+    (root / "pkg/a/elsewhere.txt").write_text("now the link resolves")
+    assert key(root) != before
+
+
 def test_cache_001_symlink_and_file_with_same_bytes_differ(root):
     (root / "pkg/a/src/x").write_text("main.c")
     as_file = key(root)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import stat as stat_module
 import threading
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
 from . import restore as _restore
+from . import hashing as _hashing
 from .hashing import FileState, StatCache, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
@@ -218,8 +220,40 @@ class Cache:
                 if state is None:  # gone since the listing: not an input
                     continue
                 row = _key.file_row(rel, state)
+                if state.symlink is not None:
+                    row = self._link_row(label, kind, rel, row, quick)
             rows.append(row)
         return rows
+
+    def _link_row(self, label: str, kind: str, rel: str, row: _key.Row,
+                  quick: bool) -> _key.Row:
+        """A symlinked input whose target is a regular file: its row's
+        digest covers the content read through it as well as the target
+        string (CACHE-001), since the task reads that content; a file
+        edited behind the link is a miss.  A link to a directory, or a
+        dangling one, is keyed by its target alone."""
+        real = os.path.realpath(self._root_slash + rel)
+        try:
+            st = os.stat(real)
+        except OSError:
+            return row
+        if not stat_module.S_ISREG(st.st_mode):
+            return row
+        inside = real.startswith(self.root_real.rstrip("/") + "/")
+        if inside:  # the stat cache knows it by its root-relative path
+            target = self._probe(label, kind, real[len(self.root_real.rstrip("/")) + 1:],
+                                 quick)
+        elif quick:
+            raise WouldBlock(rel)
+        else:
+            try:
+                target = _hashing.probe(real)
+            except InputError as e:
+                raise InputError(e.reason, rel, f"cannot hash {kind} {rel} (a link to "
+                                 f"{real}): {e.reason}", label) from None
+        if target is None or target.symlink is not None:
+            return row
+        return [rel, row[1], _key.link_digest(row[2], target.digest)]
 
     # -- CACHE-001 ------------------------------------------------------------
 

@@ -14,7 +14,8 @@ escapes) of these components::
 
 Paths are root-relative and sorted; ``flag`` is ``x`` for an executable
 file, ``-`` for another file and ``l`` for a symlink, whose digest is that
-of its target string.  Environment values enter only as digests, so the
+of its target string and, when it resolves to a regular file, of that
+file's content too (:func:`link_digest`).  Environment values enter only as digests, so the
 components can be kept on disk for :mod:`explain` without leaking them.
 """
 from __future__ import annotations
@@ -87,6 +88,13 @@ def platform_info() -> Dict[str, str]:
 def file_row(rel: str, state: FileState) -> Row:
     flag = "l" if state.symlink is not None else ("x" if state.executable else "-")
     return [rel, flag, state.digest]
+
+
+def link_digest(target_digest: str, content_digest: str) -> str:
+    """A symlinked input's digest: its target string's and the content of
+    the regular file it resolves to."""
+    return blake3.blake3(b"hazrun-link\0" + target_digest.encode() + b"\0"
+                         + content_digest.encode()).hexdigest()
 
 
 def components(task: TaskDef, environ: Mapping[str, str], workspace_env: Sequence[str],
