@@ -46,6 +46,7 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
                 console.warning(warning)
             if manifest is not None:
                 streams[label] = Materialised.of(manifest.outputs).stream_hash
+                cache.predict_restore(label, manifest)
                 lines.append(f"{label:<{width}}  {key.key}  hit")
                 continue
             streams[label] = None

@@ -117,6 +117,7 @@ class Cache:
         self._records: Dict[str, KeyInfo] = {}
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._explain_store = _explain.RecordStore(self.haz_dir / EXPLAIN_DIR)
+        self._predicted: Dict[str, _key.Row] = {}  # see predict_restore
         self._closed = False
         # The remote cache's client is made when first needed: a run whose
         # every lookup hits locally never imports http.client and ssl.
@@ -157,6 +158,22 @@ class Cache:
                         self._listing_set = frozenset(listing)
                         self._listing = listing
         return self._listing
+
+    def predict_restore(self, label: str, manifest: Manifest) -> None:
+        """--dry-run (CLI-002): a run would restore ``label``'s outputs from
+        ``manifest`` before its successors' keys are taken; make those keys
+        see the files as restored, whatever is on disk now (nothing, after
+        a fresh checkout)."""
+        rel_dir = self.workspace.project_of(label).rel_dir
+        prefix = rel_dir + "/" if rel_dir else ""
+        rows = {prefix + e.path: [prefix + e.path, "x" if e.mode & stat_module.S_IXUSR else "-",
+                                  e.digest]
+                for e in manifest.outputs if e.digest is not None}
+        # A symlink's row depends on what it leads to: taken from disk, as
+        # restored symlinks are written as they were.
+        with self._lock:
+            self._predicted.update(rows)
+        self._note_produced(list(rows))
 
     def _not_the_cache(self, paths: List[str]) -> List[str]:
         prefix = self._own_prefix
@@ -214,8 +231,11 @@ class Cache:
         if not paths:
             return []
         rows = []
+        predicted = self._predicted
         for rel, row in zip(paths, self.stat_cache.known_rows(paths, self._root_slash)):
-            if row is None:  # not known from its stat: probe (hash) it
+            if predicted and rel in predicted:
+                row = predicted[rel]
+            elif row is None:  # not known from its stat: probe (hash) it
                 state = self._probe(label, kind, rel, quick)
                 if state is None:  # gone since the listing: not an input
                     continue
