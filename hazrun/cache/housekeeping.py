@@ -184,6 +184,7 @@ _TMP_NAME = re.compile(r"(\d+)-[0-9a-f]+\.tmp\Z")
 def _remove_stale_tmp(store: Store, now: float) -> int:
     """Remove the temp files of writers that are gone; a running hazrun's
     staged blobs (CACHE-003) are left to its commit."""
+    from ..process import pid_alive
     freed = 0
     for tmp in _listdir(store.tmp):
         try:
@@ -191,20 +192,10 @@ def _remove_stale_tmp(store: Store, now: float) -> int:
         except OSError:
             continue
         m = _TMP_NAME.match(tmp.name)
-        alive = m is not None and _pid_alive(int(m.group(1)))
+        alive = m is not None and pid_alive(int(m.group(1)))
         if age >= TMP_MAX_AGE_S or (age >= TMP_DEAD_AGE_S and not alive):
             freed += _remove(tmp)
     return freed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return pid > 0 and not isinstance(pid, bool)
-    return True
 
 
 def _release(e: _Entry, refs: Dict[str, int]) -> List[str]:

@@ -235,6 +235,7 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
 def remove_leftovers(dir_fd: int) -> None:
     """Remove the restore temp files in a directory whose writer is gone
     (a name without a pid, from an older hazrun, counts as gone)."""
+    from ..process import pid_alive  # once, when a restore writes
     try:
         names = [e.name for e in os.scandir(dir_fd) if is_leftover(e.name)]
     except OSError:
@@ -242,20 +243,8 @@ def remove_leftovers(dir_fd: int) -> None:
     for name in names:
         m = LEFTOVER.match(name)
         pid = m.group(1) if m else None
-        if pid is None or not _alive(int(pid[:-1])):
+        if pid is None or not pid_alive(int(pid[:-1])):
             _unlink_at(name, dir_fd)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def _unlink_at(name: str, dir_fd: int) -> None:
