@@ -313,7 +313,9 @@ class Store:
             def read() -> bytes:
                 return next(chunks, b"")
         else:
-            if stream.seekable():
+            # Not stream.seekable(): SpooledTemporaryFile has it only from
+            # Python 3.11, and without it nothing was ever stored on 3.9/3.10.
+            if _seekable(stream):
                 stream.seek(0)
                 known = _hash_stream(stream)
                 if self.has_valid_blob(known.digest, known.size):
@@ -535,6 +537,14 @@ def _write_all(fd: int, data: Any) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _seekable(stream: IO[bytes]) -> bool:
+    try:
+        stream.seek(0, os.SEEK_CUR)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation included
+        return False
+    return True
 
 
 def _unlink(path: Union[str, Path]) -> None:
