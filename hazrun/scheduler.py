@@ -780,15 +780,25 @@ class Scheduler:
         else:
             state, cause = TaskState.SKIPPED, Cause.UPSTREAM_FAILED
             upstream = result.upstream if result.state is TaskState.SKIPPED else t.label
-        for label, hard in t.succs:
-            s = self.tasks[label]
-            if hard and s.phase is not Phase.FINAL:
-                assert s.phase in (Phase.WAITING, Phase.READY), \
-                    f"internal error: {label} started before its dependency {t.label}"
-                if s.phase is Phase.READY:
-                    self._unready(s)
-                self._final(s, TaskResult(label, state, cause, upstream=upstream),
-                            started=False)
+        # The whole closure at once, reported in canonical order (GRAPH-003):
+        # every task in it gets the same state, cause and upstream.
+        found: List[_Task] = []
+        seen: Set[str] = set()
+        stack = [t]
+        while stack:
+            for label, hard in stack.pop().succs:
+                s = self.tasks[label]
+                if hard and s.phase is not Phase.FINAL and label not in seen:
+                    assert s.phase in (Phase.WAITING, Phase.READY), \
+                        f"internal error: {label} started before its dependency {t.label}"
+                    seen.add(label)
+                    found.append(s)
+                    stack.append(s)
+        for s in sorted(found):
+            if s.phase is Phase.READY:
+                self._unready(s)
+            self._final(s, TaskResult(s.label, state, cause, upstream=upstream),
+                        started=False)
 
     def _unready(self, t: _Task) -> None:
         # Rare (only violations reach a ready task): rebuild the heaps.

@@ -588,3 +588,28 @@ def test_exec_005_a_task_parked_twice_does_not_hold_back_one_that_fits(make_ws, 
         "[tasks.d]", f'cmd = "touch {marker}"', 'tags = ["heavy"]', ""])})
     proc = run_hazrun(ws, "run", "a", "b", "c", "d", "-j4", "--no-cache")
     assert proc.returncode == 0 and "4 succeeded" in proc.stderr, proc.stderr
+
+
+def test_exec_011_a_cascade_is_reported_in_canonical_order(make_ws, tmp_path):
+    """a fails; b and z depend on it, c on b: the skips come as b, c, z
+    (GRAPH-003), neither breadth- nor depth-first."""
+    from hazrun import load_workspace
+    from hazrun.output import RunObserver
+    from hazrun.scheduler import RunOptions, run_graph
+
+    ws = make_ws({"haz.toml": "\n".join([
+        "[workspace]", "[tasks.a]", 'cmd = "exit 1"',
+        "[tasks.b]", 'cmd = "true"', 'deps = ["a"]',
+        "[tasks.z]", 'cmd = "true"', 'deps = ["a"]',
+        "[tasks.c]", 'cmd = "true"', 'deps = ["b"]',
+        "[tasks.d]", 'cmd = "true"', 'deps = ["c", "z"]', ""])})
+    skipped = []
+
+    class Recorder(RunObserver):
+        def task_skipped(self, result):
+            skipped.append(result.label)
+
+    workspace = load_workspace(ws)
+    run_graph(workspace, ["d"], Recorder(), RunOptions(no_cache=True))
+    order = workspace.graph.canonical_order(set(skipped))
+    assert skipped == order == ["root:b", "root:c", "root:z", "root:d"]
