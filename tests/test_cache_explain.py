@@ -193,3 +193,35 @@ def test_cli_002_an_index_cannot_point_outside_its_directory(root):
     obj["records"]["a:build"][1] = "../../outside.pack"
     index.write_text(json.dumps(obj))
     assert explain(root) == ["no previous run recorded"]
+
+
+def test_cli_002_runs_saving_at_once_keep_each_others_records(tmp_path):
+    """Two hazrun runs of one workspace (make -j a b) end together: each
+    save merges with the index on disk under a lock, and removes no pack
+    the other one's index names."""
+    import threading
+
+    from hazrun.cache.explain import RecordStore
+
+    directory = tmp_path / "explain"
+    directory.mkdir()
+
+    def rec(label, key):
+        return (key, lambda: {"format": 1, "label": label, "key": key})
+
+    RecordStore(directory).save({f"t{i}": rec(f"t{i}", "k0") for i in range(100)})
+    stale = RecordStore(directory)
+    stale.load("t0")  # read the index long before its own save
+    stores = [RecordStore(directory) for _ in range(8)]
+    threads = [threading.Thread(target=s.save, args=({f"t{i}": rec(f"t{i}", f"k{n}")
+                                                       for i in range(n, 100, 8)},))
+               for n, s in enumerate(stores)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    stale.save({"t0": rec("t0", "late")})
+    fresh = RecordStore(directory)
+    keys = {f"t{i}": (fresh.load(f"t{i}") or {}).get("key") for i in range(100)}
+    assert keys["t0"] == "late"
+    assert all(keys[f"t{i}"] == f"k{i % 8}" for i in range(1, 100))

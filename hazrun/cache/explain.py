@@ -20,6 +20,7 @@ corrupt, the labels concerned have no previous record and are written again.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -65,6 +66,7 @@ def compact(label: str, key: str, parts: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 INDEX = "index.json"
+LOCK = "lock"
 PACK_SUFFIX = ".pack"
 FOLD_BELOW = 64  # live records under which a pack is folded into the next
 
@@ -111,8 +113,19 @@ class RecordStore:
         """Record ``label -> (key, make_record)`` for this run's labels:
         one new pack with the records whose key is not the recorded one,
         plus the live records of packs that are mostly superseded; then the
-        index; then packs nothing refers to are removed.  Raises OSError."""
-        index = self.index()
+        index; then packs nothing refers to are removed.  Raises OSError.
+
+        Under a lock, from the index as it is on disk then: two runs of one
+        workspace saving at once each keep the other's records."""
+        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._save(_read_index(self.directory / INDEX), records)
+        finally:
+            os.close(fd)  # and with it the lock
+
+    def _save(self, index: Dict[str, Any],
+              records: Mapping[str, Tuple[str, Callable[[], Dict[str, Any]]]]) -> None:
         try:
             present = set(os.listdir(self.directory))
         except OSError:
