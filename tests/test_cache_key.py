@@ -12,6 +12,7 @@ import pytest
 from hazrun.cache import FORMAT_VERSION
 from hazrun.cache.key import canonical
 
+from conftest import run_hazrun
 from test_cache_support import build_outputs, make_workspace, open_cache
 
 S1, S2 = "1" * 64, "2" * 64
@@ -114,6 +115,32 @@ def test_cache_001_a_file_edited_behind_a_symlinked_input_changes_the_key(root, 
     with open_cache(root) as c:
         assert c.explain("a:build", c.compute_key("a:build", {})) == [
             "input file modified: pkg/a/src/config"]
+
+
+def test_cache_006_a_file_behind_a_link_is_not_read_again_while_unchanged(root, tmp_path):
+    """Outside the workspace too, the stat cache vouches for the target."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("v1")
+    os.utime(outside, (1, 1))  # old enough to trust (the racy-timestamp rule)
+    os.symlink(str(outside), root / "pkg/a/src/config")
+    key(root)
+    with open_cache(root) as c:
+        c.compute_key("a:build", {})
+        assert c.stats()["files_hashed"] == 0
+        # Kept by its absolute path, across runs.
+        assert c.stat_cache.recorded(os.path.realpath(outside)) is not None
+
+
+def test_cache_001_a_link_to_the_tasks_own_output_is_keyed_by_its_target(make_ws):
+    """Following it would put the last run's output into the next key: a
+    task writing the date would never hit."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\ncmd = "date +%N > res.txt"\n'
+                              'outputs = ["res.txt"]\n', "latest": ""})
+    os.unlink(ws / "latest")
+    os.symlink("res.txt", ws / "latest")
+    states = [run_hazrun(ws, "run", "t").stderr for _ in range(3)]
+    assert "1 succeeded" in states[0]
+    assert all("1 cached" in s for s in states[1:]), states
 
 
 def test_cache_001_links_to_directories_and_dangling_links_are_keyed_by_target(root):

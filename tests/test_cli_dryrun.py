@@ -3,6 +3,7 @@ nothing, and with -v says why each miss misses."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -87,3 +88,24 @@ def test_cli_002_verbose_says_why_a_task_misses(ws, tmp_path):
     assert rows["root:gen"][1] == "miss"
     assert "    input file modified: src/a" in out.splitlines()
     assert rows["root:use"] == ("?", "miss (upstream)")
+
+
+def test_cli_002_restored_symlinks_and_links_into_restored_outputs(make_ws, tmp_path):
+    """A hit's outputs include a symlink, and a committed link of another
+    task leads into them: after a fresh checkout the dry run still says
+    what the run does."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["a", "b"]\n',
+                  "a/haz.toml": '[tasks.build]\ncmd = "mkdir -p out && echo r > out/real.txt '
+                                '&& ln -sf real.txt out/link"\noutputs = ["out/**"]\n',
+                  "b/haz.toml": '[tasks.build]\ncmd = "cat in.txt ../a/out/link"\n'
+                                'deps = ["a:build"]\ninputs = ["in.txt", "$root/a/out/**"]\n'})
+    os.symlink("../a/out/real.txt", ws / "b/in.txt")
+    summary = tmp_path / "s.json"
+    assert run_hazrun(ws, "run", "build", "--summary-json", str(summary)).returncode == 0
+    keys = {t["label"]: t["key"] for t in json.loads(summary.read_text())["tasks"]}
+    shutil.rmtree(ws / "a/out")
+    proc = run_hazrun(ws, "run", "build", "--dry-run", "-v")
+    rows = {m.group(1): (m.group(2), m.group(3))
+            for m in map(LINE.fullmatch, proc.stdout.splitlines()) if m}
+    assert rows["b:build"] == (keys["b:build"], "hit"), proc.stdout
+    assert "2 cached" in run_hazrun(ws, "run", "build").stderr

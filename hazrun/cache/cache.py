@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+                    Set, Tuple, Union)
 
 from .. import files as _files
 from ..globs import GlobSet
@@ -33,8 +33,7 @@ from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
 from . import restore as _restore
-from . import hashing as _hashing
-from .hashing import FileState, StatCache, signature
+from .hashing import FileState, StatCache, hash_bytes, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
 from .outputs import find_outputs
@@ -118,6 +117,8 @@ class Cache:
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._explain_store = _explain.RecordStore(self.haz_dir / EXPLAIN_DIR)
         self._predicted: Dict[str, _key.Row] = {}  # see predict_restore
+        self._predicted_links: Dict[str, str] = {}  # path -> target, of those
+        self._link_targets: Set[str] = set()  # stat-cache keys read via links
         self._closed = False
         # The remote cache's client is made when first needed: a run whose
         # every lookup hits locally never imports http.client and ssl.
@@ -166,13 +167,18 @@ class Cache:
         a fresh checkout)."""
         rel_dir = self.workspace.project_of(label).rel_dir
         prefix = rel_dir + "/" if rel_dir else ""
-        rows = {prefix + e.path: [prefix + e.path, "x" if e.mode & stat_module.S_IXUSR else "-",
-                                  e.digest]
-                for e in manifest.outputs if e.digest is not None}
-        # A symlink's row depends on what it leads to: taken from disk, as
-        # restored symlinks are written as they were.
+        rows: Dict[str, _key.Row] = {}
+        links: Dict[str, str] = {}
+        for e in manifest.outputs:
+            rel = prefix + e.path
+            if e.symlink is not None:  # its row also depends on where it leads
+                links[rel] = e.symlink
+                rows[rel] = [rel, "l", hash_bytes(os.fsencode(e.symlink))]
+            elif e.digest is not None:
+                rows[rel] = [rel, "x" if e.mode & stat_module.S_IXUSR else "-", e.digest]
         with self._lock:
             self._predicted.update(rows)
+            self._predicted_links.update(links)
         self._note_produced(list(rows))
 
     def _not_the_cache(self, paths: List[str]) -> List[str]:
@@ -218,12 +224,13 @@ class Cache:
         with self._lock:
             return [p for p in paths if self._produced.get(p, True)]
 
-    def _probe(self, label: str, kind: str, rel: str, quick: bool = False
-               ) -> Optional[FileState]:
+    def _probe(self, label: str, kind: str, rel: str, quick: bool = False,
+               path: Optional[str] = None) -> Optional[FileState]:
         try:
-            return self.stat_cache.probe(rel, self._root_slash + rel, read=not quick)
+            return self.stat_cache.probe(rel, path or self._root_slash + rel, read=not quick)
         except InputError as e:
-            raise InputError(e.reason, rel, f"cannot hash {kind} {rel}: {e.reason}",
+            what = kind if path else f"{kind} {rel}"
+            raise InputError(e.reason, rel, f"cannot hash {what}: {e.reason}",
                              label) from None
 
     def _rows(self, label: str, kind: str, paths: List[str], quick: bool = False
@@ -235,6 +242,9 @@ class Cache:
         for rel, row in zip(paths, self.stat_cache.known_rows(paths, self._root_slash)):
             if predicted and rel in predicted:
                 row = predicted[rel]
+                link = self._predicted_links.get(rel)
+                if link is not None:
+                    row = self._link_row(label, kind, rel, row, quick, link)
             elif row is None:  # not known from its stat: probe (hash) it
                 state = self._probe(label, kind, rel, quick)
                 if state is None:  # gone since the listing: not an input
@@ -245,35 +255,39 @@ class Cache:
             rows.append(row)
         return rows
 
-    def _link_row(self, label: str, kind: str, rel: str, row: _key.Row,
-                  quick: bool) -> _key.Row:
+    def _link_row(self, label: str, kind: str, rel: str, row: _key.Row, quick: bool,
+                  target: Optional[str] = None) -> _key.Row:
         """A symlinked input whose target is a regular file: its row's
         digest covers the content read through it as well as the target
         string (CACHE-001), since the task reads that content; a file
-        edited behind the link is a miss.  A link to a directory, or a
-        dangling one, is keyed by its target alone."""
-        real = os.path.realpath(self._root_slash + rel)
+        edited behind the link is a miss.  A link to a directory, a
+        dangling one, or one to the task's own output (whose content would
+        make each run's key depend on the last run) is keyed by its target
+        alone.  ``target``: the link as --dry-run predicts it restored."""
+        link = self._root_slash + rel
+        real = os.path.realpath(link if target is None
+                                else os.path.join(os.path.dirname(link), target))
+        root = self.root_real.rstrip("/") + "/"
+        trel = real[len(root):] if real.startswith(root) else None
+        if trel is not None and trel in self._predicted:  # restored by then
+            return [rel, row[1], _key.link_digest(row[2], self._predicted[trel][2])]
         try:
             st = os.stat(real)
         except OSError:
             return row
         if not stat_module.S_ISREG(st.st_mode):
             return row
-        inside = real.startswith(self.root_real.rstrip("/") + "/")
-        if inside:  # the stat cache knows it by its root-relative path
-            target = self._probe(label, kind, real[len(self.root_real.rstrip("/")) + 1:],
-                                 quick)
-        elif quick:
-            raise WouldBlock(rel)
-        else:
-            try:
-                target = _hashing.probe(real)
-            except InputError as e:
-                raise InputError(e.reason, rel, f"cannot hash {kind} {rel} (a link to "
-                                 f"{real}): {e.reason}", label) from None
-        if target is None or target.symlink is not None:
+        if trel is not None and self._task_parts(label)[2].match(trel):
             return row
-        return [rel, row[1], _key.link_digest(row[2], target.digest)]
+        # Known to the stat cache by its root-relative path, or by its
+        # absolute one (never a root-relative path) when outside the root.
+        key = trel if trel is not None else real
+        found = self._probe(label, f"{kind} {rel} (a link to {real})", key, quick, real)
+        with self._lock:
+            self._link_targets.add(key)
+        if found is None or found.symlink is not None:
+            return row
+        return [rel, row[1], _key.link_digest(row[2], found.digest)]
 
     # -- CACHE-001 ------------------------------------------------------------
 
@@ -627,7 +641,7 @@ class Cache:
         with self._lock:
             present = None
             if self._listing is not None:
-                present = set(self._listing_set).union(self._produced)
+                present = set(self._listing_set).union(self._produced, self._link_targets)
         try:
             _ensure_haz_dir(self.haz_dir)
             if present is not None:
