@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -773,16 +774,23 @@ def test_cache_004_a_killed_restores_leftover_is_no_output_and_is_removed(root):
     dist = root / "pkg/a/dist"
     with open_cache(root) as c:
         key, m = store_build(c)
-        leftovers = [dist / f".lib.txt.hazrun-{dead}-0123456789ab.tmp",
-                     dist / ".lib.txt.hazrun-0123456789ab.tmp",  # an older hazrun's
-                     dist / f".lib.txt.hazrun-{alive}-0123456789ab.tmp"]  # in progress
-        for f in leftovers:
-            f.write_bytes(b"half a file")
+        now = time.time()
+        leftovers = {  # name: (age in seconds, removed?)
+            f".lib.txt.hazrun-{dead}-0123456789ab.tmp": (120, True),
+            ".lib.txt.hazrun-0123456789ab.tmp": (120, True),  # an older hazrun's
+            f".lib.txt.hazrun-{dead}-0123456789ac.tmp": (5, False),  # another namespace?
+            f".lib.txt.hazrun-{alive}-0123456789ab.tmp": (5, False),  # in progress
+            f".lib.txt.hazrun-{alive}-0123456789ac.tmp": (7200, True),  # pid reused
+        }
+        for name, (age, _) in leftovers.items():
+            (dist / name).write_bytes(b"half a file")
+            os.utime(dist / name, (now - age,) * 2)
         assert c.collect_outputs("a:build") == m  # none of them is an output
         (dist / "lib.txt").unlink()
         c.restore("a:build", c.lookup(key)).close()
     assert (dist / "lib.txt").read_bytes() == b"library\n"
-    assert [f.exists() for f in leftovers] == [False, False, True]
+    assert {n: not (dist / n).exists() for n in leftovers} == {
+        n: removed for n, (_, removed) in leftovers.items()}
 
 
 class _SpooledAsOn39(io.RawIOBase):

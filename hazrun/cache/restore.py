@@ -28,6 +28,7 @@ import errno
 import io
 import os
 import stat
+import time
 from typing import IO, Callable, List, Optional, Set, Tuple
 
 from ..globs import GlobSet
@@ -232,18 +233,29 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
     return rel_dir, tmp, name
 
 
+# A leftover is removed once its writer is gone and a minute has passed (a
+# writer in another pid namespace, sharing the work tree, is not seen), or
+# after an hour whatever its pid (pid 1 in a container is always alive).
+LEFTOVER_GONE_S = 60.0
+LEFTOVER_MAX_S = 3600.0
+
+
 def remove_leftovers(dir_fd: int) -> None:
-    """Remove the restore temp files in a directory whose writer is gone
-    (a name without a pid, from an older hazrun, counts as gone)."""
+    """Remove the restore temp files in a directory left by writers that
+    are gone (a name without a pid, from an older hazrun, counts as gone)."""
     from ..process import pid_alive  # once, when a restore writes
     try:
-        names = [e.name for e in os.scandir(dir_fd) if is_leftover(e.name)]
+        found = [(e.name, e.stat(follow_symlinks=False).st_mtime)
+                 for e in os.scandir(dir_fd) if is_leftover(e.name)]
     except OSError:
         return
-    for name in names:
+    now = time.time()
+    for name, mtime in found:
         m = LEFTOVER.match(name)
         pid = m.group(1) if m else None
-        if pid is None or not pid_alive(int(pid[:-1])):
+        age = now - mtime
+        if age >= LEFTOVER_MAX_S or (age >= LEFTOVER_GONE_S and (
+                pid is None or not pid_alive(int(pid[:-1])))):
             _unlink_at(name, dir_fd)
 
 
