@@ -475,11 +475,13 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
 def _member_candidates(root: str, pattern: str) -> List[str]:
     """The directories ``pattern`` matches, as absolute paths, by hazrun's
     own glob rules (GLOBS in haz.toml(5)): the same as for an exclude, for
-    inputs and for outputs ('*' matches a leading dot; '[^a]' negates).
+    inputs and for outputs ('*' matches a leading dot; '[^a]' negates;
+    '**' matches any number of segments, none included).
 
     Walked from the pattern's literal prefix, only as deep as its segments
-    go (any depth below a '**', not into symlinked directories there);
-    .git/ and .haz/ never.
+    go, or to any depth below a '**', through symlinked directories too
+    but never twice into one directory (a link to a parent); .git/ and
+    .haz/ never.
     """
     glob = compile_glob(pattern)
     top = glob.prefix.rstrip("/")
@@ -490,7 +492,11 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
         if top and top.split("/")[0] not in _NEVER_MEMBERS:
             found.append(os.path.join(root, top))
         return found
-    stack = [(os.path.join(root, top) if top else root, top, 0)]
+    start = os.path.join(root, top) if top else root
+    if top and unbounded and (glob.match(top) or rest == ["**"]):
+        found.append(start)  # 'tools/**' is tools itself too
+    seen = {os.path.realpath(start)}
+    stack = [(start, top, 0)]
     while stack:
         path, rel, depth = stack.pop()
         try:
@@ -503,14 +509,16 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
             try:
                 if not e.is_dir():
                     continue
-                link = e.is_symlink()
             except OSError:
                 continue
             sub = f"{rel}/{e.name}" if rel else e.name
             if (unbounded or depth + 1 == len(rest)) and glob.match(sub):
                 found.append(e.path)
-            if (unbounded and not link) or (not unbounded and depth + 1 < len(rest)):
-                stack.append((e.path, sub, depth + 1))
+            if unbounded or depth + 1 < len(rest):
+                real = os.path.realpath(e.path)
+                if real not in seen:
+                    seen.add(real)
+                    stack.append((e.path, sub, depth + 1))
     return sorted(found)
 
 

@@ -175,16 +175,20 @@ def test_cfg_002_members_globs_select_directories_with_haz_toml(make_ws):
     (["packages/*"], ["a", "b", "c"]),                # '*' matches a leading dot
     (["packages/b", "tools/x"], ["b", "x"]),          # literal paths
     (["**/haz-*"], ["haz-deep"]),
+    (["tools/**"], ["tools", "x"]),                   # '**': none included
+    (["linked/**"], ["b"]),                           # through a symlinked directory
 ])
 def test_cfg_002_member_globs_follow_the_glob_rules_of_haz_toml(make_ws, members, expected):
     """GLOBS in haz.toml(5): one set of rules for includes, excludes, inputs
     and outputs (includes went through Python's glob module)."""
     files = {"haz.toml": f"[workspace]\nmembers = {json.dumps(members)}\n"}
     for rel, name in (("packages/a", "a"), ("packages/b", "b"), ("packages/.c", "c"),
-                      ("tools/x", "x"), ("deep/er/haz-deep", "haz-deep")):
+                      ("tools", "tools"), ("tools/x", "x"), ("deep/er/haz-deep", "haz-deep")):
         files[f"{rel}/haz.toml"] = f'[project]\nname = "{name}"\n[tasks.t]\ncmd = "x"\n'
     root = make_ws(files)
     os.symlink("..", root / "packages" / "loop")  # '**' must not walk round it
+    (root / "linked").mkdir()
+    os.symlink("../packages/b", root / "linked" / "to-b")
     assert sorted(load_workspace(root).projects) == expected
 
 
@@ -736,3 +740,14 @@ def test_cfg_002_a_member_glob_that_selects_nothing_is_a_warning(make_ws, hazrun
     assert proc.returncode == 0 and f"hazrun: warning: {expected}" in proc.stderr
     (root / "haz.toml").write_text('[workspace]\nmembers = ["packages/*"]\n')
     assert load_workspace(root).warnings == ()
+
+
+def test_cfg_002_members_under_a_symlinked_directory_are_found(make_ws):
+    """'vendor/**' through vendor/lib -> ../third_party (inside the root), as
+    Python's glob did; the link loop back to the root is walked once."""
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["vendor/**"]\n',
+                    "third_party/zlib/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    (root / "vendor").mkdir()
+    os.symlink("../third_party", root / "vendor" / "lib")
+    os.symlink("..", root / "vendor" / "up")
+    assert sorted(load_workspace(root).projects) == ["zlib"]
