@@ -173,13 +173,17 @@ class RecordStore:
                      canonical({"format": FORMAT_VERSION, **index}), fsync=False)
         with self._lock:
             self._index = index
-        for name in present:
-            if name not in counts and (name.endswith(PACK_SUFFIX)
-                                       or name.endswith(".json.z")):  # one file per record
-                try:
-                    os.unlink(self.directory / name)
-                except OSError:
-                    pass  # a concurrent run's GC got there first
+        # Packs nothing names any more, and what hazrun before packs kept:
+        # a file per record and an index beside the directory.
+        stale = [self.directory / name for name in present if name not in counts
+                 and (name.endswith(PACK_SUFFIX) or name.endswith(".json.z"))]
+        if any(name.endswith(".json.z") for name in present):
+            stale.append(self.directory.parent / "explain-index.json")
+        for path in stale:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass  # gone already
 
 
 def _read_index(path: Path) -> Dict[str, Any]:
