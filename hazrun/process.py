@@ -213,8 +213,10 @@ class ProcessSet:
     """
 
     def __init__(self, loop: EventLoop, subreaper: bool = False,
-                 parent_death_signal: bool = False):
+                 parent_death_signal: bool = False,
+                 forced: Callable[[], bool] = lambda: False):
         self.loop = loop
+        self._forced = forced  # a second signal came: no grace left (EXEC-014)
         self._want_subreaper = subreaper
         self.subreaper = False  # whether this process is one
         self.children: Dict[int, "Child"] = {}
@@ -440,7 +442,7 @@ class ProcessSet:
             strays = [p for p in strays if _alive(p)]
             if not strays:
                 break
-            late = time.monotonic() >= deadline
+            late = time.monotonic() >= deadline or self._no_grace or self._forced()
             for p in strays:
                 try:
                     if p.pid not in termed:

@@ -204,7 +204,8 @@ class Scheduler:
             self._would_block = WouldBlock
         self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
         self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
-                                parent_death_signal=options.parent_death_signal)
+                                parent_death_signal=options.parent_death_signal,
+                                forced=lambda: cancel.forced)
         self.jobserver = options.jobserver
         self.implicit_free = True
         self.awaiting_token = False
