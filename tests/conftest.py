@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Dict

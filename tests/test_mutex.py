@@ -14,7 +14,6 @@ import os
 import shlex
 import signal
 import subprocess
-import time
 
 import psutil
 import pytest

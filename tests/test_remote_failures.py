@@ -3,7 +3,6 @@ down, one that never answers, 401, 500; the failure policy on a fake
 backend; the socket timeout bounds each operation, not a transfer."""
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed, write_files
+from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed
 
 q = json.dumps  # a TOML basic string with everything escaped
 
