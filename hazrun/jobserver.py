@@ -53,12 +53,19 @@ def parse_makeflags(makeflags: str) -> Optional[JobserverAuth]:
     if value.startswith("fifo:"):
         return JobserverAuth(fifo=value[len("fifo:"):])
     r, sep, w = value.partition(",")
-    if not sep or not r.lstrip("-").isdigit() or not w.lstrip("-").isdigit():
+    # ASCII digits only (str.isdigit() also takes '³'), and fds that fit a
+    # C int: anything else is a warning, never a traceback.
+    if (not sep or not _FD.fullmatch(r) or not _FD.fullmatch(w)
+            or max(abs(int(r)), abs(int(w))) > _FD_MAX):
         raise JobserverError(f"MAKEFLAGS names a jobserver hazrun cannot read: "
                              f"'--jobserver-auth={value}'")
     if int(r) < 0 or int(w) < 0:
         return None  # make's way of saying the jobserver is off for us
     return JobserverAuth(read_fd=int(r), write_fd=int(w))
+
+
+_FD = re.compile(r"-?[0-9]{1,10}")
+_FD_MAX = 2 ** 31 - 1
 
 
 class JobserverError(Exception):

@@ -176,6 +176,12 @@ def test_jobs_001_parse_makeflags(flags, expected):
     assert parse_makeflags(flags) == expected
 
 
+@pytest.mark.parametrize("auth", ["99999999999999999999,4", "\u00b3,4", "3,\u0664"])
+def test_jobs_001_fds_no_system_call_takes_are_an_error_not_a_crash(auth):
+    with pytest.raises(JobserverError, match="cannot read"):
+        parse_makeflags(f"-j2 --jobserver-auth={auth}")
+
+
 def test_jobs_001_parse_makeflags_garbage_is_an_error():
     with pytest.raises(JobserverError, match="cannot read"):
         parse_makeflags("-j2 --jobserver-auth=three,four")
