@@ -396,12 +396,16 @@ class ProcessSet:
         its SIGTERM and grace, not only by the final sweep's SIGKILL."""
         if not self.subreaper or not identity:
             return []
-        kids = _direct_children()
-        if kids is not None and kids <= self._ours():
+        # Orphans are re-parented to the main thread: its list of children
+        # tells at the cost of one read whether there is any to look at.
+        kids = _leader_children()
+        ours = self._ours()
+        if kids is not None and kids <= ours:
             return []
+        self._reap_strays(ours)  # adopted orphans that have exited since
         found: List[psutil.Process] = []
         try:
-            strays = [p for p in psutil.Process().children() if p.pid not in self._ours()]
+            strays = [p for p in psutil.Process().children() if p.pid not in ours]
         except psutil.Error:
             return []
         for p in strays:
@@ -471,6 +475,16 @@ class ProcessSet:
                     os.waitpid(p.pid, os.WNOHANG)
             except (OSError, psutil.Error):
                 pass
+
+
+def _leader_children() -> Optional[Set[int]]:
+    """The children of this process's main thread, zombies included (None
+    where /proc does not say): where the kernel puts adopted orphans."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
+            return {int(pid) for pid in f.read().split()}
+    except (OSError, ValueError):
+        return None
 
 
 def _direct_children() -> Optional[Set[int]]:
@@ -611,6 +625,9 @@ class Child:
                 self.terminate(self._grace or 10.0)
             self.owner.poll_soon()
             return
+        if self.owner.subreaper and self._daemons_left():
+            self.owner.poll_soon()
+            return
         if self._open:
             # Everything of the group is gone; the pipes still deliver what
             # is buffered, then end of file.  If a process that left the
@@ -621,6 +638,29 @@ class Child:
                     min(self._grace or LINGER_S, LINGER_S), self._stop_reading)
             return
         self._finish()
+
+    def _daemons_left(self) -> bool:
+        """Whether a daemon of this task outlives it: one that left its
+        group (setsid) and whose parent exited, adopted by this subreaper
+        and told to be the task's by its environment.  It is part of the
+        task's tree (EXEC-014): stopped now, as a background job in the
+        group is, and the task ends, freeing its mutexes (MUTEX-004) and its
+        job slot, only once it is gone."""
+        strays = [p for p in self.owner.adopted(self.identity) if _alive(p)]
+        if not strays:
+            return False
+        self.left_behind = True
+        if not self._terminating:
+            self.terminate(self._grace or 10.0)
+        else:  # found after the others were signalled
+            for p in strays:
+                if p.pid not in self._tree:
+                    self._tree[p.pid] = p
+                    try:
+                        p.terminate()
+                    except psutil.Error:
+                        pass
+        return True
 
     def _stop_reading(self) -> None:
         for fd in list(self._open):

@@ -608,3 +608,22 @@ def test_exec_006_waiter_gets_a_token_from_make_first(make_ws, tmp_path):
         os.close(w)
     assert not runner.is_alive()
     assert all(res.state.value == "succeeded" for res in outcome[0].results.values())
+
+
+def test_mutex_004_a_daemon_that_left_the_task_holds_its_mutex_until_stopped(make_ws, tmp_path):
+    """a starts a daemon (setsid, its parent exits) and ends; the daemon is
+    part of a's tree (EXEC-014): it is stopped when a ends, and b, which
+    needs the same mutex, starts only after that."""
+    log = tmp_path / "log"
+    daemon = (f"(setsid sh -c 'trap \\\"echo daemon stopped >> {log}; exit 0\\\" TERM; "
+              f"echo daemon up >> {log}; while :; do sleep 0.05; done' "
+              f"< /dev/null > /dev/null 2>&1 &); "
+              f"until grep -q up {log} 2>/dev/null; do sleep 0.05; done")
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+                  "p/a/haz.toml": f'[tasks.work]\ncmd = "{daemon}"\nmutex = ["res"]\n',
+                  "p/b/haz.toml": f'[tasks.work]\ncmd = "echo b runs >> {log}"\n'
+                                  'mutex = ["res"]\n'})
+    proc = run_hazrun(ws, "run", "work", "-j2", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().splitlines() == ["daemon up", "daemon stopped", "b runs"]
+    assert "a:work: its command exited but left processes running" in proc.stderr
