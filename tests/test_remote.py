@@ -367,6 +367,21 @@ def test_remote_003_not_an_archive_is_rejected(remote, tmp_path):
     _rejected(remote, ws2, c2, tmp_path, "lib:build", "not a whole gzip'd tar")
 
 
+def test_remote_003_a_huge_extended_header_is_refused_before_it_is_read(remote, tmp_path):
+    """tarfile reads a GNU long-name (or pax) payload whole into memory: an
+    artifact claiming 2 GiB there took 4 GB of memory before any check."""
+    import gzip
+    import tarfile
+
+    ws2, c2, keys = _upload_once(remote, tmp_path)
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, 2 << 30
+    remote.artifact(keys["lib:build"]).write_bytes(
+        gzip.compress(header.tobuf(tarfile.GNU_FORMAT) + bytes(1 << 20)))
+    _rejected(remote, ws2, c2, tmp_path, "lib:build",
+              f"an extended header of {2 << 30} bytes")
+
+
 # -- uploads off the critical path (REMOTE-006) -----------------------------------------
 
 class SlowPut(FixedStatusServer):

@@ -183,7 +183,7 @@ def unpack(store: Store, f: IO[bytes], key: str,
     """
     f.seek(0)
     try:
-        with tarfile.open(fileobj=f, mode="r|gz") as tar:
+        with tarfile.open(fileobj=f, mode="r|gz", tarinfo=_BoundedInfo) as tar:
             manifest = _read_manifest(tar, key, check)
             need = blobs_of(manifest)
             got = set()
@@ -210,6 +210,23 @@ def unpack(store: Store, f: IO[bytes], key: str,
         raise Rejected(f"it is not a whole gzip'd tar ({e or type(e).__name__})") from None
     store.put_manifest(manifest)
     return manifest
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """A tar header whose extended-header payload (GNU long names, pax) is
+    read whole into memory by tarfile, before anything can look at it: a
+    hostile artifact claiming gigabytes there took as much memory
+    (REMOTE-003).  hazrun's artifacts have none beyond a few KiB."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+             tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+MAX_EXTENDED_HEADER = 64 << 10
 
 
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
