@@ -49,6 +49,7 @@ INLINE_OUTPUT_ENTRIES = 64
 # get a lane of their own (_more_lanes).
 LANE_PATIENCE_S = 0.005
 SECRET_VARIABLES = ("HAZ_REMOTE_CACHE_TOKEN", "HAZ_REMOTE_CACHE_SIGNATURE_KEY")
+REMOTE_URL_VARIABLE = "HAZ_REMOTE_CACHE_URL"  # passed on without its credentials
 IMPLICIT = "implicit"   # the job slot make gives every child without a token
 
 
@@ -582,6 +583,12 @@ class Scheduler:
         if self._base_env is None:
             self._base_env = {k: v for k, v in self.environ.items()
                               if k not in SECRET_VARIABLES}
+            url = self._base_env.get(REMOTE_URL_VARIABLE)
+            if url and "@" in url:
+                # REMOTE-001: its user:password@ is a credential as the
+                # token is (the upload password of the README's recipe).
+                from .cache.remote.settings import without_credentials
+                self._base_env[REMOTE_URL_VARIABLE] = without_credentials(url)
             self._base_env["HAZ_ROOT"] = str(self.ws.root)
         env = dict(self._base_env)
         env["HAZ_PROJECT"] = t.task.project

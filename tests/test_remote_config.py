@@ -3,6 +3,7 @@ values are refused (exit 2, naming the variable and the value, never a
 secret)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -76,6 +77,11 @@ def test_remote_001_other_booleans_are_refused(text):
     ("HAZ_REMOTE_CACHE_PROTOCOL", "ftp", "HAZ_REMOTE_CACHE_PROTOCOL='ftp' is not a protocol"),
     ("HAZ_REMOTE_CACHE_URL", "ftp://x/y", "HAZ_REMOTE_CACHE_URL: 'ftp://x/y' is not an http"),
     ("HAZ_REMOTE_CACHE_URL", "cache:8080", "is not an http:// or https:// URL"),
+    ("HAZ_REMOTE_CACHE_TIMEOUT", "1e12", "HAZ_REMOTE_CACHE_TIMEOUT='1e12' is not a number"),
+    ("HAZ_REMOTE_CACHE_URL", "http://h/my cache", "percent-encode them"),
+    ("HAZ_REMOTE_CACHE_URL", "http://h/c\u00e4che", "percent-encode them"),
+    # An unescaped '/' in the password (base64): shown without it.
+    ("HAZ_REMOTE_CACHE_URL", "http://ci:pa/ss@127.0.0.1:1/c", "'http://127.0.0.1:1/c'"),
 ])
 def test_remote_001_bad_environment_exits_2(make_ws, name, value, message):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "echo ran"\n'})
@@ -86,6 +92,7 @@ def test_remote_001_bad_environment_exits_2(make_ws, name, value, message):
     assert proc.stderr.startswith("hazrun: error: "), proc.stderr
     assert message in proc.stderr
     assert "ran" not in proc.stdout  # refused before anything ran
+    assert "pa/ss" not in proc.stderr
 
 
 def test_remote_001_bad_command_line_url_exits_2(make_ws):
@@ -132,3 +139,9 @@ def test_remote_001_secrets_are_not_in_the_tasks_environment(make_ws, tmp_path):
     env.update(HAZ_REMOTE_CACHE_TOKEN="t0k", HAZ_REMOTE_CACHE_SIGNATURE_KEY="k3y")
     proc = run_hazrun(ws, "run", "x", "--no-cache", env=env)
     assert "[root:x] T=unset K=unset" in proc.stdout
+
+
+def test_remote_001_a_haz_toml_timeout_past_an_hour_is_refused():
+    toml = dataclasses.replace(TOML, timeout=1e12)
+    with pytest.raises(UsageError, match="key 'timeout': 1e\\+12 seconds is more than 3600"):
+        resolve_remote(toml, {})

@@ -303,10 +303,13 @@ def test_exec_008_environment_and_stdin(make_ws):
 
 def test_exec_008_secrets_are_removed_from_the_task_environment(make_ws):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\n'
-                              'cmd = "echo T=${HAZ_REMOTE_CACHE_TOKEN-unset} K=${HAZ_REMOTE_CACHE_SIGNATURE_KEY-unset}"\n'})
-    env = dict(os.environ, HAZ_REMOTE_CACHE_TOKEN="t0k", HAZ_REMOTE_CACHE_SIGNATURE_KEY="k3y")
+                              'cmd = "echo T=${HAZ_REMOTE_CACHE_TOKEN-unset} '
+                              'K=${HAZ_REMOTE_CACHE_SIGNATURE_KEY-unset} U=$HAZ_REMOTE_CACHE_URL"\n'})
+    env = dict(os.environ, HAZ_REMOTE_CACHE_TOKEN="t0k", HAZ_REMOTE_CACHE_SIGNATURE_KEY="k3y",
+               HAZ_REMOTE_CACHE_URL="http://ci:pw0rd@127.0.0.1:1/cache")
     proc = run_hazrun(ws, "run", "x", "--no-cache", env=env)
-    assert "[root:x] T=unset K=unset" in proc.stdout
+    # The URL's user:password@ is a credential too (REMOTE-001).
+    assert "[root:x] T=unset K=unset U=http://127.0.0.1:1/cache" in proc.stdout
 
 
 def _two_talkers(make_ws):

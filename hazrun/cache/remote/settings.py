@@ -67,9 +67,15 @@ def parse_timeout(name: str, value: str) -> float:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise UsageError(f"{name}={value!r} is not a number of seconds greater than 0")
+    if not (0 < seconds <= MAX_TIMEOUT_S):  # also refuses nan
+        raise UsageError(f"{name}={value!r} is not a number of seconds greater than 0 "
+                         f"and at most {MAX_TIMEOUT_S:.0f}")
     return seconds
+
+
+# A bound on each socket operation: past ~1e9 s Python's socket timeout
+# overflows, and every request failed with a warning blaming the server.
+MAX_TIMEOUT_S = 3600.0
 
 
 def split_url(where: str, url: str) -> "tuple[str, Optional[str]]":
@@ -85,12 +91,16 @@ def split_url(where: str, url: str) -> "tuple[str, Optional[str]]":
     except ValueError:
         parts, host = None, None
     if parts is None or parts.scheme not in ("http", "https") or not host:
-        shown = _without_credentials(url)
+        shown = without_credentials(url)
         raise UsageError(f"{where}: '{shown}' is not an http:// or https:// URL "
                          "with a host (e.g. http://cache.example:8080/hazrun)")
     if parts.query or parts.fragment:
-        raise UsageError(f"{where}: '{_without_credentials(url)}' must not have a "
+        raise UsageError(f"{where}: '{without_credentials(url)}' must not have a "
                          "query or fragment")
+    if any(not ("!" <= c <= "~") for c in parts.path):
+        # http.client refuses them in a request line: every request failed.
+        raise UsageError(f"{where}: '{without_credentials(url)}' has spaces or non-ASCII "
+                         "characters in its path; percent-encode them (%20, %C3%A4 ...)")
     auth = None
     if parts.username is not None or parts.password is not None:
         auth = f"{urllib.parse.unquote(parts.username or '')}:" \
@@ -108,12 +118,13 @@ def _header_safe(value: str) -> bool:
     return not any(c in value for c in "\r\n\0")
 
 
-def _without_credentials(url: str) -> str:
+def without_credentials(url: str) -> str:
+    """``url`` fit to show or to pass on: no ``user:password@`` part, even
+    one a URL parser would not find (an unescaped '/' in the password)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if "@" not in url else "<hidden>"
-    netloc, slash, path = rest.partition("/")
-    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def remote_stats(hits: int = 0, misses: int = 0, uploads: int = 0, errors: int = 0,
@@ -162,6 +173,9 @@ def resolve_remote(config: Optional[RemoteCacheConfig], environ: Mapping[str, st
     if read_only:
         ro = True
     timeout = toml.timeout
+    if timeout > MAX_TIMEOUT_S:
+        raise UsageError(f"[workspace.remote_cache] key 'timeout': {timeout:g} seconds is "
+                         f"more than {MAX_TIMEOUT_S:.0f}")
     if env(ENV_TIMEOUT) is not None:
         timeout = parse_timeout(ENV_TIMEOUT, env(ENV_TIMEOUT))
     token = env(ENV_TOKEN)
