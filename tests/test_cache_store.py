@@ -355,6 +355,24 @@ def test_cache_004_manifest_from_disk_naming_parent_path_is_rejected(root):
     assert not (root.parent / "x").exists()
 
 
+@pytest.mark.parametrize("field, value", [("duration_s", "Infinity"), ("duration_s", "NaN"),
+                                          ("duration_s", "-1"), ("created", "Infinity")])
+def test_cache_003_a_manifest_with_a_number_that_is_not_finite_is_no_entry(root, field, value):
+    """JSON as Python reads it has Infinity and NaN: 'saved infs by the
+    cache' was printed for a downloaded manifest saying so."""
+    with open_cache(root) as c:
+        key, _ = store_build(c)
+        f = entry_file(c, key)
+        text = f.read_text()
+        data = json.loads(text)
+        f.write_text(text.replace(f'"{field}":{json.dumps(data[field])}', f'"{field}":{value}')
+                     .replace(f'"{field}": {json.dumps(data[field])}', f'"{field}": {value}'))
+        assert value in f.read_text()
+        assert c.lookup(key) is None
+        assert any("ignoring" in w or "unusable" in w or "corrupt" in w
+                   for w in c.take_warnings())
+
+
 @pytest.mark.parametrize("path,target", [("dist/\ud800", None), ("dist/x", "\ud800"),
                                          ("dist/x", "a\0b")])
 def test_cache_004_names_no_file_system_takes_are_a_miss(root, path, target):

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import stat
@@ -595,7 +596,8 @@ def _count(v: Any) -> bool:
 
 
 def _number(v: Any) -> bool:
-    return type(v) is float or type(v) is int
+    """A finite JSON number (Python's json reads Infinity and NaN too)."""
+    return type(v) is int or (type(v) is float and math.isfinite(v))
 
 
 def _log(v: Any, name: str) -> LogRef:
