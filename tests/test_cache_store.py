@@ -838,3 +838,41 @@ def test_cache_003_logs_from_a_spool_without_seekable_are_stored(root):
                        _SpooledAsOn39(b""), 1.0)
         with c.restore("a:build", c.lookup(key)) as r:
             assert r.stdout.read() == b"built\n"
+
+
+def test_remote_006_packing_and_unpacking_stop_at_ctrl_c(root):
+    """Ctrl-C abandons an upload being packed, and a download being
+    unpacked, between chunks: a 300 MB artifact kept the run 5 s after the
+    signal.  Nothing half-written is left in the store."""
+    import hazrun.cache.remote.artifact as artifact
+
+    with open_cache(root) as c:
+        build_outputs(root)
+        (root / "pkg/a/dist/big.bin").write_bytes(os.urandom(3 << 20))
+        key = c.compute_key("a:build", {})
+        c.store("a:build", key, c.collect_outputs("a:build"), b"out", b"", 1.0)
+        manifest = c.lookup(key)
+        store = Store(c.path)
+        calls = []
+
+        def cancelled_after(n):
+            def cancelled():
+                calls.append(1)
+                return len(calls) > n
+            return cancelled
+
+        with tempfile.TemporaryFile() as out:
+            with pytest.raises(artifact.Cancelled):
+                artifact.pack(store, manifest, out, cancelled_after(2))
+            assert len(calls) == 3  # stopped at the third chunk, not the last
+            calls.clear()
+            out.seek(0)
+            out.truncate()
+            artifact.pack(store, manifest, out)
+            blobs = sorted((c.path / "blobs").rglob("*"))
+            shutil.rmtree(c.path / "blobs")
+            with pytest.raises(artifact.Cancelled):
+                artifact.unpack(store, out, key.key, cancelled=cancelled_after(2))
+            assert list((c.path / "tmp").iterdir()) == []  # its temp file removed
+            artifact.unpack(store, out, key.key)
+            assert sorted((c.path / "blobs").rglob("*")) == blobs

@@ -127,11 +127,21 @@ class _GzipTar:
         self.out.write(self.z.flush() + struct.pack("<II", self.crc, self.length & 0xFFFFFFFF))
 
 
-def pack(store: Store, manifest: Manifest, out: IO[bytes]) -> int:
+class Cancelled(Exception):
+    """Ctrl-C while packing or unpacking (REMOTE-006): nothing to warn of."""
+
+
+def _never() -> bool:
+    return False
+
+
+def pack(store: Store, manifest: Manifest, out: IO[bytes],
+         cancelled: Callable[[], bool] = _never) -> int:
     """Write the artifact of ``manifest`` to ``out``; returns its size.
 
     Raises CorruptBlob or OSError (a blob missing or changed locally): the
-    entry is then not uploaded.
+    entry is then not uploaded.  Raises Cancelled as soon as ``cancelled()``
+    says so, between chunks: a big artifact is not packed to the end first.
     """
     tar = _GzipTar(out)
     data = encode_manifest(manifest)
@@ -142,14 +152,15 @@ def pack(store: Store, manifest: Manifest, out: IO[bytes]) -> int:
         tar.member(BLOBS + digest, size)
         if size == 0 and digest == EMPTY_DIGEST:
             continue  # an empty log, most tasks': nothing to read or verify
-        _copy_verified(store, digest, size, tar)
+        _copy_verified(store, digest, size, tar, cancelled)
         tar.pad(size)
     tar.close()
     out.flush()
     return out.tell()
 
 
-def _copy_verified(store: Store, digest: str, size: int, tar: _GzipTar) -> None:
+def _copy_verified(store: Store, digest: str, size: int, tar: _GzipTar,
+                   cancelled: Callable[[], bool] = _never) -> None:
     """The blob's bytes into the tar, hashed as they go: a blob that changed
     in the local cache since it was stored is not uploaded."""
     fd = os.open(store.blob_file(digest),
@@ -159,6 +170,8 @@ def _copy_verified(store: Store, digest: str, size: int, tar: _GzipTar) -> None:
     left = size
     try:
         while left:
+            if cancelled():
+                raise Cancelled()
             n = os.readv(fd, [buf[:min(len(buf), left)]])
             if not n:
                 break
@@ -174,12 +187,13 @@ def _copy_verified(store: Store, digest: str, size: int, tar: _GzipTar) -> None:
 
 
 def unpack(store: Store, f: IO[bytes], key: str,
-           check: Optional[Callable[[Manifest], Optional[str]]] = None) -> Manifest:
+           check: Optional[Callable[[Manifest], Optional[str]]] = None,
+           cancelled: Callable[[], bool] = _never) -> Manifest:
     """Verify the artifact in ``f`` and write it into the local store.
 
     ``check(manifest)`` returns why the manifest must not be used, or None.
-    Raises Rejected (nothing usable was written) or OSError (the local store
-    cannot be written).
+    Raises Rejected (nothing usable was written), OSError (the local store
+    cannot be written) or Cancelled (``cancelled()`` said so, between chunks).
     """
     f.seek(0)
     try:
@@ -199,8 +213,13 @@ def unpack(store: Store, f: IO[bytes], key: str,
                     continue  # verified in place: no write, no fsync (empty logs ...)
                 src = tar.extractfile(member)
                 assert src is not None
+
+                def read(src=src) -> bytes:
+                    if cancelled():
+                        raise Cancelled()
+                    return src.read(CHUNK)
                 try:
-                    store.put_blob(lambda: src.read(CHUNK), digest, member.size)
+                    store.put_blob(read, digest, member.size)
                 except CorruptBlob:
                     raise Rejected(f"blob {digest[:12]} does not match its digest") from None
             missing = sorted(set(need) - got)

@@ -148,6 +148,9 @@ class RemoteCache:
             try:
                 got = self.backend.fetch(key, f, want_tag=self.settings.signature_key is not None)
             except RemoteError as e:
+                if self.cancelled:  # our own abort cut the answer short
+                    self._end(answered=False)
+                    return False
                 self._end(e)
                 self._count(miss=True)
                 return False
@@ -162,6 +165,8 @@ class RemoteCache:
                 return False
             try:
                 self._accept(key, f, got[0], got[1], check)
+            except artifact.Cancelled:
+                return False
             except artifact.Rejected as e:
                 self._count(miss=True, error=True)
                 self._warn(f"{who}remote cache entry {key[:12]} rejected ({e}); "
@@ -181,7 +186,7 @@ class RemoteCache:
         if secret is not None:
             artifact.verify(secret, key, self.settings.team, f, size, tag)
         with self._store.lock(exclusive=False):
-            artifact.unpack(self._store, f, key, check)
+            artifact.unpack(self._store, f, key, check, lambda: self.cancelled)
 
     def _count(self, hit: bool = False, miss: bool = False, error: bool = False) -> None:
         with self._cond:
@@ -204,11 +209,13 @@ class RemoteCache:
         with f:
             try:
                 with self._store.lock(exclusive=False):
-                    size = artifact.pack(self._store, manifest, f)
+                    size = artifact.pack(self._store, manifest, f, lambda: self.cancelled)
                 tag = None
                 if self.settings.signature_key is not None:
                     tag = artifact.sign(self.settings.signature_key, manifest.key,
                                         self.settings.team, f, size)
+            except artifact.Cancelled:
+                return False
             except (CorruptBlob, OSError, ValueError) as e:
                 what = getattr(e, "strerror", None) or str(e)
                 self._warn(f"{manifest.label}: not uploaded to the remote cache ({what})")
@@ -218,7 +225,10 @@ class RemoteCache:
             try:
                 self.backend.store(manifest.key, f, size, manifest.duration_s, tag)
             except RemoteError as e:
-                self._end(e)
+                if self.cancelled:  # our own abort cut the request short
+                    self._end(answered=False)
+                else:
+                    self._end(e)
                 return False
             except (Abandoned, LocalError):
                 self._end(answered=False)
