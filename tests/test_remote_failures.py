@@ -461,3 +461,23 @@ def test_remote_002_an_answer_with_endless_fields_is_an_error_not_a_hang():
     finally:
         server.stop()
     assert e.value.kind == "GET bad answer"
+
+
+def test_remote_005_a_413_before_the_body_was_read_is_a_413_not_a_hang_up():
+    """turborepo-remote-cache answers an artifact over BODY_LIMIT with 413
+    and closes while hazrun still sends: that answer is the error (with
+    its hint), and the artifact is not sent again as to a stale connection."""
+    from hazrun.cache.remote import RemoteError
+    server = Scripted([b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n"
+                       b"Connection: close\r\n\r\n"])
+    try:
+        backend = turbo_backend(server.port)
+        data = os.urandom(16 << 20)
+        with pytest.raises(RemoteError) as e:
+            backend.store("ab" * 32, io.BytesIO(data), len(data), 1.0, None)
+        backend.close()
+    finally:
+        server.stop()
+    assert e.value.kind == "PUT HTTP 413"
+    assert "refuses an artifact this big" in str(e.value)
+    assert server.connections == 1 and len(server.requests) == 1

@@ -316,7 +316,18 @@ class HttpClient:
 
     @staticmethod
     def _send(conn, method, target, headers, body) -> http.client.HTTPResponse:
-        conn.request(method, target, body=body, headers=headers)
+        try:
+            conn.request(method, target, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            if body is None or conn.sock is None:
+                raise
+            # A server may answer before the whole body came (413: too big)
+            # and hang up: that answer says what went wrong, and the body
+            # is not sent again as to a stale kept-alive connection.
+            try:
+                return conn.getresponse()
+            except Exception:
+                raise e from None
         return conn.getresponse()
 
     def _answer(self, resp: http.client.HTTPResponse, conn, own: bool) -> _Response:
