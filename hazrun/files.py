@@ -76,7 +76,18 @@ class Listing:
         self._reader.join()
         if self._proc is None or self._proc.returncode != 0:
             return None
-        return _parse_git(self._out)
+        files = _parse_git(self._out)
+        nested = [rel for rel in files if rel.endswith("/")]
+        if not nested:
+            return files
+        # An untracked directory that is a git repository of its own (a
+        # project cloned inside the workspace) is one entry, 'p/a/', to
+        # git: its files are listed by walking it, or it would have none
+        # and its cache hits would never go stale.
+        out = [rel for rel in files if not rel.endswith("/")]
+        for rel in nested:
+            out.extend(rel + f for f in _walk_files(Path(root) / rel))
+        return out
 
     def close(self) -> None:
         """End git if it still runs (the listing was not needed)."""

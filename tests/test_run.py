@@ -616,3 +616,20 @@ def test_exec_011_a_cascade_is_reported_in_canonical_order(make_ws, tmp_path):
     run_graph(workspace, ["d"], Recorder(), RunOptions(no_cache=True))
     order = workspace.graph.canonical_order(set(skipped))
     assert skipped == order == ["root:b", "root:c", "root:z", "root:d"]
+
+
+def test_cfg_006_a_project_that_is_a_git_clone_of_its_own_has_its_files_as_inputs(make_ws):
+    """git lists an untracked nested repository as one entry ('p/a/'): its
+    files are inputs all the same, or a change in them still hit."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+                  "p/a/haz.toml": '[tasks.build]\ncmd = "cat src/x"\n',
+                  "p/a/src/x": "v1\n"})
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    for where in (ws, ws / "p/a"):
+        subprocess.run(git + ["init", "-q"], cwd=where, check=True)
+    subprocess.run(git + ["add", "haz.toml"], cwd=ws, check=True)
+    subprocess.run(git + ["commit", "-qm", "root"], cwd=ws, check=True)
+    assert "[a:build] v1" in run_hazrun(ws, "run", "build").stdout
+    (ws / "p/a/src/x").write_text("v2\n")
+    second = run_hazrun(ws, "run", "build")
+    assert "[a:build] v2" in second.stdout and "1 succeeded" in second.stderr
