@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 from .config import TaskDef
-from .globs import GlobSet, files_under
+from .globs import ROOT_PREFIX, GlobSet, files_under
 
 NEVER = (".git", ".haz")
 
@@ -158,11 +158,15 @@ def list_workspace_files(root: Path, ahead: Optional[Listing] = None) -> List[st
     return sorted(set(files))
 
 
-def task_input_globs(task: TaskDef, project_rel_dir: str) -> GlobSet:
-    """The task's input patterns, root-relative; the default is the project."""
-    if task.inputs is None:
-        return GlobSet.compile(["**"], project_rel_dir)
-    return GlobSet.compile(task.inputs, project_rel_dir)
+def task_input_globs(task: TaskDef, project_rel_dir: str,
+                     workspace_inputs: Sequence[str] = ()) -> GlobSet:
+    """The task's input patterns, root-relative; the default is the project.
+    With ``workspace_inputs`` (``[workspace] inputs``, root-relative), those
+    too: every task's key holds them (EXEC-019's runtime checks)."""
+    patterns = tuple(task.inputs) if task.inputs is not None else ("**",)
+    patterns += tuple("!" + ROOT_PREFIX + p[1:] if p.startswith("!") else ROOT_PREFIX + p
+                      for p in workspace_inputs)
+    return GlobSet.compile(patterns, project_rel_dir)
 
 
 def task_output_globs(task: TaskDef, project_rel_dir: str) -> GlobSet:

@@ -501,9 +501,11 @@ class Scheduler:
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                       key=self._key_hex(t)), started=False)
             return
-        if self.halted is ViolationKind.RUNTIME_CYCLE:
+        if self.halted is not None:
+            # EXEC-019/020: a violation stopped admission while this task's
+            # key was taken; it starts nothing (no process, no restore).
             self._give_slot(t)
-            self._final(t, TaskResult(t.label, TaskState.SKIPPED, Cause.RUNTIME_CYCLE,
+            self._final(t, TaskResult(t.label, TaskState.SKIPPED, Cause(self.halted.value),
                                       key=self._key_hex(t)), started=False)
             return
         if manifest is not None:
@@ -686,7 +688,11 @@ class Scheduler:
         materialised = self.cache.collect_outputs(t.label)
         warning, staged = None, None
         if t.logs and t.key is not None:
-            duration = time.monotonic() - t.started
+            # What a hit saves (CLI-001): the command's own run time, not
+            # the wait for a mutex or a slot before it started.
+            child = t.child
+            duration = ((child.ended or time.monotonic()) - child.started if child is not None
+                        else time.monotonic() - t.started)
             try:
                 for log in t.logs.values():
                     log.seek(0)
@@ -952,7 +958,9 @@ class Scheduler:
     def _runtime_checks(self) -> RuntimeChecks:
         if self._checks is None:
             succs = {l: [s for s, _ in t.succs] for l, t in self.tasks.items()}
-            inputs = {l: task_input_globs(t.task, t.rel_dir) for l, t in self.tasks.items()}
+            # [workspace] inputs are in every task's key: its inputs too.
+            inputs = {l: task_input_globs(t.task, t.rel_dir, self.ws.settings.inputs)
+                      for l, t in self.tasks.items()}
             outputs = {l: task_output_globs(t.task, t.rel_dir) for l, t in self.tasks.items()}
             self._checks = RuntimeChecks(self.order, succs, inputs, outputs)
         return self._checks
@@ -972,7 +980,8 @@ class Scheduler:
         overlap = checks.claim(t.label, paths)
         if overlap is not None:
             self._violation(overlap, terminate=False)
-            return
+        # Also after an overlap: a cycle the same outputs close must stop
+        # the tasks in flight (EXEC-019), which an overlap alone does not.
         cycle, races = checks.add_outputs(t.label, paths, self._is_input_candidate)
         for race in races:
             self._warn(f"{race.writer} writes {race.path}, an input of {race.reader}, "

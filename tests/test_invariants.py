@@ -405,3 +405,91 @@ def test_exec_020_task_needing_a_held_mutex_after_the_overlap_is_skipped(make_ws
     assert (results["m:t"].state.value, results["m:t"].cause.value) == ("skipped",
                                                                           "output_overlap")
     assert results["h:hold"].state.value == "succeeded"
+
+
+def _summary(path):
+    doc = json.loads(path.read_text())
+    return doc["violations"], {t["label"]: (t["state"], t["cause"]) for t in doc["tasks"]}
+
+
+def test_exec_019_an_overlap_does_not_hide_a_cycle_the_same_outputs_close(make_ws, tmp_path):
+    """y's outputs overlap x's and write r's input: both violations are
+    recorded, and the cycle stops the task in flight (slow waits for a file
+    that never comes: only termination ends it early)."""
+    never = tmp_path / "never"
+    ws = make_ws({"haz.toml": "\n".join([
+        "[workspace]",
+        "[tasks.x]", 'cmd = "mkdir -p out && echo x > out/f"', 'outputs = ["out/f"]',
+        'inputs = ["haz.toml"]',
+        "[tasks.r]", 'cmd = "echo r"', 'inputs = ["gen/**"]',
+        "[tasks.y]", 'cmd = "mkdir -p out gen && echo y > out/f && echo y > gen/g"',
+        'outputs = ["out/**", "gen/**"]', 'inputs = ["haz.toml"]', 'deps = ["x", "r"]',
+        "[tasks.slow]", f'cmd = "i=0; until [ -e {never} ] || [ $i -ge 600 ]; do sleep 0.05; '
+        'i=$((i+1)); done"', 'inputs = ["haz.toml"]', ""])})
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "y", "slow", "-j2", "--no-cache", "--summary-json", str(summary))
+    violations, states = _summary(summary)
+    assert proc.returncode == 3
+    assert [v["kind"] for v in violations] == ["output_overlap", "runtime_cycle"]
+    assert violations[1]["tasks"] == ["root:y", "root:r"] and violations[1]["path"] == "gen/g"
+    assert states["root:slow"] == ("cancelled", "signalled")
+
+
+def test_exec_019_writing_a_workspace_input_closes_a_cycle(make_ws, tmp_path):
+    """[workspace] inputs are in every key: gen, which depends on a:build,
+    rewriting one is a runtime cycle (a:build would miss on every run)."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\ninputs = ["tool.lock"]\n'
+                              '[tasks.gen]\ncmd = "date +%N > tool.lock"\n'
+                              'outputs = ["tool.lock"]\ndeps = ["a:build"]\n',
+                  "p/a/haz.toml": '[tasks.build]\ncmd = "echo built"\n',
+                  "tool.lock": "0\n"})
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "gen", "--no-cache", "--summary-json", str(summary))
+    violations, _ = _summary(summary)
+    assert proc.returncode == 3
+    assert violations == [{"kind": "runtime_cycle", "tasks": ["root:gen", "a:build"],
+                           "path": "tool.lock"}]
+
+
+def test_exec_020_a_task_keyed_while_an_overlap_stops_admission_never_starts(make_ws, tmp_path):
+    """hashy's key is still being taken (a big input, here a key held back
+    until the overlap is reported) when x and y overlap: it then starts
+    nothing, as a mutex waiter would not."""
+    import threading
+
+    from hazrun import load_workspace
+    from hazrun.cache import Cache
+    from hazrun.output import RunObserver
+    from hazrun.scheduler import RunOptions, run_graph
+
+    ran = tmp_path / "hashy-ran"
+    ws = make_ws({"haz.toml": "\n".join([
+        "[workspace]",
+        "[tasks.x]", 'cmd = "mkdir -p out && echo x > out/f"', 'outputs = ["out/f"]',
+        "[tasks.y]", 'cmd = "mkdir -p out && echo y > out/f"', 'outputs = ["out/**"]',
+        'deps = ["x"]',
+        "[tasks.hashy]", f'cmd = "touch {ran}"', 'inputs = ["haz.toml"]', ""])})
+    overlap = threading.Event()
+
+    class Observer(RunObserver):
+        def warning(self, text):
+            if "output overlap" in text:
+                overlap.set()
+
+    class SlowKey(Cache):
+        def compute_key(self, label, pred_streams, quick=False):
+            if label == "root:hashy":
+                if quick:
+                    from hazrun.cache import WouldBlock
+                    raise WouldBlock(label)  # to the pool, where it may wait
+                assert overlap.wait(30)
+            return super().compute_key(label, pred_streams, quick)
+
+    workspace = load_workspace(ws)
+    env = dict(os.environ)
+    outcome = run_graph(workspace, ["y", "hashy"], Observer(),
+                        RunOptions(jobs=2, cache_dir=tmp_path / "cache", environ=env),
+                        cache=SlowKey(workspace, tmp_path / "cache", env))
+    state = outcome.results["root:hashy"]
+    assert (state.state.value, state.cause.value) == ("skipped", "output_overlap")
+    assert not ran.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -627,3 +628,21 @@ def test_mutex_004_a_daemon_that_left_the_task_holds_its_mutex_until_stopped(mak
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().splitlines() == ["daemon up", "daemon stopped", "b runs"]
     assert "a:work: its command exited but left processes running" in proc.stderr
+
+
+def test_cli_001_time_saved_is_the_commands_not_its_wait_for_a_mutex(make_ws, tmp_path):
+    """zquick waits for aslow's mutex, then runs at once: a hit of it saves
+    its own run time, not the wait (it said "saved 2.01s")."""
+    ws = make_ws({"haz.toml": '[workspace]\n'
+                              '[tasks.aslow]\ncmd = "sleep 1"\nmutex = ["db"]\n'
+                              'inputs = ["haz.toml"]\n'
+                              '[tasks.zquick]\ncmd = "true"\nmutex = ["db"]\n'
+                              'inputs = ["haz.toml"]\n'})
+    first = tmp_path / "first.json"
+    assert run_hazrun(ws, "run", "aslow", "zquick", "-j2", "--summary-json",
+                      str(first)).returncode == 0
+    ran = {t["label"]: t for t in json.loads(first.read_text())["tasks"]}
+    second = run_hazrun(ws, "run", "zquick")
+    assert "1 cached" in second.stderr, second.stderr
+    saved = re.search(r"saved ([0-9.]+)s by the cache", second.stderr)
+    assert saved is None or float(saved.group(1)) < ran["root:aslow"]["duration_s"] / 2
