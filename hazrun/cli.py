@@ -131,7 +131,8 @@ def _exit(status: Optional[int]) -> None:
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: started with it closed (>&-)
+                stream.flush()
         except (OSError, ValueError):
             pass  # a closed pipe: what was not read is lost either way
     os._exit(status or 0)  # None is success, as for sys.exit

@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
-from typing import IO, Any
+from typing import IO, Any, Dict, Optional
 
 from .values import record
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """All of ``data``, waiting while a non-blocking pipe is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
@@ -40,6 +53,7 @@ class Console:
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self.closed: set = set()
+        self._fds: Dict[int, Optional[int]] = {}
 
     @classmethod
     def for_streams(cls, stdout: Any, stderr: Any, mode: str) -> "Console":
@@ -56,14 +70,43 @@ class Console:
         run half way: output to a closed pipe is dropped from then on.
         """
         with self.lock:
-            if id(stream) in self.closed:
-                return
+            if stream is None or id(stream) in self.closed:
+                return  # None: started with that stream closed (>&-)
             try:
-                for chunk in chunks:
-                    stream.write(chunk)
-                stream.flush()
-            except (BrokenPipeError, ValueError):
+                fd = self._fd(stream)
+                if fd is None:
+                    for chunk in chunks:
+                        stream.write(chunk)
+                    stream.flush()
+                else:
+                    for chunk in chunks:
+                        _write_fd(fd, chunk)
+            except (OSError, ValueError) as e:
                 self.closed.add(id(stream))
+                if not isinstance(e, (BrokenPipeError, ValueError)):
+                    # A full disk, an I/O error: said once, where it can be.
+                    other = self.err if stream is self.out else None
+                    if other is not None and id(other) not in self.closed:
+                        self.lock.release()
+                        try:
+                            self.warning(f"cannot write to stdout ({e.strerror or e}); "
+                                         "what follows for it is dropped")
+                        finally:
+                            self.lock.acquire()
+
+    def _fd(self, stream: IO[bytes]) -> Optional[int]:
+        """The stream's descriptor, written with os.write: a pipe left
+        non-blocking by whoever started hazrun (node, ssh) refuses what it
+        cannot take at once, and a buffered writer loses it silently."""
+        fd = self._fds.get(id(stream), -1)
+        if fd == -1:
+            try:
+                stream.flush()  # whatever was written through it before
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                fd = None
+            self._fds[id(stream)] = fd
+        return fd
 
     def print(self, text: str = "") -> None:
         self.write(self.out, (text + "\n").encode("utf-8", "surrogateescape"))

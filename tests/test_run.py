@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -633,3 +635,54 @@ def test_cfg_006_a_project_that_is_a_git_clone_of_its_own_has_its_files_as_input
     (ws / "p/a/src/x").write_text("v2\n")
     second = run_hazrun(ws, "run", "build")
     assert "[a:build] v2" in second.stdout and "1 succeeded" in second.stderr
+
+
+def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
+    marker = tmp_path / "b-ran"
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 1000"\n'
+                              f'[tasks.b]\ncmd = "touch {marker}"\ndeps = ["a"]\n'})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(hazrun_cmd("-C", str(ws), "run", "b", "--no-cache"), env=env,
+                              stdin=subprocess.DEVNULL, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert proc.returncode == 0 and marker.exists(), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("hazrun: warning: cannot write to stdout (No space left") == 1
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-"])
+def test_exec_016_a_closed_stdout_or_stderr_does_not_stop_the_run(make_ws, tmp_path, closed):
+    marker = tmp_path / "b-ran"
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "echo a"\n'
+                              f'[tasks.b]\ncmd = "touch {marker}"\ndeps = ["a"]\n'})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    cmd = " ".join(shlex.quote(a) for a in hazrun_cmd("-C", str(ws), "run", "b", "--no-cache"))
+    proc = subprocess.run(["bash", "-c", f"{cmd} {closed}"], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and marker.exists(), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_exec_016_a_non_blocking_stdout_pipe_gets_every_line(make_ws):
+    """node, ssh and some CI collectors leave stdout a non-blocking pipe: a
+    reader that pauses must not lose lines (only 4,010 of 200,000 came)."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 200000"\n'})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "a", "--no-cache"), env=env,
+                            stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    try:
+        time.sleep(0.5)  # the pipe fills up meanwhile
+        with os.fdopen(r, "rb") as reader:
+            out = reader.read()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == 0
+    assert out.count(b"\n") == 200000 and out.endswith(b"[root:a] 200000\n")
