@@ -5,7 +5,7 @@ MUTEX-001..007.  A task declares the names it needs, each ``exclusive`` or
 before it spawns, and gets all or none (MUTEX-003), so it never holds one
 while waiting for another: no cycle of waiters can form, and so no
 deadlock is possible.  Across hazrun processes on the same workspace each
-name is also an ``fcntl`` lock on ``.haz/locks/<name>.lock`` (MUTEX-006),
+name is also an ``flock`` on ``.haz/locks/<name>.lock`` (MUTEX-006),
 taken without blocking; the kernel releases it if the holder dies.  Waiting
 on another process is done by retrying on a timer of the event loop, never
 by a blocking call.
@@ -23,11 +23,14 @@ from .values import record
 
 
 class _FileLock:
-    """One name's lock file, held by this process in one mode at a time.
+    """One name's lock file, held by one run in one mode at a time: the
+    lock is taken when the run's first holder arrives and dropped when the
+    last one leaves.
 
-    POSIX record locks belong to the process, not to a descriptor, so the
-    file is opened once per name and the lock taken when the first holder
-    in this process arrives and dropped when the last one leaves.
+    ``flock`` locks belong to the open file, not to the process as POSIX
+    record locks (lockf) do: two runs in one process (the library, two
+    threads) exclude each other too, and one closing its file never drops
+    the other's lock.
     """
 
     def __init__(self, path: Path):
@@ -41,7 +44,7 @@ class _FileLock:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         op = fcntl.LOCK_SH if mode is MutexMode.SHARED else fcntl.LOCK_EX
         try:
-            fcntl.lockf(self.fd, op | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, op | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno in (errno.EACCES, errno.EAGAIN):
                 return False
@@ -52,7 +55,7 @@ class _FileLock:
     def unlock(self) -> None:
         if self.fd is not None:
             try:
-                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
             finally:
                 os.close(self.fd)
         self.fd = None

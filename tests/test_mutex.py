@@ -646,3 +646,28 @@ def test_cli_001_time_saved_is_the_commands_not_its_wait_for_a_mutex(make_ws, tm
     assert "1 cached" in second.stderr, second.stderr
     saved = re.search(r"saved ([0-9.]+)s by the cache", second.stderr)
     assert saved is None or float(saved.group(1)) < ran["root:aslow"]["duration_s"] / 2
+
+
+def test_mutex_006_two_runs_in_one_process_exclude_each_other(make_ws, tmp_path):
+    """The library: two run_graph calls in two threads on one workspace.
+    The lock is the open file's (flock), not the process's (lockf), so the
+    second run waits for the first one's holder."""
+    import threading
+
+    from hazrun import load_workspace
+    from hazrun.output import RunObserver
+    from hazrun.scheduler import RunOptions, run_graph
+
+    log = tmp_path / "log"
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.use]\n'
+                              f'cmd = "echo start >> {log}; sleep 0.3; echo end >> {log}"\n'
+                              'mutex = ["db"]\n'})
+    workspace = load_workspace(ws)
+    runs = [threading.Thread(target=run_graph, args=(workspace, ["use"], RunObserver(),
+                                                    RunOptions(no_cache=True)))
+            for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(60)
+    assert log.read_text().split() == ["start", "end", "start", "end"]
