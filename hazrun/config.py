@@ -27,7 +27,7 @@ def _toml() -> Any:
     return tomllib
 
 from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
-from .globs import GlobSet, check_pattern, compile_glob
+from .globs import NEVER, GlobSet, check_pattern, compile_glob
 from .values import value
 
 CONFIG_NAME = "haz.toml"
@@ -489,7 +489,7 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
     unbounded = "**" in rest
     found: List[str] = []
     if not rest:  # a literal path
-        if top and top.split("/")[0] not in _NEVER_MEMBERS:
+        if top and top.split("/")[0] not in NEVER:
             found.append(os.path.join(root, top))
         return found
     start = os.path.join(root, top) if top else root
@@ -504,7 +504,7 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
         except OSError:
             continue
         for e in entries:
-            if e.name in _NEVER_MEMBERS:
+            if e.name in NEVER:
                 continue
             try:
                 if not e.is_dir():
@@ -521,8 +521,6 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
                     stack.append((e.path, sub, depth + 1))
     return sorted(found)
 
-
-_NEVER_MEMBERS = (".git", ".haz")
 
 
 def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
@@ -566,7 +564,7 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
                                f"with '!{rel}'")
                 continue
             rel = resolved[len(prefix):] if resolved != root else ""
-            if rel == "" or rel.split("/")[0] in (".git", ".haz"):
+            if rel == "" or rel.split("/")[0] in NEVER:
                 continue
             if excludes and excludes.match(rel):
                 continue

@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 import os
-import select
 import threading
 from typing import IO, Any, Dict, Optional
 
+from .fsutil import write_all
 from .values import record
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    """All of ``data``, waiting while a non-blocking pipe is full."""
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [])
-            continue
-        view = view[n:]
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
@@ -64,11 +52,13 @@ class Console:
         self.write_block(stream, (data,))
 
     def write_block(self, stream: IO[bytes], chunks) -> None:
-        """Write every chunk with no other write in between (EXEC-017).
+        """Write every chunk with no other write in between (EXEC-016/017).
 
-        A reader that went away (``hazrun run | head``) must not stop the
-        run half way: output to a closed pipe is dropped from then on.
+        A reader that went away (``hazrun run | head``), a full disk or a
+        stream closed at start must not stop the run half way (CLI-000):
+        output to it is dropped from then on.
         """
+        failed: Optional[OSError] = None
         with self.lock:
             if stream is None or id(stream) in self.closed:
                 return  # None: started with that stream closed (>&-)
@@ -80,19 +70,14 @@ class Console:
                     stream.flush()
                 else:
                     for chunk in chunks:
-                        _write_fd(fd, chunk)
+                        write_all(fd, chunk)
             except (OSError, ValueError) as e:
                 self.closed.add(id(stream))
                 if not isinstance(e, (BrokenPipeError, ValueError)):
-                    # A full disk, an I/O error: said once, where it can be.
-                    other = self.err if stream is self.out else None
-                    if other is not None and id(other) not in self.closed:
-                        self.lock.release()
-                        try:
-                            self.warning(f"cannot write to stdout ({e.strerror or e}); "
-                                         "what follows for it is dropped")
-                        finally:
-                            self.lock.acquire()
+                    failed = e  # a full disk, an I/O error: said once
+        if failed is not None and stream is self.out:
+            self.warning(f"cannot write to stdout ({failed.strerror or failed}); "
+                         "what follows for it is dropped")
 
     def _fd(self, stream: IO[bytes]) -> Optional[int]:
         """The stream's descriptor, written with os.write: a pipe left

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 from .config import TaskDef
-from .globs import ROOT_PREFIX, GlobSet, files_under
+from .globs import NEVER, ROOT_PREFIX, GlobSet, files_under
 
-NEVER = (".git", ".haz")
 
 
 # -t tags each entry (H cached, S not checked out, ? untracked) and -s gives a
@@ -80,7 +79,7 @@ class Listing:
         nested = [rel for rel in files if rel.endswith("/")]
         if not nested:
             return files
-        # An untracked directory that is a git repository of its own (a
+        # CFG-006: an untracked directory that is a git repository of its own (a
         # project cloned inside the workspace) is one entry, 'p/a/', to
         # git: its files are listed by walking it, or it would have none
         # and its cache hits would never go stale.

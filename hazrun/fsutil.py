@@ -3,9 +3,10 @@ whether one changed without reading it."""
 from __future__ import annotations
 
 import os
+import select
 import threading
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Tuple
 
 Sig = Tuple[int, int, int, int]
 
@@ -17,6 +18,20 @@ def signature(st: os.stat_result) -> Sig:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
+def write_all(fd: int, data: Any) -> None:
+    """All of ``data`` to ``fd``, in as many writes as it takes; on a
+    non-blocking descriptor (a pipe its creator left so), waiting while it
+    is full rather than losing what it refuses."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
+
+
 def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,10 +40,7 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
                  0o666)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            write_all(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:

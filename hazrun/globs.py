@@ -21,6 +21,10 @@ from typing import Iterable, List, Optional, Pattern, Sequence, Tuple
 
 from .values import value
 
+# Directories whose contents are never inputs, outputs nor projects: git's
+# and hazrun's own.
+NEVER = (".git", ".haz")
+
 ROOT_PREFIX = "$root/"
 _WILDCARDS = set("*?[")
 

@@ -53,7 +53,7 @@ def parse_makeflags(makeflags: str) -> Optional[JobserverAuth]:
     if value.startswith("fifo:"):
         return JobserverAuth(fifo=value[len("fifo:"):])
     r, sep, w = value.partition(",")
-    # ASCII digits only (str.isdigit() also takes '³'), and fds that fit a
+    # JOBS-001: ASCII digits only (str.isdigit() also takes '³'), and fds that fit a
     # C int: anything else is a warning, never a traceback.
     if (not sep or not _FD.fullmatch(r) or not _FD.fullmatch(w)
             or max(abs(int(r)), abs(int(w))) > _FD_MAX):

@@ -35,6 +35,8 @@ class Timer:
         self.cancelled = True
 
 
+# The longest wait on the selector (EXEC-018's timeouts and EXEC-014's grace
+# may be far longer: the loop then wakes, finds nothing due and waits again).
 MAX_WAIT_S = 3600.0
 
 

@@ -595,6 +595,11 @@ class Child:
                 self.popen.returncode = os.waitstatus_to_exitcode(status)
 
     @property
+    def duration(self) -> float:
+        """How long its main process ran (so far, if it still does)."""
+        return (self.ended or time.monotonic()) - self.started
+
+    @property
     def running(self) -> bool:
         """Its main process has not exited.  After that, what is left is
         reading the pipes to their end and ending a group left behind: the
@@ -747,6 +752,17 @@ def _take_fd(pipe: IO[bytes]) -> int:
     fd = os.dup(pipe.fileno())
     pipe.close()
     return fd
+
+
+def writer_gone(pid: Optional[int], age: float, gone_after: float, max_age: float) -> bool:
+    """Whether a temp file ``age`` seconds old, written by process ``pid``
+    (None: unknown), is a leftover: its writer is gone and ``gone_after``
+    has passed (a writer in another pid namespace is not seen), or it is
+    ``max_age`` old whatever its pid says (pid 1 in a container is always
+    alive, and pids are reused)."""
+    if age >= max_age:
+        return True
+    return age >= gone_after and (pid is None or not pid_alive(pid))
 
 
 def pid_alive(pid: int) -> bool:

@@ -630,7 +630,7 @@ class Scheduler:
             if rest:
                 self.observer.task_output(t.label, stream, rest)
         status = child.status
-        duration = (child.ended or time.monotonic()) - child.started
+        duration = child.duration
         sig = signal_name(status.signal)
         key = self._key_hex(t)
         if child.left_behind:
@@ -690,8 +690,7 @@ class Scheduler:
         if t.logs and t.key is not None:
             # What a hit saves (CLI-001): the command's own run time, not
             # the wait for a mutex or a slot before it started.
-            child = t.child
-            duration = ((child.ended or time.monotonic()) - child.started if child is not None
+            duration = (t.child.duration if t.child is not None
                         else time.monotonic() - t.started)
             try:
                 for log in t.logs.values():

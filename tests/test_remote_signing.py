@@ -83,7 +83,6 @@ def test_remote_003_pack_writes_the_bytes_tarfile_and_gzip_would(stored):
     that any tar and gzip read it."""
     import gzip
 
-    from hazrun.cache.remote.artifact import blobs_of
     from hazrun.cache.store import encode_manifest
     store, manifest = stored
     art = io.BytesIO()
@@ -93,7 +92,7 @@ def test_remote_003_pack_writes_the_bytes_tarfile_and_gzip_would(stored):
     with tarfile.open(fileobj=expected, mode="w", format=tarfile.PAX_FORMAT) as tar:
         members = [("manifest.json", encode_manifest(manifest))] + [
             ("blobs/" + d, store.blob_path(d).read_bytes() if n else b"")
-            for d, n in sorted(blobs_of(manifest).items())]
+            for d, n in sorted(manifest.blobs().items())]
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0

@@ -128,7 +128,7 @@ def _read_entries(store: Store) -> Tuple[List[_Entry], List[Path]]:
         except (OSError, CorruptManifest):
             corrupt.append(path)
             continue
-        entries.append(_Entry(key, path, st.st_mtime, st.st_size, m.blob_digests()))
+        entries.append(_Entry(key, path, st.st_mtime, st.st_size, set(m.blobs())))
     return entries, corrupt
 
 
@@ -173,9 +173,8 @@ def prune(cache_dir: Path, max_size: Optional[int] = None, max_age: Optional[flo
     return PruneResult(len(removed) + len(corrupt), freed, len(keep), total)
 
 
-# A temp file is a crashed writer's when its process is gone and it is an
-# hour old (a cache shared between containers sees other pid namespaces),
-# or when it is a day old whatever its pid says.
+# A temp file is a crashed writer's an hour after its process is gone (a
+# cache shared between containers), or after a day (process.writer_gone).
 TMP_DEAD_AGE_S = 3600.0
 TMP_MAX_AGE_S = 86400.0
 _TMP_NAME = re.compile(r"(\d+)-[0-9a-f]+\.tmp\Z")
@@ -184,7 +183,7 @@ _TMP_NAME = re.compile(r"(\d+)-[0-9a-f]+\.tmp\Z")
 def _remove_stale_tmp(store: Store, now: float) -> int:
     """Remove the temp files of writers that are gone; a running hazrun's
     staged blobs (CACHE-003) are left to its commit."""
-    from ..process import pid_alive
+    from ..process import writer_gone
     freed = 0
     for tmp in _listdir(store.tmp):
         try:
@@ -192,8 +191,7 @@ def _remove_stale_tmp(store: Store, now: float) -> int:
         except OSError:
             continue
         m = _TMP_NAME.match(tmp.name)
-        alive = m is not None and pid_alive(int(m.group(1)))
-        if age >= TMP_MAX_AGE_S or (age >= TMP_DEAD_AGE_S and not alive):
+        if writer_gone(int(m.group(1)) if m else None, age, TMP_DEAD_AGE_S, TMP_MAX_AGE_S):
             freed += _remove(tmp)
     return freed
 

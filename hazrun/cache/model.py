@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import field
 from json.encoder import encode_basestring_ascii as _json_str
-from typing import IO, Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import IO, Any, Dict, Iterable, List, Optional, Tuple
 
 import blake3
 
@@ -163,12 +163,13 @@ class Manifest:
     outputs: Tuple[OutputEntry, ...]
     created: float = 0.0           # seconds since the epoch
 
-    def blob_digests(self) -> Set[str]:
-        """Every blob the entry names: its outputs' and its two logs'."""
-        found = {e.digest for e in self.outputs if e.digest is not None}
-        found.add(self.stdout.digest)
-        found.add(self.stderr.digest)
-        return found
+    def blobs(self) -> Dict[str, int]:
+        """Every blob the entry names, its outputs' and its two logs':
+        digest -> size."""
+        need = {e.digest: e.size for e in self.outputs if e.digest is not None}
+        need[self.stdout.digest] = self.stdout.size
+        need[self.stderr.digest] = self.stderr.size
+        return need
 
 
 @record

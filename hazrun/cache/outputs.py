@@ -13,9 +13,8 @@ import re
 import stat
 from typing import Iterator, List, Optional, Set
 
-from ..globs import GlobSet
+from ..globs import NEVER, GlobSet
 
-NEVER = (".git", ".haz")
 
 # A restore writes each output to ``.NAME.hazrun-PID-RANDOM.tmp`` beside it
 # and renames it into place (CACHE-004).  One killed on the way leaves that

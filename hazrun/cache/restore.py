@@ -31,16 +31,16 @@ import stat
 import time
 from typing import IO, Callable, List, Optional, Set, Tuple
 
-from ..globs import GlobSet
+from ..globs import NEVER, GlobSet
 from .model import CacheMissError, Manifest, OutputEntry, WouldBlock
 from .outputs import LEFTOVER, LEFTOVER_MARK, is_leftover
-from .store import EMPTY_DIGEST, CorruptBlob, LockedReads, _write_all
+from ..fsutil import write_all
+from .store import EMPTY_DIGEST, CorruptBlob, LockedReads
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 SPOOL = 1 << 20        # logs are kept in memory up to this size
 MAX_OPEN_DIRS = 64     # directory fds held at once during one restore
-NEVER = (".git", ".haz")
 
 # (project-relative path, its lstat) -> the digest of that regular file's
 # content if it can be told for that very stat, else None.
@@ -222,7 +222,7 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
     try:
         try:
             if entry.size or entry.digest != EMPTY_DIGEST:  # empty: nothing to copy
-                store.copy_blob(entry.digest, entry.size, lambda b: _write_all(fd, b))
+                store.copy_blob(entry.digest, entry.size, lambda b: write_all(fd, b))
             # Permission bits only: set-id and sticky bits are not restored.
             os.fchmod(fd, entry.mode & 0o777)
         finally:
@@ -233,9 +233,8 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
     return rel_dir, tmp, name
 
 
-# A leftover is removed once its writer is gone and a minute has passed (a
-# writer in another pid namespace, sharing the work tree, is not seen), or
-# after an hour whatever its pid (pid 1 in a container is always alive).
+# A leftover is removed a minute after its writer is gone, or after an hour
+# (process.writer_gone).
 LEFTOVER_GONE_S = 60.0
 LEFTOVER_MAX_S = 3600.0
 
@@ -243,7 +242,7 @@ LEFTOVER_MAX_S = 3600.0
 def remove_leftovers(dir_fd: int) -> None:
     """Remove the restore temp files in a directory left by writers that
     are gone (a name without a pid, from an older hazrun, counts as gone)."""
-    from ..process import pid_alive  # once, when a restore writes
+    from ..process import writer_gone  # once, when a restore writes
     try:
         found = [(e.name, e.stat(follow_symlinks=False).st_mtime)
                  for e in os.scandir(dir_fd) if is_leftover(e.name)]
@@ -252,10 +251,8 @@ def remove_leftovers(dir_fd: int) -> None:
     now = time.time()
     for name, mtime in found:
         m = LEFTOVER.match(name)
-        pid = m.group(1) if m else None
-        age = now - mtime
-        if age >= LEFTOVER_MAX_S or (age >= LEFTOVER_GONE_S and (
-                pid is None or not pid_alive(int(pid[:-1])))):
+        pid = int(m.group(1)[:-1]) if m and m.group(1) else None
+        if writer_gone(pid, now - mtime, LEFTOVER_GONE_S, LEFTOVER_MAX_S):
             _unlink_at(name, dir_fd)
 
 

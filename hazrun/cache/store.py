@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import (IO, Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
                     Union)
 
+from ..fsutil import write_all
 from ..values import value
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
@@ -243,7 +244,7 @@ class Store:
                 if not chunk:
                     break
                 h.update(chunk)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 total += len(chunk)
             if sync:
                 os.fsync(fd)
@@ -348,7 +349,7 @@ class Store:
         # The blobs that staging found stored already were seen under an
         # earlier hold of the lock: a prune or clean may have removed them
         # since.  An entry is published whole or not at all.
-        for digest in manifest.blob_digests():
+        for digest in manifest.blobs():
             if digest != EMPTY_DIGEST and not os.path.exists(self.blob_file(digest)):
                 raise FileNotFoundError(errno.ENOENT, "a blob of this entry was removed "
                                         "meanwhile (a concurrent prune or clean?)",
@@ -531,13 +532,6 @@ def _hash_stream(stream: IO[bytes]) -> LogRef:
             return LogRef(h.hexdigest(), n)
         h.update(chunk)
         n += len(chunk)
-
-
-def _write_all(fd: int, data: Any) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def _seekable(stream: IO[bytes]) -> bool:

@@ -30,7 +30,7 @@ import os
 import struct
 import tarfile
 import zlib
-from typing import IO, Callable, Dict, Iterator, Optional
+from typing import IO, Callable, Iterator, Optional
 
 from ..hashing import CHUNK, new_hasher
 from ..model import Manifest
@@ -51,14 +51,6 @@ MAX_SIGNED = (1 << 32) - 1    # a 4-byte length prefix
 
 class Rejected(Exception):
     """Why a downloaded artifact is not used; the message is the reason."""
-
-
-def blobs_of(manifest: Manifest) -> Dict[str, int]:
-    """Every blob the manifest needs: digest -> size."""
-    need = {e.digest: e.size for e in manifest.outputs if e.digest is not None}
-    need[manifest.stdout.digest] = manifest.stdout.size
-    need[manifest.stderr.digest] = manifest.stderr.size
-    return need
 
 
 # ustar, as tarfile writes it for a regular file: mode 0644, owner 0:0 with
@@ -148,7 +140,7 @@ def pack(store: Store, manifest: Manifest, out: IO[bytes],
     tar.member(MANIFEST, len(data))
     tar.write(data)
     tar.pad(len(data))
-    for digest, size in sorted(blobs_of(manifest).items()):
+    for digest, size in sorted(manifest.blobs().items()):
         tar.member(BLOBS + digest, size)
         if size == 0 and digest == EMPTY_DIGEST:
             continue  # an empty log, most tasks': nothing to read or verify
@@ -199,7 +191,7 @@ def unpack(store: Store, f: IO[bytes], key: str,
     try:
         with tarfile.open(fileobj=f, mode="r|gz", tarinfo=_BoundedInfo) as tar:
             manifest = _read_manifest(tar, key, check)
-            need = blobs_of(manifest)
+            need = manifest.blobs()
             got = set()
             for member in _members(tar):
                 digest = member.name[len(BLOBS):] if member.name.startswith(BLOBS) else ""

@@ -73,7 +73,7 @@ def parse_timeout(name: str, value: str) -> float:
     return seconds
 
 
-# A bound on each socket operation: past ~1e9 s Python's socket timeout
+# REMOTE-002: a bound on each socket operation: past ~1e9 s Python's socket timeout
 # overflows, and every request failed with a warning blaming the server.
 MAX_TIMEOUT_S = 3600.0
 
@@ -98,7 +98,8 @@ def split_url(where: str, url: str) -> "tuple[str, Optional[str]]":
         raise UsageError(f"{where}: '{without_credentials(url)}' must not have a "
                          "query or fragment")
     if any(not ("!" <= c <= "~") for c in parts.path):
-        # http.client refuses them in a request line: every request failed.
+        # REMOTE-001: http.client refuses them in a request line: every
+        # request failed.
         raise UsageError(f"{where}: '{without_credentials(url)}' has spaces or non-ASCII "
                          "characters in its path; percent-encode them (%20, %C3%A4 ...)")
     auth = None

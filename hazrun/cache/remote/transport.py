@@ -321,7 +321,7 @@ class HttpClient:
         except (BrokenPipeError, ConnectionResetError) as e:
             if body is None or conn.sock is None:
                 raise
-            # A server may answer before the whole body came (413: too big)
+            # REMOTE-005: a server may answer before the whole body came (413)
             # and hang up: that answer says what went wrong, and the body
             # is not sent again as to a stale kept-alive connection.
             try:
