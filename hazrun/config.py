@@ -11,10 +11,11 @@ import enum
 import math
 import os
 import re
+import stat
 import sys
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 
 def _toml() -> Any:
@@ -472,7 +473,8 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
     return WorkspaceSettings(remote_cache=remote, **values)
 
 
-def _member_candidates(root: str, pattern: str) -> List[str]:
+def _member_candidates(root: str, pattern: str,
+                       links: Optional[Set[str]] = None) -> List[str]:
     """The directories ``pattern`` matches, as absolute paths, by hazrun's
     own glob rules (GLOBS in haz.toml(5)): the same as for an exclude, for
     inputs and for outputs ('*' matches a leading dot; '[^a]' negates;
@@ -481,7 +483,8 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
     Walked from the pattern's literal prefix, only as deep as its segments
     go, or to any depth below a '**', through symlinked directories too
     but never twice into one directory (a link to a parent); .git/ and
-    .haz/ never.
+    .haz/ never.  ``links``: gets those of the paths that are symlinks
+    (the directory entry tells, without a system call).
     """
     glob = compile_glob(pattern)
     top = glob.prefix.rstrip("/")
@@ -491,10 +494,14 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
     if not rest:  # a literal path
         if top and top.split("/")[0] not in NEVER:
             found.append(os.path.join(root, top))
+            if links is not None and os.path.islink(found[-1]):
+                links.add(found[-1])
         return found
     start = os.path.join(root, top) if top else root
     if top and unbounded and (glob.match(top) or rest == ["**"]):
         found.append(start)  # 'tools/**' is tools itself too
+        if links is not None and os.path.islink(start):
+            links.add(start)
     seen = {os.path.realpath(start)}
     stack = [(start, top, 0)]
     while stack:
@@ -514,6 +521,8 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
             sub = f"{rel}/{e.name}" if rel else e.name
             if (unbounded or depth + 1 == len(rest)) and glob.match(sub):
                 found.append(e.path)
+                if links is not None and e.is_symlink():
+                    links.add(e.path)
             if unbounded or depth + 1 < len(rest):
                 real = os.path.realpath(e.path)
                 if real not in seen:
@@ -524,13 +533,15 @@ def _member_candidates(root: str, pattern: str) -> List[str]:
 
 
 def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
-                  warnings: List[str]) -> List[str]:
+                  warnings: List[str], stats: Dict[str, os.stat_result]) -> List[str]:
     """CFG-002: directories matched by the member globs that hold a haz.toml.
     A pattern that selects none is a warning (a typo, most often; or a
     directory waiting for its first project).
 
     String paths and one realpath per parent directory, not pathlib per
     member: this runs once per project of workspaces with thousands.
+    ``stats``: gets the os.stat of each member's haz.toml, by path, for the
+    snapshot's key to use rather than asking again.
     """
     root = str(reader.root)
     prefix = root.rstrip("/") + "/"
@@ -542,8 +553,14 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
         if check_pattern(pattern):
             continue  # reported by _workspace_settings
         selected = False
-        for hit in _member_candidates(root, pattern):
-            if not os.path.isfile(os.path.join(hit, CONFIG_NAME)):
+        links: Set[str] = set()
+        for hit in _member_candidates(root, pattern, links):
+            config = os.path.join(hit, CONFIG_NAME)
+            try:
+                st = os.stat(config)
+            except (OSError, ValueError):
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             selected = True
             rel = hit[len(prefix):] if hit != root else ""  # as the pattern matched it
@@ -552,7 +569,7 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
             parent, name = os.path.split(hit)
             if parent not in real_parents:
                 real_parents[parent] = os.path.realpath(parent)
-            resolved = (os.path.realpath(hit) if os.path.islink(hit)
+            resolved = (os.path.realpath(hit) if hit in links
                         else os.path.join(real_parents[parent], name))
             if resolved != root and not resolved.startswith(prefix):
                 # A symlink out of the workspace: its files would have no
@@ -569,6 +586,8 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
             if excludes and excludes.match(rel):
                 continue
             found.add(resolved)
+            if resolved == hit:
+                stats[config] = st
         if not selected:
             warnings.append(f"{reader.rel(root_file)}: [workspace] key 'members': "
                             f"'{pattern}' matches no directory with a {CONFIG_NAME}")
@@ -663,7 +682,8 @@ class Located:
 
     def __init__(self, root: Path, root_data: Dict[str, Any], broken: List[Path],
                  reader: _Reader, settings: WorkspaceSettings, members: List[str],
-                 warnings: Sequence[str] = ()):
+                 warnings: Sequence[str] = (),
+                 stats: Optional[Dict[str, os.stat_result]] = None):
         self.root = root
         self.root_data = root_data
         self.broken = broken
@@ -671,6 +691,8 @@ class Located:
         self.settings = settings
         self.members = members     # absolute paths, as strings
         self.warnings = tuple(warnings)
+        # os.stat of member haz.toml files taken while finding them, by path
+        self.stats = stats or {}
 
     @property
     def problems(self) -> List[Problem]:
@@ -696,8 +718,9 @@ def locate(start: Path, known: Optional[Known] = None) -> Located:
                 reader.problem(root_file, "", f"unknown table '{key}'"
                                + did_you_mean(key, TOP_LEVEL_KEYS))
     warnings: List[str] = []
-    members = _find_members(reader, root_file, settings.members, warnings)
-    return Located(root, root_data, broken, reader, settings, members, warnings)
+    stats: Dict[str, os.stat_result] = {}
+    members = _find_members(reader, root_file, settings.members, warnings, stats)
+    return Located(root, root_data, broken, reader, settings, members, warnings, stats)
 
 
 def read_config(start: Path) -> LoadedConfig:

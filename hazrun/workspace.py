@@ -147,8 +147,9 @@ def _snapshot_key(located: Located) -> Tuple[Optional[Tuple[Any, ...]], bool]:
     files = []
     newest = 0
     try:
+        known = located.stats
         for path in located.config_files():
-            st = os.stat(path)
+            st = known.get(path) or os.stat(path)
             files.append((str(path), *signature(st)))
             newest = max(newest, st.st_mtime_ns)
         code = tuple((m.__name__, os.stat(m.__file__).st_mtime_ns)

@@ -306,6 +306,22 @@ def test_cfg_002_member_linking_inside_root_uses_real_directory(make_ws):
     assert ws.projects["b"].rel_dir == "real/b"
 
 
+@pytest.mark.parametrize("pattern", ["packages/b", "packages/**", "packages/*"])
+def test_cfg_002_a_member_that_is_a_link_is_its_real_directory_however_matched(
+        make_ws, pattern):
+    """A literal member path, a '**' whose top is the link itself and a '*'
+    entry: each is resolved to the directory the link leads to."""
+    root = make_ws({"haz.toml": f'[workspace]\nmembers = ["{pattern}"]\n',
+                    "real/b/haz.toml": '[tasks.t]\ncmd = "x"\n'})
+    if pattern == "packages/**":
+        (root / "packages").symlink_to(root / "real/b")
+    else:
+        (root / "packages").mkdir()
+        (root / "packages/b").symlink_to(root / "real/b")
+    ws = load_workspace(root)
+    assert ws.projects["b"].rel_dir == "real/b"
+
+
 # --------------------------------------------------------------------------
 # CFG-003 Tasks: every key, valid values
 
