@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .cache.outputs import TooMany, find_outputs
 from .config import TaskDef
@@ -195,6 +195,9 @@ class Scheduler:
         self.unfinished = len(self.order)
         self._finals: Deque[Tuple[_Task, TaskResult, bool]] = collections.deque()
         self._finalising = False  # _final is draining _finals
+        # Work on a finished task that the next task need not wait for: run
+        # once admission has started what the freed slot lets in.
+        self._after_admit: Deque[Callable[[], None]] = collections.deque()
         self.pending_pool = 0
         self.cancelling = False
         self.violations: List[Violation] = []
@@ -235,6 +238,9 @@ class Scheduler:
             while self.unfinished or self.procs.children or self.pending_pool:
                 self.loop.run_once()
                 self._admit()
+                while self._after_admit:
+                    self._after_admit.popleft()()
+                    self._admit()
         except BaseException:
             # A bug or an interrupt in the loop: leave no process behind, and
             # no upload for the pool's shutdown to wait for.
@@ -657,17 +663,25 @@ class Scheduler:
             t.phase = Phase.COMPLETING
             if not self.keyed:
                 # --no-cache: nothing to hash, only the outputs' paths for
-                # the runtime checks.  A small output tree is listed here:
-                # a trip through the pool costs more than such a listing.
-                attempt = _Attempt(self._complete, t, INLINE_OUTPUT_ENTRIES)
-                if not isinstance(attempt.error, TooMany):
-                    self._completed(t, attempt, duration)
-                    return
+                # the runtime checks.  A small output tree is listed on the
+                # loop (a trip through the pool costs more than such a
+                # listing), once the next task has started (EXEC-004).
+                self._after_admit.append(lambda: self._list_outputs(t, duration))
+                return
             self._submit(self._complete, t, done=lambda f: self._completed(t, f, duration))
             return
         self._close_logs(t)
         self._give_slot(t)
         self._final(t, result)
+
+    def _list_outputs(self, t: _Task, duration: float) -> None:
+        """--no-cache: the outputs' paths for the runtime checks, listed
+        here if the tree is small, else in the pool."""
+        attempt = _Attempt(self._complete, t, INLINE_OUTPUT_ENTRIES)
+        if isinstance(attempt.error, TooMany):
+            self._submit(self._complete, t, done=lambda f: self._completed(t, f, duration))
+        else:
+            self._completed(t, attempt, duration)
 
     def _complete(self, t: _Task, limit: Optional[int] = None):
         """Pool: the outputs it made (CACHE-002) as root-relative paths and
