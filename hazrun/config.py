@@ -229,6 +229,56 @@ def _positive_seconds(v: Any) -> float:
     return s
 
 
+# REMOTE-002: a bound on each socket operation of the remote cache; past
+# ~1e9 s Python's socket timeout overflows, and every request failed.
+MAX_REMOTE_TIMEOUT_S = 3600.0
+
+
+def _remote_timeout(v: Any) -> float:
+    s = _positive_seconds(v)
+    if s > MAX_REMOTE_TIMEOUT_S:
+        raise _Bad(f"must be at most {MAX_REMOTE_TIMEOUT_S:.0f} seconds, got {v}")
+    return s
+
+
+def _remote_url(v: Any) -> str:
+    url = _string(v)
+    why = remote_url_problem(url)
+    if why:
+        raise _Bad(f"'{without_credentials(url)}' {why}")
+    return url
+
+
+def remote_url_problem(url: str) -> Optional[str]:
+    """Why ``url`` cannot be a remote cache's (REMOTE-001), or None: an
+    http:// or https:// URL with a host, no query or fragment, and a path
+    http.client can put in a request line.  Never names the credentials."""
+    import urllib.parse  # only for a workspace with a remote cache
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        host = parts.hostname
+        parts.port  # raises ValueError for a bad port
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        return "is not an http:// or https:// URL with a host (e.g. http://cache.example:8080/hazrun)"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+    if any(not ("!" <= c <= "~") for c in parts.path):
+        # http.client refuses them in a request line: every request failed.
+        return "has spaces or non-ASCII characters in its path; percent-encode them (%20, %C3%A4 ...)"
+    return None
+
+
+def without_credentials(url: str) -> str:
+    """``url`` fit to show or to pass on: no ``user:password@`` part, even
+    one a URL parser would not find (an unescaped '/' in the password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url else "<hidden>"
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise _Bad(f"must be an integer, got {_type_name(v)}")
@@ -313,11 +363,11 @@ PROJECT_SCHEMA: Dict[str, Callable[[Any], Any]] = {
 }
 
 REMOTE_SCHEMA: Dict[str, Callable[[Any], Any]] = {
-    "url": _string,
+    "url": _remote_url,
     "protocol": _string,
     "team": _string,
     "read_only": _bool,
-    "timeout": _positive_seconds,
+    "timeout": _remote_timeout,
 }
 
 TOP_LEVEL_KEYS = ("workspace", "project", "tasks")
@@ -619,6 +669,8 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
     for key in ("inputs", "outputs"):
         for pattern in values.get(key, ()):
             why = check_pattern(pattern)
+            if why and "'..'" in why and not pattern.lstrip("!").startswith("$root/"):
+                why += "; name files elsewhere in the workspace with $root/..."
             if why:
                 reader.problem(file, f"{where} key '{key}'", f"'{pattern}': {why}")
             elif key == "outputs" and pattern.lstrip("!").startswith("$root/"):

@@ -595,7 +595,7 @@ class Scheduler:
             if url and "@" in url:
                 # REMOTE-001: its user:password@ is a credential as the
                 # token is (the upload password of the README's recipe).
-                from .cache.remote.settings import without_credentials
+                from .config import without_credentials
                 self._base_env[REMOTE_URL_VARIABLE] = without_credentials(url)
             self._base_env["HAZ_ROOT"] = str(self.ws.root)
         env = dict(self._base_env)

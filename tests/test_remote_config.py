@@ -141,7 +141,27 @@ def test_remote_001_secrets_are_not_in_the_tasks_environment(make_ws, tmp_path):
     assert "[root:x] T=unset K=unset" in proc.stdout
 
 
-def test_remote_001_a_haz_toml_timeout_past_an_hour_is_refused():
+def test_remote_001_a_library_timeout_past_an_hour_is_refused_unless_overridden():
     toml = dataclasses.replace(TOML, timeout=1e12)
-    with pytest.raises(UsageError, match="key 'timeout': 1e\\+12 seconds is more than 3600"):
+    with pytest.raises(UsageError, match="key 'timeout': must be greater than 0 and "
+                                         "at most 3600 seconds, got 1e\\+12"):
         resolve_remote(toml, {})
+    assert resolve_remote(toml, {"HAZ_REMOTE_CACHE_TIMEOUT": "5"}).timeout == 5.0
+
+
+@pytest.mark.parametrize("line,message", [
+    ("timeout = 7200", "key 'timeout': must be at most 3600 seconds, got 7200"),
+    ('url = "cache.internal:8080/hazrun"', "key 'url': 'cache.internal:8080/hazrun' is not "
+                                           "an http:// or https:// URL with a host"),
+    ('url = "http://u:pw@h/a b"', "key 'url': 'http://h/a b' has spaces or non-ASCII"),
+])
+def test_remote_001_bad_haz_toml_settings_are_load_errors_naming_the_file(make_ws, line, message):
+    """CFG-001: found by every command as the workspace loads (not only by a
+    run that reaches the remote), with the file named; never a password."""
+    ws = make_ws({"haz.toml": f'[workspace]\n[workspace.remote_cache]\n{line}\n'
+                              '[tasks.x]\ncmd = "true"\n'})
+    for args in (("list",), ("run", "x", "--dry-run"), ("run", "x", "--no-remote-cache")):
+        proc = run_hazrun(ws, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert f"haz.toml: [workspace.remote_cache] {message}" in proc.stderr, proc.stderr
+        assert "pw" not in proc.stderr

@@ -14,7 +14,8 @@ import urllib.parse
 from dataclasses import field
 from typing import Any, Dict, Mapping, Optional
 
-from ...config import RemoteCacheConfig
+from ...config import MAX_REMOTE_TIMEOUT_S as MAX_TIMEOUT_S
+from ...config import RemoteCacheConfig, remote_url_problem, without_credentials
 from ...errors import UsageError
 from ...values import value
 
@@ -73,35 +74,16 @@ def parse_timeout(name: str, value: str) -> float:
     return seconds
 
 
-# REMOTE-002: a bound on each socket operation: past ~1e9 s Python's socket timeout
-# overflows, and every request failed with a warning blaming the server.
-MAX_TIMEOUT_S = 3600.0
-
-
 def split_url(where: str, url: str) -> "tuple[str, Optional[str]]":
     """The URL without credentials and its ``user:password`` (or None).
 
     Raises UsageError naming ``where`` (never the credentials) for anything
     that is not an http:// or https:// URL with a host.
     """
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-        host = parts.hostname
-        parts.port  # raises ValueError for a bad port
-    except ValueError:
-        parts, host = None, None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        shown = without_credentials(url)
-        raise UsageError(f"{where}: '{shown}' is not an http:// or https:// URL "
-                         "with a host (e.g. http://cache.example:8080/hazrun)")
-    if parts.query or parts.fragment:
-        raise UsageError(f"{where}: '{without_credentials(url)}' must not have a "
-                         "query or fragment")
-    if any(not ("!" <= c <= "~") for c in parts.path):
-        # REMOTE-001: http.client refuses them in a request line: every
-        # request failed.
-        raise UsageError(f"{where}: '{without_credentials(url)}' has spaces or non-ASCII "
-                         "characters in its path; percent-encode them (%20, %C3%A4 ...)")
+    why = remote_url_problem(url)
+    if why:
+        raise UsageError(f"{where}: '{without_credentials(url)}' {why}")
+    parts = urllib.parse.urlsplit(url.strip())
     auth = None
     if parts.username is not None or parts.password is not None:
         auth = f"{urllib.parse.unquote(parts.username or '')}:" \
@@ -117,15 +99,6 @@ def _header_safe(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return not any(c in value for c in "\r\n\0")
-
-
-def without_credentials(url: str) -> str:
-    """``url`` fit to show or to pass on: no ``user:password@`` part, even
-    one a URL parser would not find (an unescaped '/' in the password)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url if "@" not in url else "<hidden>"
-    return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def remote_stats(hits: int = 0, misses: int = 0, uploads: int = 0, errors: int = 0,
@@ -173,12 +146,15 @@ def resolve_remote(config: Optional[RemoteCacheConfig], environ: Mapping[str, st
         ro = parse_bool(ENV_READ_ONLY, env(ENV_READ_ONLY))
     if read_only:
         ro = True
-    timeout = toml.timeout
-    if timeout > MAX_TIMEOUT_S:
-        raise UsageError(f"[workspace.remote_cache] key 'timeout': {timeout:g} seconds is "
-                         f"more than {MAX_TIMEOUT_S:.0f}")
     if env(ENV_TIMEOUT) is not None:
         timeout = parse_timeout(ENV_TIMEOUT, env(ENV_TIMEOUT))
+    else:
+        # haz.toml's was checked as it loaded (CFG-001); this is for a
+        # library caller's own RemoteCacheConfig.
+        timeout = toml.timeout
+        if not (0 < timeout <= MAX_TIMEOUT_S):
+            raise UsageError(f"[workspace.remote_cache] key 'timeout': must be greater "
+                             f"than 0 and at most {MAX_TIMEOUT_S:.0f} seconds, got {timeout:g}")
     token = env(ENV_TOKEN)
     if token is not None and not _header_safe(token):
         # Never echo the value: it is a secret.
