@@ -32,8 +32,10 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not (0 <= value < math.inf):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    if not value < math.inf:  # also refuses nan
         raise argparse.ArgumentTypeError(f"'{text}' is not a finite number of seconds")
     return value
 
@@ -112,6 +114,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.force and args.no_cache:
         raise UsageError("--force and --no-cache contradict each other: --force "
                          "stores results, --no-cache does not; choose one")
+    if args.dry_run and args.summary_json:
+        # CLI-003's states are what happened; a dry run makes nothing happen.
+        raise UsageError("--summary-json reports what a run did, and --dry-run runs "
+                         "nothing; drop one of them")
     listing = None
     if not (args.no_cache or args.dry_run):
         # The keys need the workspace's files: git lists them while the

@@ -106,8 +106,9 @@ def _normalize(pattern: str, base: str) -> Tuple[bool, str, str]:
                               "relative to the project, or $root/...")
     segments = [s for s in body.split("/") if s not in ("", ".")]
     if any(s == ".." for s in segments):
-        raise GlobSyntaxError("'..' would escape the project directory; use "
-                              "$root/... for files elsewhere in the workspace")
+        # Also where it would not leave the directory (src/../x): one
+        # spelling per file keeps keys and claims comparable.
+        raise GlobSyntaxError("'..' is not allowed in a pattern")
     if not segments:
         raise GlobSyntaxError("pattern names no file")
     return negated, base.strip("/"), "/".join(segments)

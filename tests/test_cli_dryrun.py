@@ -109,3 +109,13 @@ def test_cli_002_restored_symlinks_and_links_into_restored_outputs(make_ws, tmp_
             for m in map(LINE.fullmatch, proc.stdout.splitlines()) if m}
     assert rows["b:build"] == (keys["b:build"], "hit"), proc.stdout
     assert "2 cached" in run_hazrun(ws, "run", "build").stderr
+
+
+def test_cli_002_dry_run_refuses_summary_json_it_could_not_fill(ws, tmp_path):
+    """CLI-003's states say what happened; a dry run makes nothing happen,
+    and a silently missing file broke the scripts that read it."""
+    summary = tmp_path / "s.json"
+    proc = run_hazrun(ws, "run", "use", "--dry-run", "--summary-json", str(summary))
+    assert proc.returncode == 2
+    assert "--summary-json reports what a run did, and --dry-run runs nothing" in proc.stderr
+    assert not summary.exists() and not list(ws.glob("ran-*"))

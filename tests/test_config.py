@@ -569,13 +569,15 @@ def test_cfg_005_task_with_neither_cmd_nor_deps(make_ws):
 
 
 @pytest.mark.parametrize("key, pattern, why", [
-    ("inputs", "../other/**", "'..' would escape the project directory"),
-    ("inputs", "src/../../x", "'..' would escape"),
-    ("inputs", "!../x", "'..' would escape"),
-    ("outputs", "../dist", "'..' would escape"),
+    ("inputs", "../other/**", "'..' is not allowed in a pattern; name files elsewhere "
+                              "in the workspace with $root/..."),
+    ("inputs", "src/../../x", "'..' is not allowed"),
+    ("inputs", "src/../x", "'..' is not allowed"),
+    ("inputs", "!../x", "'..' is not allowed"),
+    ("outputs", "../dist", "'..' is not allowed"),
     ("inputs", "/etc/passwd", "absolute paths are not allowed"),
     ("outputs", "/tmp/out", "absolute paths are not allowed"),
-    ("inputs", "$root/../x", "'..' would escape"),
+    ("inputs", "$root/../x", "'..' is not allowed"),
     ("inputs", "$root//abs", "absolute paths are not allowed"),
     ("outputs", "$root/dist", "outputs must be inside the project directory"),
     ("inputs", "", "empty pattern"),
@@ -585,6 +587,18 @@ def test_cfg_005_escaping_and_absolute_globs(make_ws, key, pattern, why):
     msg = config_error(one_project(make_ws, f'[tasks.t]\ncmd = "x"\n{key} = ["{pattern}"]\n'))
     assert msg.startswith(f"packages/a/haz.toml: [tasks.t] key '{key}': '{pattern}': "), msg
     assert why in msg
+
+
+@pytest.mark.parametrize("files", [
+    {"haz.toml": '[workspace]\ninputs = ["../x"]\n[tasks.t]\ncmd = "x"\n'},
+    {"haz.toml": '[workspace]\n[tasks.t]\ncmd = "x"\ninputs = ["$root/../x"]\n'},
+])
+def test_cfg_005_dotdot_advice_only_where_root_would_help(make_ws, files):
+    """Workspace-level patterns and $root/ ones are rooted already: telling
+    their author to use $root/ would change nothing."""
+    msg = config_error(make_ws(files))
+    assert "'..' is not allowed in a pattern" in msg
+    assert "$root/..." not in msg
 
 
 @pytest.mark.parametrize("key, pattern", [
@@ -628,7 +642,7 @@ def test_cfg_005_all_errors_of_one_load_reported_together(make_ws, hazrun_env):
         "packages/a/haz.toml: [tasks.build] key 'deps': 'b:biuld': project 'b' has no "
         "task 'biuld' (did you mean 'build'?)",
         "packages/a/haz.toml: [tasks.build] key 'deps': 'nope': project 'a' has no task 'nope'",
-        "packages/a/haz.toml: [tasks.build] key 'inputs': '../x': '..' would escape",
+        "packages/a/haz.toml: [tasks.build] key 'inputs': '../x': '..' is not allowed",
         "packages/a/haz.toml: [tasks.empty]: has neither 'cmd' nor 'deps'",
         "packages/b/haz.toml: [tasks.build] key 'cmd': must be a string",
         "packages/b/haz.toml: [tasks.build]: unknown key 'colour'",
