@@ -243,7 +243,7 @@ def _remote_timeout(v: Any) -> float:
 
 def _remote_url(v: Any) -> str:
     url = _string(v)
-    why = remote_url_problem(url)
+    why = remote_url_problem(url) if url else None  # "": no remote cache
     if why:
         raise _Bad(f"'{without_credentials(url)}' {why}")
     return url

@@ -156,6 +156,9 @@ def test_remote_001_a_library_timeout_past_an_hour_is_refused_unless_overridden(
     ('url = "http://u:pw@h/a b"', "key 'url': 'http://h/a b' has spaces or non-ASCII"),
 ])
 def test_remote_001_bad_haz_toml_settings_are_load_errors_naming_the_file(make_ws, line, message):
+    empty = make_ws({"haz.toml": '[workspace]\n[workspace.remote_cache]\nurl = ""\n'
+                                 '[tasks.x]\ncmd = "true"\n'})
+    assert run_hazrun(empty, "list").returncode == 0  # "": no remote cache
     """CFG-001: found by every command as the workspace loads (not only by a
     run that reaches the remote), with the file named; never a password."""
     ws = make_ws({"haz.toml": f'[workspace]\n[workspace.remote_cache]\n{line}\n'
