@@ -52,6 +52,17 @@ def test_cfg_001_root_found_upward_from_nested_directory(make_ws):
     assert list(ws.graph.tasks) == ["a:build"]
 
 
+@pytest.mark.parametrize("body", [
+    '[tasks.t]\ncmd = "x"\nenv = { A = "1",\n  B = "2" }\n',  # newline in an inline table
+    '[tasks.t]\ncmd = "x"\ndescription = "\\e[1m"\n',           # the \\e escape
+])
+def test_cfg_001_toml_1_1_is_refused_on_every_python(make_ws, body):
+    """haz.toml is TOML 1.0 as tomllib reads it: Python 3.9's tomli must not
+    accept what 3.11 refuses (setup.cfg pins tomli below 2.4)."""
+    msg = config_error(one_project(make_ws, body))
+    assert msg.startswith("packages/a/haz.toml:"), msg
+
+
 def test_cfg_001_root_found_from_current_directory(make_ws, monkeypatch):
     root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.t]\ncmd = "true"\n'})
     monkeypatch.chdir(root / "packages/a")
