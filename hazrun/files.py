@@ -16,18 +16,19 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from .config import TaskDef
 from .globs import NEVER, ROOT_PREFIX, GlobSet, files_under
 
 
 
-# -t tags each entry (H cached, S not checked out, ? untracked) and -s gives a
-# tracked entry's mode (160000: a submodule root): both are listed by git but
-# are not files here.  Tracked files deleted from the work tree are listed too
-# (-d would make git stat every tracked file, 35 ms for 20,000): the key's
-# stat of each input drops them.
+# -t tags each entry (H cached, S skip-worktree, ? untracked) and -s gives a
+# tracked entry's mode (160000: a submodule's root, whose files its own git
+# lists).  Tracked files deleted from the work tree are listed too (-d would
+# make git stat every tracked file, 35 ms for 20,000), and so are
+# skip-worktree ones, present or not (a sparse checkout): the key's stat of
+# each input drops those that are missing.
 _GIT_LS = ("ls-files", "-co", "-s", "-t", "--exclude-standard", "-z")
 
 
@@ -75,18 +76,14 @@ class Listing:
         self._reader.join()
         if self._proc is None or self._proc.returncode != 0:
             return None
-        files = _parse_git(self._out)
-        nested = [rel for rel in files if rel.endswith("/")]
-        if not nested:
-            return files
-        # CFG-006: an untracked directory that is a git repository of its own (a
-        # project cloned inside the workspace) is one entry, 'p/a/', to
-        # git: its files are listed by walking it, or it would have none
-        # and its cache hits would never go stale.
-        out = [rel for rel in files if not rel.endswith("/")]
+        files, nested = _parse_git(self._out)
+        # CFG-006: a repository inside the workspace's, a submodule or a
+        # project cloned there, is one entry to git ('p/a' or 'p/a/'): its
+        # files are listed apart, or it would have none and its cache hits
+        # would never go stale.
         for rel in nested:
-            out.extend(rel + f for f in _walk_files(Path(root) / rel))
-        return out
+            files.extend(f"{rel}/{f}" for f in _nested_files(Path(root) / rel))
+        return files
 
     def close(self) -> None:
         """End git if it still runs (the listing was not needed)."""
@@ -108,8 +105,11 @@ def _git_files(root: Path) -> Optional[List[str]]:
         listing.close()
 
 
-def _parse_git(stdout: bytes) -> List[str]:
-    out = []
+def _parse_git(stdout: bytes) -> Tuple[List[str], List[str]]:
+    """The files git listed, and the directories it listed as one entry
+    because they are repositories of their own (without the '/')."""
+    out: List[str] = []
+    nested: List[str] = []
     # Decoded once (no NUL is part of a UTF-8 sequence, and surrogateescape
     # maps any other byte on its own): per entry, fsdecode was a fifth of
     # the parse.
@@ -117,16 +117,27 @@ def _parse_git(stdout: bytes) -> List[str]:
         if not entry:
             continue
         if entry[0] != "?":  # "H 100644 <sha> 0\t<path>"
-            if entry[0] == "S" or entry[2:9] == "160000 ":  # a gitlink
-                continue
             rel = entry[entry.index("\t") + 1:]
+            repository = entry[2:9] == "160000 "  # a gitlink: a submodule
         else:
             rel = entry[2:]
+            repository = rel.endswith("/")  # an untracked clone
+            rel = rel.rstrip("/")
         if (".git" in rel or ".haz" in rel) and (
                 "/.git/" in f"/{rel}/" or "/.haz/" in f"/{rel}/"):
             continue
-        out.append(rel)
-    return out
+        (nested if repository else out).append(rel)
+    return out, nested
+
+
+def _nested_files(directory: Path) -> List[str]:
+    """The files of a repository inside the workspace's, relative to it:
+    listed by its own git, so that its .gitignore holds; walked if git
+    cannot list it.  A submodule not checked out (no .git) has none."""
+    if not os.path.lexists(directory / ".git"):
+        return []
+    files = _git_files(directory)
+    return files if files is not None else _walk_files(directory)
 
 
 def _walk_files(root: Path) -> List[str]:

@@ -637,6 +637,62 @@ def test_cfg_006_a_project_that_is_a_git_clone_of_its_own_has_its_files_as_input
     assert "[a:build] v2" in second.stdout and "1 succeeded" in second.stderr
 
 
+def _git(where, *args):
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t",
+                    "-c", "protocol.file.allow=always", *args], cwd=where, check=True,
+                   capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_cfg_006_a_project_in_a_git_submodule_has_its_files_as_inputs(make_ws, tmp_path):
+    """A submodule is one entry (a gitlink) to the workspace's git: its own
+    git lists its files, or an edit in it still hit and replayed v1."""
+    lib = tmp_path / "lib"
+    (lib / "src").mkdir(parents=True)
+    (lib / "haz.toml").write_text('[tasks.build]\ncmd = "cat src/a.txt"\n')
+    (lib / "src/a.txt").write_text("v1\n")
+    _git(lib, "init", "-q")
+    _git(lib, "add", ".")
+    _git(lib, "commit", "-qm", "lib")
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["libs/*"]\n'})
+    _git(ws, "init", "-q")
+    _git(ws, "submodule", "add", "-q", str(lib), "libs/sub")
+    _git(ws, "commit", "-qam", "root")
+    assert "[sub:build] v1" in run_hazrun(ws, "run", "build").stdout
+    (ws / "libs/sub/src/a.txt").write_text("v2\n")
+    second = run_hazrun(ws, "run", "build")
+    assert "[sub:build] v2" in second.stdout and "1 succeeded" in second.stderr
+
+
+def test_cfg_006_a_nested_clone_keeps_its_own_gitignore(make_ws):
+    """Files the nested repository's .gitignore ignores are no inputs: a
+    task rewriting its ignored log hits on the next run."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+                  "p/a/haz.toml": '[tasks.build]\ncmd = "date +%s%N > run.log; cat src/x"\n',
+                  "p/a/.gitignore": "run.log\n",
+                  "p/a/src/x": "v1\n"})
+    for where in (ws, ws / "p/a"):
+        _git(where, "init", "-q")
+    _git(ws, "add", "haz.toml")
+    _git(ws, "commit", "-qm", "root")
+    assert "1 succeeded" in run_hazrun(ws, "run", "build").stderr
+    assert "1 cached" in run_hazrun(ws, "run", "build").stderr
+
+
+def test_cfg_006_a_skip_worktree_file_is_an_input(make_ws):
+    """git tags it S; it is in the work tree and not ignored, so an edit to
+    it must miss (a local config file marked so, a common practice)."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.build]\ncmd = "cat local.cfg"\n',
+                  "local.cfg": "v1\n"})
+    _git(ws, "init", "-q")
+    _git(ws, "add", ".")
+    _git(ws, "commit", "-qm", "root")
+    _git(ws, "update-index", "--skip-worktree", "local.cfg")
+    assert "[root:build] v1" in run_hazrun(ws, "run", "build").stdout
+    (ws / "local.cfg").write_text("v2\n")
+    second = run_hazrun(ws, "run", "build")
+    assert "[root:build] v2" in second.stdout and "1 succeeded" in second.stderr
+
+
 def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
     marker = tmp_path / "b-ran"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 1000"\n'
