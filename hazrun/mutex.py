@@ -128,8 +128,25 @@ class MutexTable:
         self.holds.clear()
 
     def _path(self, name: str) -> Path:
-        import urllib.parse  # only for tasks with mutexes
-        return self.lock_dir / (urllib.parse.quote(name, safe="") + ".lock")
+        return self.lock_dir / lock_file_name(name)
+
+
+# Room for the name in a lock file's name: file systems take 255 bytes.
+_MAX_QUOTED = 200
+
+
+def lock_file_name(name: str) -> str:
+    """MUTEX-006: ``<name>.lock``, percent-quoted.  A name whose quoted form
+    is too long for a file name is cut and told apart by a digest; '%%'
+    marks it, which no quoted name holds (a quoted '%' is '%25'), so no two
+    names ever share a lock file."""
+    import urllib.parse  # only for tasks with mutexes
+    quoted = urllib.parse.quote(name, safe="")
+    if len(quoted) > _MAX_QUOTED:
+        import hashlib
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        quoted = f"{quoted[:_MAX_QUOTED - 34]}%%{digest}"
+    return quoted + ".lock"
 
 
 def blocks(earlier: Sequence[MutexSpec], later: Sequence[MutexSpec]) -> bool:

@@ -372,6 +372,41 @@ def test_mutex_006_two_processes_never_overlap(make_ws, tmp_path):
     assert spans["b1"][0] >= spans["a1"][1]
 
 
+def test_mutex_006_a_name_too_long_for_a_file_name_still_locks_across_processes(
+        make_ws, tmp_path):
+    """Its lock file's name is cut and told apart by a digest: it used to
+    fail with ENAMETOOLONG and turn the lock files off for the whole run,
+    so db no longer excluded the other process either."""
+    log = tmp_path / "long.log"
+    long_name = "\u6570" * 30 + "-" + "x" * 200  # 290 bytes quoted as %E6%95%B0...
+    ws = make_ws({
+        "haz.toml": ROOT,
+        "p/a/haz.toml": (task("long", "true", log, "along", q(long_name))
+                         + task("t1", until(logged(log, "bprobe")), log, "a1", q("db"),
+                                'deps = ["long"]\n')),
+        "p/b/haz.toml": (task("t1", "sleep 0.2", log, "b1", q("db"))
+                         + task("long", "true", log, "blong", q(long_name))
+                         + task("zprobe", "true", log, "bprobe")),
+    })
+    first = start_hazrun(ws, "run", "a:t1", "-j2", "--no-cache")
+    second = None
+    try:
+        wait_for(has_line(log, "a1"), what="a:t1 to hold db")
+        second = start_hazrun(ws, "run", "b:t1", "b:long", "b:zprobe", "-j3", "--no-cache")
+        code1, err1 = finish(first)
+        code2, err2 = finish(second)
+    finally:
+        stop(first, *([second] if second else []))
+    assert code1 == 0 and code2 == 0, err1 + err2
+    assert "cannot be used" not in err1 + err2
+    spans = intervals(log)
+    assert spans["b1"][0] >= spans["a1"][1]
+    names = [p.name for p in (ws / ".haz/locks").iterdir()]
+    assert "db.lock" in names
+    long_files = [n for n in names if "%%" in n]
+    assert len(long_files) == 1 and len(long_files[0].encode()) <= 255
+
+
 def test_mutex_006_shared_across_processes(make_ws, tmp_path):
     """Shared holders in two processes hold db at the same time."""
     log = tmp_path / "sh.log"
