@@ -10,7 +10,8 @@ from .values import record
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
-    """``--color``: always / never / auto (NO_COLOR, FORCE_COLOR, a terminal)."""
+    """``--color``: always / never / auto (NO_COLOR, FORCE_COLOR, a terminal
+    that is not TERM=dumb)."""
     if mode == "always":
         return True
     if mode == "never":
@@ -19,6 +20,8 @@ def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
         return False
     if environ.get("FORCE_COLOR"):
         return True
+    if environ.get("TERM") == "dumb":  # Emacs' shell, some CI logs: no escapes
+        return False
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

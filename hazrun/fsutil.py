@@ -32,10 +32,17 @@ def write_all(fd: int, data: Any) -> None:
         view = view[n:]
 
 
+def cut_name(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` bytes as the file system stores it
+    (a file name takes 255 bytes, not characters: four for an emoji)."""
+    raw = os.fsencode(name)
+    return name if len(raw) <= limit else os.fsdecode(raw[:limit])
+
+
 def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to a temp file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(f".{cut_name(path.name, 180)}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
                  0o666)
     try:

@@ -355,11 +355,27 @@ def summary_json(outcome: RunOutcome, signal: Optional[int]) -> dict:
 
 def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
                        extra: Optional[dict] = None) -> None:
-    """Write the CLI-003 document atomically (temp file + rename)."""
+    """Write the CLI-003 document: atomically (temp file and rename) to a
+    regular file or a new one, through a symlink to its target; straight
+    into anything else (a FIFO, ``/dev/stdout``, ``>(jq .)``'s /dev/fd/N),
+    which a rename would replace with a file nobody reads."""
     doc = summary_json(outcome, signal)
     if extra:
         doc.update(extra)
+    import stat
     from pathlib import Path
-    from .fsutil import atomic_write
-    text = json.dumps(doc, indent=1) + "\n"
-    atomic_write(Path(os.path.abspath(path)), text.encode(), fsync=False)
+    from .fsutil import atomic_write, write_all
+    data = (json.dumps(doc, indent=1) + "\n").encode()
+    try:
+        st: Optional[os.stat_result] = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # a FIFO: waits for its reader
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        return
+    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    atomic_write(Path(target), data, fsync=False)

@@ -175,6 +175,21 @@ def test_cache_004_outputs_restored_after_deletion_with_modes_and_symlinks(root)
     assert no_temp_files(root) == []
 
 
+def test_cache_004_an_output_whose_name_takes_252_bytes_is_restored(root):
+    """The temp name beside it is cut by bytes: cut at 64 characters, 63
+    emoji made it longer than a file name may be, and it never restored."""
+    name = "\U0001F600" * 63  # 252 bytes
+    with open_cache(root) as c:
+        build_outputs(root)
+        (root / "pkg/a/dist" / name).write_text("smile\n")
+        key, _ = store_build(c)
+        shutil.rmtree(root / "pkg/a/dist")
+        with c.restore("a:build", c.lookup(key)):
+            pass
+    assert (root / "pkg/a/dist" / name).read_text() == "smile\n"
+    assert no_temp_files(root) == []
+
+
 def test_cache_004_restore_overwrites_changed_outputs(root):
     with open_cache(root) as c:
         key, _ = store_build(c)

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -367,6 +368,20 @@ def test_exec_016_no_prefix_and_colour(make_ws):
     assert "\x1b[" not in proc.stdout + proc.stderr
 
 
+def test_exec_016_auto_colour_on_a_terminal_but_not_a_dumb_one():
+    from hazrun.console import color_enabled
+    master, slave = os.openpty()
+    try:
+        with open(slave, "wb", closefd=False) as tty:
+            assert color_enabled("auto", tty, {"TERM": "xterm-256color"})
+            assert not color_enabled("auto", tty, {"TERM": "dumb"})
+            assert color_enabled("auto", tty, {"TERM": "dumb", "FORCE_COLOR": "1"})
+            assert not color_enabled("auto", tty, {"TERM": "xterm", "NO_COLOR": "1"})
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_exec_016_last_line_without_newline_and_non_utf8(make_ws, tmp_path):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "printf \'ok\\\\n\\\\377\\\\376raw\\\\nno-newline\'"\n'})
     import subprocess
@@ -419,6 +434,37 @@ def test_exec_003_50mb_beside_small_writers(make_ws, tmp_path):
             small[int(m.group(1))].append(int(m.group(3)))
     assert big_lines == 500000
     assert all(small[n] == list(range(1, 41)) for n in range(3))
+
+
+@pytest.mark.parametrize("target", ["fifo", "symlink", "long name", "process substitution"])
+def test_cli_003_summary_json_reaches_fifos_links_and_long_names(make_ws, tmp_path, target):
+    """A rename into place replaced a FIFO, /dev/fd/N or a symlink with a
+    new file nobody reads; a long name's temp file was too long a name."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "true"\n'})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    cmd = " ".join(shlex.quote(a) for a in hazrun_cmd("-C", str(ws), "run", "a", "--no-cache"))
+    got = tmp_path / "got.json"
+    if target == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        script = f"timeout 30 cat {path} > {got} & {cmd} --summary-json {path}; wait"
+    elif target == "symlink":
+        path = tmp_path / "link.json"
+        path.symlink_to(got)
+        script = f"{cmd} --summary-json {path}"
+    elif target == "long name":
+        got = path = tmp_path / ("s" * 240 + ".json")
+        script = f"{cmd} --summary-json {path}"
+    else:
+        script = f"{cmd} --summary-json >(cat > {got}); wait $!"
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "cannot write" not in proc.stderr, proc.stderr
+    assert json.loads(got.read_text())["tasks"][0]["label"] == "root:a"
+    if target == "symlink":
+        assert path.is_symlink()
+    if target == "fifo":
+        assert stat.S_ISFIFO(os.stat(path).st_mode)
 
 
 def test_cli_003_summary_json_schema_and_order(make_ws, tmp_path):

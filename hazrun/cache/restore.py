@@ -34,7 +34,7 @@ from typing import IO, Callable, List, Optional, Set, Tuple
 from ..globs import NEVER, GlobSet
 from .model import CacheMissError, Manifest, OutputEntry, WouldBlock
 from .outputs import LEFTOVER, LEFTOVER_MARK, is_leftover
-from ..fsutil import write_all
+from ..fsutil import cut_name, write_all
 from .store import EMPTY_DIGEST, CorruptBlob, LockedReads
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -212,7 +212,7 @@ def _stage(store: LockedReads, dirs: _Dirs, entry: OutputEntry,
     if rel_dir not in dirs.swept:
         dirs.swept.add(rel_dir)
         remove_leftovers(pfd)
-    tmp = f".{name[:64]}{LEFTOVER_MARK}{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    tmp = f".{cut_name(name, 64)}{LEFTOVER_MARK}{os.getpid()}-{os.urandom(6).hex()}.tmp"
     if entry.symlink is not None:
         os.symlink(entry.symlink, tmp, dir_fd=pfd)
         return rel_dir, tmp, name
