@@ -9,11 +9,13 @@ The library surface (CLI-004); the command line is :mod:`hazrun.cli`.
 __version__ = "0.1.0"
 
 from .errors import ConfigError, HazError, NoWorkspaceError, UsageError
-from .workspace import Workspace, load_workspace
 
 # Running pulls in the event loop, processes and the cache; `hazrun list`
 # should not pay for them, so these names load on first use (PEP 562).
+# The workspace too: the command line takes over SIGTERM (EXEC-021) before
+# it loads anything.
 _LAZY = {
+    "Workspace": "workspace", "load_workspace": "workspace",
     "run_graph": "scheduler", "RunOptions": "scheduler", "CancelToken": "scheduler",
     "RunObserver": "output", "exit_code_for": "exit_code",
     "RunOutcome": "outcome", "TaskResult": "outcome", "TaskState": "outcome",
@@ -32,6 +34,5 @@ def __getattr__(name):
 
 
 __all__ = [
-    "__version__", "ConfigError", "HazError", "NoWorkspaceError", "UsageError",
-    "Workspace", "load_workspace", *_LAZY,
+    "__version__", "ConfigError", "HazError", "NoWorkspaceError", "UsageError", *_LAZY,
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -110,7 +111,25 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # them all several times over (4 ms of a no-change run of 300 tasks).
     # A command turns it back on once it has loaded what it needs.
     gc.disable()
-    _exit(run_cli(argv))
+    # EXEC-021: SIGTERM exits 143 from the first instant, not only once a
+    # run has installed its handlers (Python's start and hazrun's loading
+    # take 100 ms, in which make's Ctrl-C saw "Terminated" instead).
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        status = run_cli(argv)
+    except (KeyboardInterrupt, Terminated) as e:  # before run_cli's own handling
+        status = 130 if isinstance(e, KeyboardInterrupt) else 143
+        sys.stderr.write(f"{PROG}: interrupted\n")
+    _exit(status)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived before a run took it over (a BaseException, as
+    KeyboardInterrupt is, so that no ``except Exception`` swallows it)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def _exit(status: Optional[int]) -> None:
@@ -165,7 +184,7 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     except HazError as e:
         console.error(str(e))
         return e.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as e:
         console.error("interrupted")
-        return 130
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
     raise AssertionError(f"internal error: unhandled command {args.command}")

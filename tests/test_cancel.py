@@ -330,3 +330,22 @@ def test_exec_015_background_job_left_by_a_task_is_stopped(make_ws, tmp_path):
         assert all(gone(p) for p in recorded)
     finally:
         kill_leftovers(recorded)
+
+
+def test_exec_021_sigterm_while_hazrun_starts_exits_143(make_ws):
+    """A real SIGTERM sent to hazrun from inside its start-up, before any
+    run installs its handlers (while make's Ctrl-C reaches it): exit 143,
+    not death by the signal."""
+    ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": '[tasks.run]\ncmd = "true"\n'})
+    code = ("import os, signal, hazrun.cli as cli\n"
+            "parse = cli.build_parser\n"
+            "def build_parser():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return parse()\n"
+            "cli.build_parser = build_parser\n"
+            f"cli.main(['-C', {str(ws)!r}, 'run', 'run'])\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 143, (proc.returncode, proc.stderr)
+    assert "hazrun: interrupted" in proc.stderr and "Traceback" not in proc.stderr
