@@ -48,6 +48,8 @@ IDENTITY_VARIABLES = ("HAZ_ROOT", "HAZ_PROJECT", "HAZ_TASK")
 # How long the final sweep gives orphans between SIGTERM and SIGKILL.
 SWEEP_GRACE_S = 2.0
 
+_STOP_SIGNALS = frozenset(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"))
+
 # What subprocess's restore_signals puts back in a child: Python ignores
 # these, and an ignored disposition survives exec.
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
@@ -104,6 +106,14 @@ class ExitStatus:
         if os.WIFSIGNALED(status):
             return cls(signal=os.WTERMSIG(status))
         return cls(exit_code=os.WEXITSTATUS(status))
+
+    @property
+    def stopped(self) -> bool:
+        """Ended by a signal that stops tasks (EXEC-014), or by the exit
+        code a shell gives when one ends its command (128 + the number)."""
+        if self.signal is not None:
+            return self.signal in _STOP_SIGNALS
+        return self.exit_code is not None and self.exit_code - 128 in _STOP_SIGNALS
 
 
 class SpawnError(Exception):

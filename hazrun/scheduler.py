@@ -642,7 +642,10 @@ class Scheduler:
         if child.left_behind:
             self._warn(f"{t.label}: its command exited but left processes running "
                        "(a background job?); they were stopped")
-        if t.stopped:
+        if t.stopped or (self.token.cancelled and status.stopped):
+            # The run is being cancelled: a task the signal reached before
+            # the run stopped it (hazrun under hazrun, or make's Ctrl-C to
+            # every process of the tree) was stopped all the same (EXEC-012).
             result = TaskResult(t.label, TaskState.CANCELLED, Cause.SIGNALLED,
                                 exit_code=status.exit_code, signal=sig,
                                 duration_s=duration, key=key)

@@ -349,3 +349,44 @@ def test_exec_021_sigterm_while_hazrun_starts_exits_143(make_ws):
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 143, (proc.returncode, proc.stderr)
     assert "hazrun: interrupted" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exec_012_a_task_the_stop_signal_reached_first_is_cancelled_not_failed(
+        make_ws, tmp_path):
+    """make's Ctrl-C, or an outer hazrun stopping an inner one, signals
+    hazrun and its tasks at once: a task dead of SIGTERM before the run
+    stopped it ends cancelled/signalled, not failed/signal.  Made certain
+    here by holding hazrun (SIGSTOP) while the task dies and its own
+    SIGTERM waits, so it sees the death before it has stopped anything."""
+    pidfile = tmp_path / "task.pid"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "echo $$ > {pidfile}; exec sleep 100"\n'})
+    report = tmp_path / "s.json"
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "run", "--no-cache",
+                                       "--summary-json", str(report)),
+                            env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        task = psutil.Process(int(pidfile.read_text()))
+        os.kill(proc.pid, signal.SIGSTOP)
+        task.terminate()
+        while task.status() != psutil.STATUS_ZOMBIE:  # dead, not yet reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    result = json.loads(report.read_text())["tasks"][0]
+    assert (result["state"], result["cause"], result["signal"]) == \
+        ("cancelled", "signalled", "SIGTERM"), result
