@@ -195,7 +195,14 @@ def _jobserver(args, ws, options, console: Console):
     import os
     if args.jobserver is False:
         return None, None
-    if not args.jobserver and "--jobserver-" not in os.environ.get("MAKEFLAGS", ""):
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if not args.jobserver and "--jobserver-" not in makeflags:
+        if args.jobs is None and " -j1" in f" {makeflags}":
+            from .jobserver import serial_make
+            if serial_make(makeflags):
+                # make -j1 asked for one job at a time, and made no
+                # jobserver to say so: as make -j1's own recipes, one task.
+                options.jobs = 1
         return None, None  # no make above and none asked for: nothing to import
     from .jobserver import JobserverClient, JobserverError, JobserverServer, parse_makeflags
     from .scheduler import available_cpus
@@ -221,7 +228,7 @@ def _jobserver(args, ws, options, console: Console):
         return None, None
     jobs = options.jobs or ws.settings.concurrency or available_cpus()
     server = JobserverServer(jobs)
-    options.environ = dict(os.environ, MAKEFLAGS=server.makeflags)
+    options.environ = dict(os.environ, MAKEFLAGS=server.makeflags(os.environ.get("MAKEFLAGS", "")))
     options.pass_fds = server.auth().pass_fds
     client = JobserverClient(server.auth())
     options.jobserver = client

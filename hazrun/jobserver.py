@@ -64,6 +64,31 @@ def parse_makeflags(makeflags: str) -> Optional[JobserverAuth]:
     return JobserverAuth(read_fd=int(r), write_fd=int(w))
 
 
+def serial_make(makeflags: str) -> bool:
+    """Whether MAKEFLAGS is that of ``make -j1`` (explicitly one job at a
+    time, which make runs without a jobserver)."""
+    words = makeflags.split(" -- ")[0].split()
+    return "-j1" in words and not _AUTH.search(makeflags)
+
+
+def merged_makeflags(makeflags: str, jobs: int, auth: str) -> str:
+    """MAKEFLAGS for the tasks of a run serving its own jobserver
+    (JOBS-002): the flags and variables the run was given (-k, -s,
+    --no-print-directory, FOO=bar ...) with ``-jN --jobserver-auth=`` in
+    place of any jobserver they named."""
+    flags, sep, variables = makeflags.partition(" -- ")
+    if not sep and makeflags.startswith("-- "):
+        flags, variables, sep = "", makeflags[3:], " -- "
+    kept = [w for w in flags.split()
+            if not (w.startswith("-j") or w.startswith("--jobserver-"))]
+    ours = [f"-j{jobs}", f"--jobserver-auth={auth}"]
+    # The first word, if it has no dash, is make's one-letter flags: it
+    # stays first, or make would not read it as such.
+    words = kept[:1] + ours + kept[1:] if kept and not kept[0].startswith("-") \
+        else ours + kept
+    return " ".join(words) + (sep + variables if sep else "")
+
+
 _FD = re.compile(r"-?[0-9]{1,10}")
 _FD_MAX = 2 ** 31 - 1
 
@@ -184,9 +209,10 @@ class JobserverServer:
         os.write(self.write_fd, b"+" * self.tokens)
         self.jobs = jobs
 
-    @property
-    def makeflags(self) -> str:
-        return f"-j{self.jobs} --jobserver-auth={self.read_fd},{self.write_fd}"
+    def makeflags(self, inherited: str = "") -> str:
+        """MAKEFLAGS for the tasks: ``inherited`` (the run's own MAKEFLAGS)
+        with this jobserver in place of any other."""
+        return merged_makeflags(inherited, self.jobs, f"{self.read_fd},{self.write_fd}")
 
     def auth(self) -> JobserverAuth:
         return JobserverAuth(read_fd=self.read_fd, write_fd=self.write_fd)

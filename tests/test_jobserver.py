@@ -385,6 +385,57 @@ def test_jobs_001_make_j2_two_hazruns_share_two_slots(make_ws, tmp_path, wrapper
 
 
 @needs_make
+def test_jobs_001_make_j1_runs_one_task_at_a_time(make_ws, tmp_path, wrapper):
+    """make -j1 makes no jobserver, but its MAKEFLAGS says -j1: hazrun's
+    tasks run one at a time, as make's own recipes would.  A -j given to
+    hazrun itself still wins."""
+    log = tmp_path / "spans.log"
+    ws = independent(make_ws, log, n=3, body="sleep 0.3")
+    (tmp_path / "Makefile").write_text(f"all:\n\t+{wrapper} -C {ws} run work --no-cache\n")
+    rc, _out, err = run_make(tmp_path, "-j1")
+    assert rc == 0, err
+    assert not warnings(err), err
+    spans = intervals(log)
+    assert len(spans) == 3 and max_overlap(spans) == 1
+    log.unlink()
+    (tmp_path / "Makefile").write_text(
+        f"all:\n\t+{wrapper} -C {ws} run work --no-cache -j3\n")
+    rc, _out, err = run_make(tmp_path, "-j1")
+    assert rc == 0, err
+    assert max_overlap(intervals(log)) == 3
+
+
+def test_jobs_002_jobserver_option_keeps_the_runs_other_makeflags(make_ws, tmp_path):
+    """--jobserver puts its pool in MAKEFLAGS in place of any other and
+    keeps the rest: one-letter flags, long options, variables."""
+    seen = tmp_path / "makeflags"
+    show = 'printf %s "$MAKEFLAGS" > ' + str(seen)
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.show]\ncmd = {q(show)}\n'})
+    rc, _out, err = finish(start_hazrun(
+        ws, "run", "show", "-j3", "--jobserver", "--no-cache",
+        makeflags="ks -j8 --jobserver-auth=97,98 --no-print-directory -- FOO=bar"))
+    assert rc == 0, err
+    words = seen.read_text().split()
+    assert words[0] == "ks" and words[-2:] == ["--", "FOO=bar"], words
+    assert "--no-print-directory" in words and "-j3" in words and "-j8" not in words
+    auth = [w for w in words if w.startswith("--jobserver-auth=")]
+    assert len(auth) == 1 and auth[0] != "--jobserver-auth=97,98", words
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("", "-j4 --jobserver-auth=5,6"),
+    ("s", "s -j4 --jobserver-auth=5,6"),
+    (" -j2 --jobserver-auth=3,4", "-j4 --jobserver-auth=5,6"),
+    ("k --no-print-directory -- A=1 B=2", "k -j4 --jobserver-auth=5,6 --no-print-directory -- A=1 B=2"),
+    ("-- A=1", "-j4 --jobserver-auth=5,6 -- A=1"),
+])
+def test_jobs_002_merged_makeflags(flags, expected):
+    from hazrun.jobserver import merged_makeflags
+    assert merged_makeflags(flags, 4, "5,6") == expected
+
+
+@needs_make
 def test_jobs_001_make_exit_status_follows_hazrun(make_ws, tmp_path, wrapper):
     ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": '[tasks.build]\ncmd = "exit 4"\n'})
     (tmp_path / "Makefile").write_text(f"build:\n\t+{wrapper} -C {ws} run build\n")
