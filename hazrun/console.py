@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import os
+import select
+import stat
 import threading
 from typing import IO, Any, Dict, Optional
 
 from .fsutil import write_all
 from .values import record
+
+# Writes this long or shorter to a pipe are never interleaved with others'
+# (POSIX); 4096 on Linux.
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
@@ -45,6 +51,7 @@ class Console:
         self.lock = threading.Lock()
         self.closed: set = set()
         self._fds: Dict[int, Optional[int]] = {}
+        self._pipes: set = set()  # fds that are pipes or sockets
 
     @classmethod
     def for_streams(cls, stdout: Any, stderr: Any, mode: str) -> "Console":
@@ -71,6 +78,9 @@ class Console:
                     for chunk in chunks:
                         stream.write(chunk)
                     stream.flush()
+                elif fd in self._pipes:
+                    for chunk in chunks:
+                        write_lines(fd, chunk)
                 else:
                     for chunk in chunks:
                         write_all(fd, chunk)
@@ -91,10 +101,35 @@ class Console:
             try:
                 stream.flush()  # whatever was written through it before
                 fd = stream.fileno()
+                mode = os.fstat(fd).st_mode
             except (AttributeError, OSError, ValueError):
                 fd = None
+            else:
+                if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                    self._pipes.add(fd)
             self._fds[id(stream)] = fd
         return fd
+
+
+def write_lines(fd: int, data: bytes) -> None:
+    """Whole lines to a pipe (or socket) shared with other writers (two
+    hazruns of one make, in a CI log): a write of PIPE_BUF bytes or fewer
+    is never interleaved with another's, a longer one may be cut anywhere.
+    So ``data`` goes out in pieces of at most PIPE_BUF bytes that end at a
+    line's end; only a line longer than that can still be torn."""
+    start, end_of_data = 0, len(data)
+    view = memoryview(data)
+    while start < end_of_data:
+        end = start + PIPE_BUF
+        if end < end_of_data:
+            cut = data.rfind(b"\n", start, end)
+            if cut >= 0:
+                end = cut + 1
+            else:  # one line longer than PIPE_BUF: whole, at least
+                cut = data.find(b"\n", end)
+                end = end_of_data if cut < 0 else cut + 1
+        write_all(fd, view[start:end])
+        start = end
 
     def print(self, text: str = "") -> None:
         self.write(self.out, (text + "\n").encode("utf-8", "surrogateescape"))

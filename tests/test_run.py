@@ -368,6 +368,32 @@ def test_exec_016_no_prefix_and_colour(make_ws):
     assert "\x1b[" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("mode", ["live", "buffered"])
+def test_exec_016_two_hazruns_on_one_pipe_never_tear_a_line(make_ws, tmp_path, mode):
+    """Two hazruns of one make -j2, stdout a pipe (a CI log, | tee): a write
+    to a pipe longer than PIPE_BUF may be cut by another's, so hazrun writes
+    whole lines in pieces no longer than that."""
+    line = "-%06g-" + "x" * 40
+    roots = []
+    for w in ("w1", "w2"):
+        roots.append(make_ws({"haz.toml": '[workspace]\n[tasks.out]\n'
+                                          f'cmd = "seq -f {w}{line} 1 20000"\n'},
+                             name=w))
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    runs = " & ".join(" ".join(shlex.quote(a) for a in hazrun_cmd(
+        "-C", str(r), "run", "out", "--no-cache", "--output", mode)) for r in roots)
+    # A reader that starts late: the pipe fills, and big writes block part
+    # way, where the other hazrun's writes get in.
+    proc = subprocess.run(["bash", "-c", f"({runs}; wait) | (sleep 0.3; cat)"], env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split(b"\n")
+    assert lines.pop() == b""
+    whole = re.compile(rb"\[root:out\] w[12]-[0-9]{6}-x{40}")
+    torn = [l for l in lines if not whole.fullmatch(l)]
+    assert not torn and len(lines) == 40000, (len(lines), torn[:3])
+
+
 def test_exec_016_auto_colour_on_a_terminal_but_not_a_dumb_one():
     from hazrun.console import color_enabled
     master, slave = os.openpty()
