@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'task' (in every project) or 'project:task'")
     p.add_argument("--dot", action="store_true",
                    help="Graphviz dot output (soft edges dashed)")
+    parser.commands = sub.choices  # type: ignore[attr-defined]
     return parser
 
 
@@ -159,7 +160,12 @@ def _exit(status: Optional[int]) -> None:
 
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Said by the command's parser: "hazrun: error: run: unrecognized
+        # arguments" with run's usage line, as its other errors are (CLI-000).
+        command = parser.commands.get(args.command) if args.command else None  # type: ignore
+        (command or parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

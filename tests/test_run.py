@@ -596,6 +596,7 @@ def test_cli_000_messages_are_prefixed(make_ws):
     (["cache", "prune", "--max-age"], "hazrun: error: cache prune: argument --max-age: "
                                       "expected one argument"),
     (["--bogus"], "hazrun: error: unrecognized arguments: --bogus"),
+    (["run", "x", "--bogus"], "hazrun: error: run: unrecognized arguments: --bogus"),
 ])
 def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "true"\n'})
