@@ -110,27 +110,6 @@ class Console:
             self._fds[id(stream)] = fd
         return fd
 
-
-def write_lines(fd: int, data: bytes) -> None:
-    """Whole lines to a pipe (or socket) shared with other writers (two
-    hazruns of one make, in a CI log): a write of PIPE_BUF bytes or fewer
-    is never interleaved with another's, a longer one may be cut anywhere.
-    So ``data`` goes out in pieces of at most PIPE_BUF bytes that end at a
-    line's end; only a line longer than that can still be torn."""
-    start, end_of_data = 0, len(data)
-    view = memoryview(data)
-    while start < end_of_data:
-        end = start + PIPE_BUF
-        if end < end_of_data:
-            cut = data.rfind(b"\n", start, end)
-            if cut >= 0:
-                end = cut + 1
-            else:  # one line longer than PIPE_BUF: whole, at least
-                cut = data.find(b"\n", end)
-                end = end_of_data if cut < 0 else cut + 1
-        write_all(fd, view[start:end])
-        start = end
-
     def print(self, text: str = "") -> None:
         self.write(self.out, (text + "\n").encode("utf-8", "surrogateescape"))
 
@@ -152,3 +131,24 @@ def write_lines(fd: int, data: bytes) -> None:
     def warning(self, text: str) -> None:
         """CLI-000: ``hazrun: warning: ...``."""
         self._tagged("warning", "\x1b[33m", text)
+
+
+def write_lines(fd: int, data: bytes) -> None:
+    """Whole lines to a pipe (or socket) shared with other writers (two
+    hazruns of one make, in a CI log): a write of PIPE_BUF bytes or fewer
+    is never interleaved with another's, a longer one may be cut anywhere.
+    So ``data`` goes out in pieces of at most PIPE_BUF bytes that end at a
+    line's end; only a line longer than that can still be torn."""
+    start, end_of_data = 0, len(data)
+    view = memoryview(data)
+    while start < end_of_data:
+        end = start + PIPE_BUF
+        if end < end_of_data:
+            cut = data.rfind(b"\n", start, end)
+            if cut >= 0:
+                end = cut + 1
+            else:  # one line longer than PIPE_BUF: whole, at least
+                cut = data.find(b"\n", end)
+                end = end_of_data if cut < 0 else cut + 1
+        write_all(fd, view[start:end])
+        start = end
