@@ -115,7 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # EXEC-021: SIGTERM exits 143 from the first instant, not only once a
     # run has installed its handlers (Python's start and hazrun's loading
     # take 100 ms, in which make's Ctrl-C saw "Terminated" instead).
-    signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         status = run_cli(argv)
     except (KeyboardInterrupt, Terminated) as e:  # before run_cli's own handling

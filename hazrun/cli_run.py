@@ -158,7 +158,11 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
 
     def on_signal(signum, frame):
         token.cancel(signum)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # A signal hazrun was started with ignored stays so: a shell without
+    # job control starts background jobs (``hazrun run build &``) with
+    # SIGINT ignored, for Ctrl-C to reach only the foreground, as make obeys.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         options.subreaper = True  # EXEC-014, from the first spawn on
         options.parent_death_signal = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -390,3 +391,27 @@ def test_exec_012_a_task_the_stop_signal_reached_first_is_cancelled_not_failed(
     result = json.loads(report.read_text())["tasks"][0]
     assert (result["state"], result["cause"], result["signal"]) == \
         ("cancelled", "signalled", "SIGTERM"), result
+
+
+def test_exec_012_sigint_ignored_at_start_stays_ignored(make_ws, tmp_path):
+    """A background job of a script (no job control) starts with SIGINT
+    ignored, so that Ctrl-C reaches only the foreground: hazrun obeys, as
+    make does, and runs on."""
+    pidfile = tmp_path / "task.pid"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "echo $$ > {pidfile}; sleep 1"\n'})
+    cmd = " ".join(shlex.quote(a) for a in hazrun_cmd("-C", str(ws), "run", "run", "--no-cache"))
+    proc = subprocess.Popen(["bash", "-c", f"trap '' INT; exec {cmd}"],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the task")
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert b"1 succeeded" in err
