@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 Sig = Tuple[int, int, int, int]
 
@@ -30,6 +31,37 @@ def write_all(fd: int, data: Any) -> None:
             select.select([], [fd], [])
             continue
         view = view[n:]
+
+
+class LockWaitStopped(OSError):
+    """A wait for a lock another process holds was given up (Ctrl-C)."""
+
+    def __init__(self) -> None:
+        super().__init__("the run is stopping")
+        self.strerror = "the run is stopping"
+
+
+def wait_flock(fd: int, op: int, stopping: Optional[Callable[[], bool]] = None) -> None:
+    """``flock(fd, op)``, waiting as long as another process holds the lock
+    (a prune, a clean, another run saving), but in short sleeps that ask
+    ``stopping`` rather than one blocking call: a thread blocked in flock
+    cannot be interrupted, and Ctrl-C must end the run (EXEC-012) however
+    long the other holds it.  Raises LockWaitStopped once it says so."""
+    import fcntl
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if stopping is None:
+            fcntl.flock(fd, op)  # nothing could stop the wait: block
+            return
+        if stopping():
+            raise LockWaitStopped()
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def cut_name(name: str, limit: int) -> str:

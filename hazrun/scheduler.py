@@ -244,9 +244,9 @@ class Scheduler:
         except BaseException:
             # A bug or an interrupt in the loop: leave no process behind, and
             # no upload for the pool's shutdown to wait for.
-            cancel_remote = getattr(self.cache, "cancel_remote", None)
-            if cancel_remote is not None:
-                cancel_remote()
+            cancel = getattr(self.cache, "cancel", None)
+            if cancel is not None:
+                cancel()
             self.procs.kill_all()
             self._drain_children(deadline=time.monotonic() + 5)
             raise
@@ -852,9 +852,9 @@ class Scheduler:
     def _check_cancel(self) -> None:
         if self.token.cancelled and not self.cancelling:
             # REMOTE-006: Ctrl-C abandons downloads and uploads at once.
-            cancel_remote = getattr(self.cache, "cancel_remote", None)
-            if cancel_remote is not None:
-                cancel_remote()
+            cancel = getattr(self.cache, "cancel", None)
+            if cancel is not None:
+                cancel()
             self._start_cancel()
         if self.token.forced:
             self.procs.kill_all()  # EXEC-014: a second signal skips the grace
@@ -1119,8 +1119,11 @@ def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[R
         environ = os.environ if options.environ is None else options.environ
         cache = Cache(workspace, options.cache_dir, environ, read=not options.force,
                       remote=options.remote, listing=options.listing)
-    scheduler = Scheduler(workspace, labels, observer or RunObserver(), options,
-                          cancel or CancelToken(), cache)
+    token = cancel or CancelToken()
+    stop_when = getattr(cache, "stop_when", None)
+    if stop_when is not None:
+        stop_when(lambda: token.cancelled)
+    scheduler = Scheduler(workspace, labels, observer or RunObserver(), options, token, cache)
     try:
         return scheduler.run()
     finally:

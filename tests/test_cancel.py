@@ -415,3 +415,38 @@ def test_exec_012_sigint_ignored_at_start_stays_ignored(make_ws, tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert b"1 succeeded" in err
+
+
+@pytest.mark.parametrize("lock", ["cache", "explain"])
+def test_exec_012_ctrl_c_ends_a_wait_for_a_lock_another_process_holds(make_ws, tmp_path, lock):
+    """A prune or clean holding the cache's lock (or a run saving its
+    explain records) for long: the run waits for it, but Ctrl-C ends the
+    wait. A blocking flock in a pool thread could not be interrupted, and
+    the run waited for its pool: it ignored three signals for 30 s."""
+    marker = tmp_path / "ran"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "touch {marker}"\n'})
+    assert run_hazrun(ws, "run", "run").returncode == 0  # makes the cache and .haz
+    marker.unlink()
+    (ws / "p/a/new.txt").write_text("a miss: the next run stores")
+    lock_file = ws / ".haz" / ("cache/lock" if lock == "cache" else "explain/lock")
+    holder = subprocess.Popen(["flock", "-x", str(lock_file), "sleep", "60"],
+                              start_new_session=True)
+    proc = None
+    try:
+        wait_for(lambda: subprocess.run(["flock", "-xn", str(lock_file), "true"])
+                 .returncode != 0, what="the lock to be held")
+        proc = start_hazrun(ws, "run", "run")
+        wait_for(marker.exists, what="the task to run")
+        time.sleep(0.2)  # its store (or the run's end) now waits for the lock
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert holder.poll() is None, "hazrun waited for the lock's holder to end"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep
+        holder.wait()
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import blake3
 
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, wait_flock
 from .key import canonical
 from .model import FORMAT_VERSION
 
@@ -109,17 +109,20 @@ class RecordStore:
             return None
         return rec
 
-    def save(self, records: Mapping[str, Tuple[str, Callable[[], Dict[str, Any]]]]) -> None:
+    def save(self, records: Mapping[str, Tuple[str, Callable[[], Dict[str, Any]]]],
+             stopping: Optional[Callable[[], bool]] = None) -> None:
         """Record ``label -> (key, make_record)`` for this run's labels:
         one new pack with the records whose key is not the recorded one,
         plus the live records of packs that are mostly superseded; then the
         index; then packs nothing refers to are removed.  Raises OSError.
 
         Under a lock, from the index as it is on disk then: two runs of one
-        workspace saving at once each keep the other's records."""
+        workspace saving at once each keep the other's records.
+        ``stopping()`` true (Ctrl-C) ends a wait for that lock:
+        LockWaitStopped."""
         fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            wait_flock(fd, fcntl.LOCK_EX, stopping)
             self._save(_read_index(self.directory / INDEX), records)
         finally:
             os.close(fd)  # and with it the lock

@@ -29,10 +29,10 @@ import stat
 import threading
 import weakref
 from pathlib import Path
-from typing import (IO, Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
+from typing import (IO, Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
                     Union)
 
-from ..fsutil import write_all
+from ..fsutil import wait_flock, write_all
 from ..values import value
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
 from .key import canonical
@@ -94,6 +94,8 @@ class Store:
         self._lock_fd: Optional[int] = None    # kept open until close()
         self._lock_fd_closer: Any = None       # weakref.finalize closing it
         self._touched: Set[str] = set()        # keys hit, not yet touched
+        # True on Ctrl-C: no more waiting for a lock another process holds.
+        self.stopping: Callable[[], bool] = lambda: False
 
     # -- layout ---------------------------------------------------------
 
@@ -153,7 +155,7 @@ class Store:
     def _exclusive(self) -> Iterator[None]:
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            wait_flock(fd, fcntl.LOCK_EX, self.stopping)
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -163,7 +165,7 @@ class Store:
             if self._shared_users == 0:
                 fd = self._shared_fd()
                 if fd is not None:
-                    fcntl.flock(fd, fcntl.LOCK_SH)
+                    wait_flock(fd, fcntl.LOCK_SH, self.stopping)
             self._shared_users += 1
 
     def _unshare(self) -> None:
