@@ -766,6 +766,22 @@ def test_cfg_006_a_skip_worktree_file_is_an_input(make_ws):
     assert "[root:build] v2" in second.stdout and "1 succeeded" in second.stderr
 
 
+def test_cfg_006_a_repository_that_ignores_the_workspace_is_warned_of(tmp_path):
+    """A dotfiles repository in $HOME with '*' in its .gitignore: every file
+    of the workspace is ignored, so none is an input and edits still hit.
+    That is CFG-006 to the letter; hazrun says so once, with the fix."""
+    home = tmp_path / "home"
+    ws = home / "src" / "ws"
+    ws.mkdir(parents=True)
+    (home / ".gitignore").write_text("*\n")
+    (ws / "haz.toml").write_text('[workspace]\n[tasks.t]\ncmd = "cat in.txt"\n')
+    (ws / "in.txt").write_text("v1\n")
+    _git(home, "init", "-q")
+    proc = run_hazrun(ws, "run", "t")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("git ignores this workspace's haz.toml") == 1, proc.stderr
+
+
 def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
     marker = tmp_path / "b-ran"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 1000"\n'

@@ -153,6 +153,16 @@ class Cache:
             with self._listing_lock:
                 if self._listing is None:
                     listing = _files.list_workspace_files(self.root, self._ahead)
+                    if "haz.toml" not in listing and (self.root / "haz.toml").is_file():
+                        # CFG-006 to the letter, and a trap: a repository
+                        # around the workspace (a home directory's dotfiles,
+                        # '*' in its .gitignore) ignores its files, so none
+                        # is an input and every edit still hits.
+                        self._warn("git ignores this workspace's haz.toml, so no file "
+                                   "it ignores is an input and edits to them do not "
+                                   "make tasks run again; check the .gitignore of the "
+                                   "repository around the workspace (git check-ignore "
+                                   "-v haz.toml)")
                     if self._own_prefix is not None:
                         listing = self._not_the_cache(listing)
                     with self._lock:
@@ -603,8 +613,16 @@ class Cache:
             return remote_stats()
         return remote.stats()
 
-    def cancel_remote(self) -> None:
-        """Ctrl-C: abandon remote requests in flight and queued uploads."""
+    def stop_when(self, stopping: Callable[[], bool]) -> None:
+        """EXEC-012: give up waiting for the cache's locks where another
+        process holds them (a prune, a clean, a run saving its records) once
+        ``stopping()`` is true: a run's cancel token, also once the run is
+        over and this cache closes."""
+        self._store.stopping = stopping
+
+    def cancel(self) -> None:
+        """Ctrl-C: abandon remote requests in flight and queued uploads
+        (REMOTE-006)."""
         with self._remote_lock:
             self._remote_cancelled = True
             remote = self._remote
@@ -660,7 +678,7 @@ class Cache:
         try:
             self._explain_store.directory.mkdir(parents=True, exist_ok=True)
             self._explain_store.save({label: (key.key, maker(label, key))
-                                      for label, key in records.items()})
+                                      for label, key in records.items()}, self._store.stopping)
         except OSError as e:
             self._warn(f"cannot record this run's keys in {self._explain_store.directory}: "
                        f"{e.strerror}")
