@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hazrun.cache.housekeeping import format_size
 from hazrun.cache.model import StoreError
 from hazrun.errors import UsageError
 
-from conftest import hazrun_cmd
+from conftest import REPO, hazrun_cmd
 from test_cache_support import make_workspace, open_cache
 
 GiB = 1 << 30
@@ -181,6 +182,57 @@ def test_cache_007_a_running_writers_temp_files_are_left_alone(populated, action
         clean(cache_dir)
     left = sorted(f.read_text() for f in tmp.iterdir())
     assert left == ["dead, fresh", "live"]
+
+
+_WRITER = """
+import os, sys, time
+from pathlib import Path
+from hazrun.cache.store import Store
+store = Store(Path(sys.argv[1]))
+store.ensure()
+fd, path = store._open_tmp()  # a blob being staged (CACHE-003)
+os.write(fd, b"x" * 100000)
+print(path, flush=True)
+time.sleep(120)
+"""
+
+
+def _writer(cache_dir):
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(cache_dir)],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, text=True)
+    return proc, Path(proc.stdout.readline().strip())
+
+
+@pytest.mark.parametrize("action", ["prune", "clean", "next store"])
+def test_cache_007_a_killed_writers_temp_files_go_at_once(populated, action):
+    """A hazrun killed in the middle of a store leaves its staged blobs in
+    tmp/: its owner lock tells it is gone, so the next clean, prune or
+    store removes them at once (they stayed an hour, hundreds of MB, and
+    clean said it removed nothing); a live writer's stay."""
+    root, cache_dir, keys = populated
+    dead, dead_file = _writer(cache_dir)
+    live, live_file = _writer(cache_dir)
+    try:
+        dead.kill()
+        dead.wait()
+        assert dead_file.exists()
+        if action == "prune":
+            prune(cache_dir, max_size=10 * GiB)
+        elif action == "clean":
+            clean(cache_dir)
+        else:
+            (root / "p/old/out/own.bin").write_bytes(b"changed")
+            with open_cache(root) as c:
+                k = c.compute_key("old:build", {})
+                c.store("old:build", k, c.collect_outputs("old:build"), b"", b"", 1.0)
+        assert not dead_file.exists()
+        assert live_file.exists(), "a live writer's staged blob was removed"
+        owners = [n for n in os.listdir(cache_dir / "tmp") if n.endswith(".owner")]
+        assert owners == [live_file.name.rsplit("-", 1)[0] + ".owner"]
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_cache_007_a_store_after_tmp_was_removed(populated):

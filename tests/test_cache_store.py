@@ -829,6 +829,11 @@ def test_cache_004_a_killed_restores_leftover_is_no_output_and_is_removed(root):
             (dist / name).write_bytes(b"half a file")
             os.utime(dist / name, (now - age,) * 2)
         assert c.collect_outputs("a:build") == m  # none of them is an output
+        # ... nor an input: a task reading dist/ would miss on each of them.
+        from hazrun.files import list_workspace_files
+        listed = list_workspace_files(root)
+        assert "pkg/a/dist/lib.txt" in listed
+        assert not [f for f in listed if ".hazrun-" in f]
         (dist / "lib.txt").unlink()
         c.restore("a:build", c.lookup(key)).close()
     assert (dist / "lib.txt").read_bytes() == b"library\n"
@@ -898,6 +903,7 @@ def test_remote_006_packing_and_unpacking_stop_at_ctrl_c(root):
             shutil.rmtree(c.path / "blobs")
             with pytest.raises(artifact.Cancelled):
                 artifact.unpack(store, out, key.key, cancelled=cancelled_after(2))
-            assert list((c.path / "tmp").iterdir()) == []  # its temp file removed
+            # its temp file removed (the .owner is the live Store's lock)
+            assert list((c.path / "tmp").glob("*.tmp")) == []
             artifact.unpack(store, out, key.key)
             assert sorted((c.path / "blobs").rglob("*")) == blobs

@@ -96,6 +96,9 @@ class Store:
         self._touched: Set[str] = set()        # keys hit, not yet touched
         # True on Ctrl-C: no more waiting for a lock another process holds.
         self.stopping: Callable[[], bool] = lambda: False
+        self._owner_id: Optional[str] = None   # see _owner()
+        self._owner_lock = threading.Lock()
+        self._owner_closer: Any = None         # weakref.finalize letting it go
 
     # -- layout ---------------------------------------------------------
 
@@ -197,11 +200,48 @@ class Store:
             if self._lock_fd is not None and self._shared_users == 0:
                 self._lock_fd_closer()  # os.close, once
                 self._lock_fd = None
+        with self._owner_lock:
+            if self._owner_closer is not None:
+                self._owner_closer()  # unlink the .owner file, then let go
+                self._owner_closer = None
+            self._owner_id = None
 
     # -- writing --------------------------------------------------------
 
     def _tmp_name(self) -> Path:
-        return self.tmp / f"{os.getpid()}-{os.urandom(16).hex()}.tmp"
+        return self.tmp / f"{self._owner()}-{os.urandom(10).hex()}.tmp"
+
+    def _owner(self) -> str:
+        """The name this Store's temp files start with, ``PID-HEX``, held as
+        an flock on ``tmp/PID-HEX.owner`` while the Store lives.  A sweep
+        (CACHE-007) that can take that lock knows the writer is gone, killed
+        in the middle of a store, in this container or another one sharing
+        the directory, and removes its files at once; where the lock file
+        cannot be made, the writer's pid and the files' age tell.  The
+        first use of each run also sweeps what dead writers left."""
+        with self._owner_lock:
+            if self._owner_id is not None:
+                return self._owner_id
+            owner = f"{os.getpid()}-{os.urandom(6).hex()}"
+            path = os.path.join(str(self.tmp), owner + OWNER_SUFFIX)
+            fresh = os.path.join(str(self.tmp), f".{owner}{OWNER_SUFFIX}.new")
+            try:
+                fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666)
+            except OSError:
+                fd = None  # a read-only tmp/ (no store will succeed anyway)
+            if fd is not None:
+                try:
+                    # Locked before it bears the name a sweep looks at.
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    os.replace(fresh, path)
+                except OSError:
+                    os.close(fd)
+                    _unlink(fresh)
+                else:
+                    self._owner_closer = weakref.finalize(self, _let_go, fd, path)
+                    sweep_dead_writers(self.tmp)
+            self._owner_id = owner
+            return owner
 
     def _open_tmp(self) -> Tuple[int, Path]:
         path = self._tmp_name()
@@ -542,6 +582,66 @@ def _seekable(stream: IO[bytes]) -> bool:
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation included
         return False
     return True
+
+
+OWNER_SUFFIX = ".owner"
+_TMP_OWNER = re.compile(r"(\d+-[0-9a-f]{12})-[0-9a-f]+\.tmp\Z")
+
+
+def _let_go(fd: int, path: str) -> None:
+    _unlink(path)  # first: a sweep must never lock a file still in use
+    os.close(fd)
+
+
+def sweep_dead_writers(tmp: Union[str, Path]) -> Tuple[int, List[str]]:
+    """Remove the temp files of the writers whose ``.owner`` lock can be
+    taken (they are gone: the kernel let their locks go), and their lock
+    files.  Returns (bytes freed, the names of the temp files whose
+    owners are alive or unknown, for the caller's other rules)."""
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return 0, []
+    gone: Dict[str, int] = {}
+    alive: Set[str] = set()
+    for name in names:
+        if not name.endswith(OWNER_SUFFIX) or name.startswith("."):
+            continue
+        owner = name[:-len(OWNER_SUFFIX)]
+        try:
+            fd = os.open(os.path.join(tmp, name), os.O_RDONLY | _O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            alive.add(owner)
+            continue
+        gone[owner] = fd  # held while its files go
+    freed = 0
+    others = []
+    for name in names:
+        m = _TMP_OWNER.match(name)
+        if m is None or m.group(1) not in gone:
+            if name.endswith(".tmp"):
+                others.append(name)
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            freed += os.lstat(path).st_size
+            os.unlink(path)
+        except OSError:
+            pass
+    for owner, fd in gone.items():
+        _unlink(os.path.join(tmp, owner + OWNER_SUFFIX))
+        os.close(fd)
+    return freed, [n for n in others if _owner_of(n) not in alive]
+
+
+def _owner_of(name: str) -> Optional[str]:
+    m = _TMP_OWNER.match(name)
+    return m.group(1) if m else None
 
 
 def _unlink(path: Union[str, Path]) -> None:
