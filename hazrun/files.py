@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 from .config import TaskDef
-from .globs import NEVER, ROOT_PREFIX, GlobSet, files_under
+from .globs import LEFTOVER_MARK, NEVER, ROOT_PREFIX, GlobSet, files_under, is_leftover
 
 
 
@@ -165,7 +165,10 @@ def list_workspace_files(root: Path, ahead: Optional[Listing] = None) -> List[st
         files = _git_files(root)
     if files is None:
         files = _walk_files(root)
-    return sorted(set(files))
+    # A restore killed half way leaves a temp file beside an output: an
+    # input of every task reading that directory, each would miss.
+    return sorted({f for f in files
+                   if LEFTOVER_MARK not in f or not is_leftover(f.rpartition("/")[2])})
 
 
 def task_input_globs(task: TaskDef, project_rel_dir: str,

@@ -25,6 +25,19 @@ from .values import value
 # and hazrun's own.
 NEVER = (".git", ".haz")
 
+# A restore writes each output to ``.NAME.hazrun-PID-RANDOM.tmp`` beside it
+# and renames it into place (CACHE-004).  One killed on the way leaves that
+# file: it is never an output nor an input (another task's key would change
+# with it), and the next restore into its directory removes it once its
+# writer is gone (restore.remove_leftovers).
+LEFTOVER_MARK = ".hazrun-"
+LEFTOVER = re.compile(r"\..*\.hazrun-(\d+-)?[0-9a-f]+\.tmp\Z", re.S)
+
+
+def is_leftover(name: str) -> bool:
+    """Whether a file name is a restore's temp file (see LEFTOVER)."""
+    return name[:1] == "." and name.endswith(".tmp") and LEFTOVER.match(name) is not None
+
 ROOT_PREFIX = "$root/"
 _WILDCARDS = set("*?[")
 

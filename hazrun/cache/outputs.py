@@ -9,23 +9,10 @@ collected.  Anything under ``.git/`` or ``.haz/`` is never an output.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from typing import Iterator, List, Optional, Set
 
-from ..globs import NEVER, GlobSet
-
-
-# A restore writes each output to ``.NAME.hazrun-PID-RANDOM.tmp`` beside it
-# and renames it into place (CACHE-004).  One killed on the way leaves that
-# file: it is never an output, and the next restore into its directory
-# removes it once its writer is gone (restore.remove_leftovers).
-LEFTOVER_MARK = ".hazrun-"
-LEFTOVER = re.compile(r"\..*\.hazrun-(\d+-)?[0-9a-f]+\.tmp\Z", re.S)
-
-
-def is_leftover(name: str) -> bool:
-    return name[:1] == "." and name.endswith(".tmp") and LEFTOVER.match(name) is not None
+from ..globs import LEFTOVER, LEFTOVER_MARK, NEVER, GlobSet, is_leftover  # noqa: F401
 
 
 class TooMany(Exception):
