@@ -8,13 +8,13 @@ The library surface (CLI-004); the command line is :mod:`hazrun.cli`.
 """
 __version__ = "0.1.0"
 
-from .errors import ConfigError, HazError, NoWorkspaceError, UsageError
-
 # Running pulls in the event loop, processes and the cache; `hazrun list`
 # should not pay for them, so these names load on first use (PEP 562).
-# The workspace too: the command line takes over SIGTERM (EXEC-021) before
-# it loads anything.
+# The workspace and the errors too: the command line takes over SIGINT and
+# SIGTERM (EXEC-021) before it loads anything.
 _LAZY = {
+    "ConfigError": "errors", "HazError": "errors", "NoWorkspaceError": "errors",
+    "UsageError": "errors",
     "Workspace": "workspace", "load_workspace": "workspace",
     "run_graph": "scheduler", "RunOptions": "scheduler", "CancelToken": "scheduler",
     "RunObserver": "output", "exit_code_for": "exit_code",
@@ -34,5 +34,5 @@ def __getattr__(name):
 
 
 __all__ = [
-    "__version__", "ConfigError", "HazError", "NoWorkspaceError", "UsageError", *_LAZY,
+    "__version__", *_LAZY,
 ]

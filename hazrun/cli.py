@@ -13,7 +13,6 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
-from .errors import HazError
 
 PROG = "hazrun"
 
@@ -161,6 +160,7 @@ def _exit(status: Optional[int]) -> None:
 
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    from .errors import HazError
     args, extras = parser.parse_known_args(argv)
     if extras:
         # Said by the command's parser: "hazrun: error: run: unrecognized

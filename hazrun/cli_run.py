@@ -126,9 +126,27 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         listing = Listing(args.directory or ".")
     try:
         return _run(args, console, listing)
+    except BaseException as e:
+        from .cli import Terminated
+        if args.summary_json and isinstance(e, (KeyboardInterrupt, Terminated)):
+            # Stopped while loading, before the run took the signals over:
+            # no task ran, but the file is promised on interruption too.
+            _write_empty_summary(args, console, signal.SIGINT
+                                 if isinstance(e, KeyboardInterrupt) else signal.SIGTERM)
+        raise
     finally:
         if listing is not None:
             listing.close()
+
+
+def _write_empty_summary(args: argparse.Namespace, console: Console, signum: int) -> None:
+    """CLI-003 for a run interrupted before it started a task."""
+    from .outcome import RunOutcome
+    from .output import write_summary_json
+    try:
+        write_summary_json(args.summary_json, RunOutcome([], {}, cancelled=True), signum)
+    except OSError as e:
+        console.error(f"cannot write the summary to {args.summary_json}: {e.strerror}")
 
 
 def _run(args: argparse.Namespace, console: Console, listing) -> int:

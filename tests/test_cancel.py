@@ -352,6 +352,30 @@ def test_exec_021_sigterm_while_hazrun_starts_exits_143(make_ws):
     assert "hazrun: interrupted" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_exec_021_a_signal_while_the_workspace_loads_still_writes_the_summary(
+        make_ws, tmp_path, signum):
+    """Before the run takes the signals over: exit 130/143, and the summary
+    JSON promised 'also when interrupted', with no task in it."""
+    ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": '[tasks.run]\ncmd = "true"\n'})
+    report = tmp_path / "s.json"
+    code = ("import os, hazrun.workspace as w\n"
+            "load = w.load_workspace\n"
+            "def load_workspace(*a, **k):\n"
+            f"    os.kill(os.getpid(), {int(signum)})\n"
+            "    return load(*a, **k)\n"
+            "w.load_workspace = load_workspace\n"
+            "import hazrun.cli as cli\n"
+            f"cli.main(['-C', {str(ws)!r}, 'run', 'run', '--summary-json', {str(report)!r}])\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(report.read_text())
+    assert doc["exit_code"] == 128 + signum and doc["tasks"] == []
+    assert doc["signal"] == signal.Signals(signum).name
+
+
 def test_exec_012_a_task_the_stop_signal_reached_first_is_cancelled_not_failed(
         make_ws, tmp_path):
     """make's Ctrl-C, or an outer hazrun stopping an inner one, signals
