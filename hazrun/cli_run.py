@@ -215,9 +215,17 @@ def _jobserver(args, ws, options, console: Console):
     Returns (client, server); either may be None.
     """
     import os
-    if args.jobserver is False:
-        return None, None
     makeflags = os.environ.get("MAKEFLAGS", "")
+
+    def without_makes():
+        # Tasks get no fds of make's jobserver: nor its name in MAKEFLAGS.
+        if "--jobserver-" in makeflags:
+            from .jobserver import without_jobserver
+            options.environ = dict(os.environ, MAKEFLAGS=without_jobserver(makeflags))
+        return None, None
+
+    if args.jobserver is False:
+        return without_makes()
     if not args.jobserver and "--jobserver-" not in makeflags:
         if args.jobs is None and " -j1" in f" {makeflags}":
             from .jobserver import serial_make
@@ -240,14 +248,14 @@ def _jobserver(args, ws, options, console: Console):
         except JobserverError as e:
             console.warning(str(e))
             if not args.jobserver:
-                return None, None
+                return without_makes()
             # --jobserver: nested make gets hazrun's slots instead of none.
         else:
             options.jobserver = client
             options.pass_fds = auth.pass_fds
             return client, None
     if not args.jobserver:
-        return None, None
+        return without_makes()
     jobs = options.jobs or ws.settings.concurrency or available_cpus()
     server = JobserverServer(jobs)
     options.environ = dict(os.environ, MAKEFLAGS=server.makeflags(os.environ.get("MAKEFLAGS", "")))

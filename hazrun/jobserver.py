@@ -71,17 +71,29 @@ def serial_make(makeflags: str) -> bool:
     return "-j1" in words and not _AUTH.search(makeflags)
 
 
+def without_jobserver(makeflags: str) -> str:
+    """MAKEFLAGS without its jobserver (and -j), for tasks that do not get
+    its fds: a nested make then runs its recipes one at a time, quietly, as
+    under a make recipe line without '+', instead of warning that the
+    jobserver it was told of is unavailable."""
+    return _rebuilt(makeflags, [])
+
+
 def merged_makeflags(makeflags: str, jobs: int, auth: str) -> str:
     """MAKEFLAGS for the tasks of a run serving its own jobserver
     (JOBS-002): the flags and variables the run was given (-k, -s,
     --no-print-directory, FOO=bar ...) with ``-jN --jobserver-auth=`` in
     place of any jobserver they named."""
+    return _rebuilt(makeflags, [f"-j{jobs}", f"--jobserver-auth={auth}"])
+
+
+def _rebuilt(makeflags: str, ours: List[str]) -> str:
+    """``makeflags`` with ``ours`` in place of its -j and jobserver words."""
     flags, sep, variables = makeflags.partition(" -- ")
     if not sep and makeflags.startswith("-- "):
         flags, variables, sep = "", makeflags[3:], " -- "
     kept = [w for w in flags.split()
             if not (w.startswith("-j") or w.startswith("--jobserver-"))]
-    ours = [f"-j{jobs}", f"--jobserver-auth={auth}"]
     # The first word, if it has no dash, is make's one-letter flags: it
     # stays first, or make would not read it as such.
     words = kept[:1] + ours + kept[1:] if kept and not kept[0].startswith("-") \

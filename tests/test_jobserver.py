@@ -323,6 +323,21 @@ def test_jobs_001_no_jobserver_option_ignores_makeflags(make_ws, tmp_path):
     assert back == b""
 
 
+@pytest.mark.parametrize("how", ["--no-jobserver", "unusable"])
+def test_jobs_002_tasks_are_not_told_of_a_jobserver_they_cannot_use(make_ws, tmp_path, how):
+    """Ignored or unusable, make's jobserver is not passed on: nor is its
+    name in the tasks' MAKEFLAGS, where a nested make warned it was
+    unavailable.  The rest of MAKEFLAGS stays."""
+    seen = tmp_path / "makeflags"
+    show = 'printf %s "$MAKEFLAGS" > ' + str(seen)
+    ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": f'[tasks.show]\ncmd = {q(show)}\n'})
+    args = ["--no-jobserver"] if how == "--no-jobserver" else []
+    rc, _out, err = finish(start_hazrun(ws, "run", "show", "--no-cache", *args,
+                                        makeflags="ks -j8 --jobserver-auth=97,98 -- FOO=bar"))
+    assert rc == 0, err
+    assert seen.read_text() == "ks -- FOO=bar"
+
+
 # -- an unusable jobserver: one warning with the fix, and the run goes on -------
 
 @pytest.mark.parametrize("flags", [
