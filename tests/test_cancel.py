@@ -27,6 +27,19 @@ def start_hazrun(root, *args):
                             stderr=subprocess.PIPE)
 
 
+def interrupt(proc, ready, what, signum=signal.SIGINT, timeout=60):
+    """Once ``ready()``, send ``signum`` to hazrun; its (stdout, stderr) once
+    it ends (killed if it does not)."""
+    try:
+        wait_for(ready, what=what)
+        proc.send_signal(signum)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def read_pids(directory: Path):
     pids = []
     for f in directory.glob("*.pid"):
@@ -134,14 +147,7 @@ def test_exec_014_a_double_forked_daemon_gets_sigterm_and_the_grace(make_ws, tmp
     ws = make_ws({"haz.toml": ROOT,
                   "p/a/haz.toml": f'[tasks.run]\ncmd = "{_daemon(log, "a")}; sleep 1000"\n'})
     proc = start_hazrun(ws, "run", "run", "--grace", "5", "--no-cache")
-    try:
-        wait_for(lambda: log.exists() and "a up" in log.read_text(), what="the daemon")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _, err = interrupt(proc, lambda: log.exists() and "a up" in log.read_text(), "the daemon")
     assert proc.returncode == 130, err
     assert "a got TERM" in log.read_text()
 
@@ -429,14 +435,8 @@ def test_exec_012_sigint_ignored_at_start_stays_ignored(make_ws, tmp_path):
                             env=dict(os.environ, PYTHONPATH=str(REPO)),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the task")
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _, err = interrupt(proc, lambda: pidfile.exists() and pidfile.read_text().strip(),
+                       "the task")
     assert proc.returncode == 0, err
     assert b"1 succeeded" in err
 

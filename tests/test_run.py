@@ -723,17 +723,12 @@ def test_cfg_006_a_project_in_a_git_submodule_has_its_files_as_inputs(make_ws, t
     (lib / "src").mkdir(parents=True)
     (lib / "haz.toml").write_text('[tasks.build]\ncmd = "cat src/a.txt"\n')
     (lib / "src/a.txt").write_text("v1\n")
-    _git(lib, "init", "-q")
-    _git(lib, "add", ".")
-    _git(lib, "commit", "-qm", "lib")
+    _committed(lib)
     ws = make_ws({"haz.toml": '[workspace]\nmembers = ["libs/*"]\n'})
     _git(ws, "init", "-q")
     _git(ws, "submodule", "add", "-q", str(lib), "libs/sub")
     _git(ws, "commit", "-qam", "root")
-    assert "[sub:build] v1" in run_hazrun(ws, "run", "build").stdout
-    (ws / "libs/sub/src/a.txt").write_text("v2\n")
-    second = run_hazrun(ws, "run", "build")
-    assert "[sub:build] v2" in second.stdout and "1 succeeded" in second.stderr
+    _assert_an_edit_misses(ws, "sub:build", ws / "libs/sub/src/a.txt")
 
 
 def test_cfg_006_a_nested_clone_keeps_its_own_gitignore(make_ws):
@@ -756,14 +751,23 @@ def test_cfg_006_a_skip_worktree_file_is_an_input(make_ws):
     it must miss (a local config file marked so, a common practice)."""
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.build]\ncmd = "cat local.cfg"\n',
                   "local.cfg": "v1\n"})
-    _git(ws, "init", "-q")
-    _git(ws, "add", ".")
-    _git(ws, "commit", "-qm", "root")
+    _committed(ws)
     _git(ws, "update-index", "--skip-worktree", "local.cfg")
-    assert "[root:build] v1" in run_hazrun(ws, "run", "build").stdout
-    (ws / "local.cfg").write_text("v2\n")
+    _assert_an_edit_misses(ws, "root:build", ws / "local.cfg")
+
+
+def _committed(repo):
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "init")
+
+
+def _assert_an_edit_misses(ws, label, path):
+    """``label`` prints ``path``, which holds v1: v2 written, it must run."""
+    assert f"[{label}] v1" in run_hazrun(ws, "run", "build").stdout
+    path.write_text("v2\n")
     second = run_hazrun(ws, "run", "build")
-    assert "[root:build] v2" in second.stdout and "1 succeeded" in second.stderr
+    assert f"[{label}] v2" in second.stdout and "1 succeeded" in second.stderr
 
 
 def test_cfg_006_a_repository_that_ignores_the_workspace_is_warned_of(tmp_path):

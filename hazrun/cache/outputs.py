@@ -12,7 +12,7 @@ import os
 import stat
 from typing import Iterator, List, Optional, Set
 
-from ..globs import LEFTOVER, LEFTOVER_MARK, NEVER, GlobSet, is_leftover  # noqa: F401
+from ..globs import NEVER, GlobSet, is_leftover
 
 
 class TooMany(Exception):

@@ -33,7 +33,7 @@ from typing import IO, Callable, List, Optional, Set, Tuple
 
 from ..globs import NEVER, GlobSet
 from .model import CacheMissError, Manifest, OutputEntry, WouldBlock
-from .outputs import LEFTOVER, LEFTOVER_MARK, is_leftover
+from ..globs import LEFTOVER, LEFTOVER_MARK, is_leftover
 from ..fsutil import cut_name, write_all
 from .store import EMPTY_DIGEST, CorruptBlob, LockedReads
 
