@@ -353,12 +353,32 @@ def summary_json(outcome: RunOutcome, signal: Optional[int]) -> dict:
     return doc
 
 
+def _descriptor_named(path: str) -> Optional[int]:
+    """N for a path naming this process's descriptor N: /dev/stdout,
+    /dev/stderr, /dev/fd/N, /proc/self/fd/N."""
+    import re
+    m = re.fullmatch(r"/dev/(std(out|err)|fd/(\d+))|/proc/(self|thread-self|\d+)/fd/(\d+)",
+                     os.path.normpath(path))
+    if m is None or (m.group(4) and m.group(4).isdigit() and int(m.group(4)) != os.getpid()):
+        return None
+    if m.group(2):
+        return 1 if m.group(2) == "out" else 2
+    fd = int(m.group(3) or m.group(5))
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None  # not open here: as any other path (an error)
+    return fd
+
+
 def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
                        extra: Optional[dict] = None) -> None:
     """Write the CLI-003 document: atomically (temp file and rename) to a
     regular file or a new one, through a symlink to its target; straight
-    into anything else (a FIFO, ``/dev/stdout``, ``>(jq .)``'s /dev/fd/N),
-    which a rename would replace with a file nobody reads."""
+    into anything else (a FIFO), which a rename would replace with a file
+    nobody reads.  ``/dev/stdout``, ``/dev/fd/N`` (``>(jq .)``) and the like
+    are written through that descriptor: after what went there before, and
+    appended where it was opened so (``3>>ci.log``)."""
     doc = summary_json(outcome, signal)
     if extra:
         doc.update(extra)
@@ -366,6 +386,10 @@ def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
     from pathlib import Path
     from .fsutil import atomic_write, write_all
     data = (json.dumps(doc, indent=1) + "\n").encode()
+    fd = _descriptor_named(path)
+    if fd is not None:
+        write_all(fd, data)
+        return
     try:
         st: Optional[os.stat_result] = os.stat(path)
     except FileNotFoundError:

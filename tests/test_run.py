@@ -462,11 +462,12 @@ def test_exec_003_50mb_beside_small_writers(make_ws, tmp_path):
     assert all(small[n] == list(range(1, 41)) for n in range(3))
 
 
-@pytest.mark.parametrize("target", ["fifo", "symlink", "long name", "process substitution"])
+@pytest.mark.parametrize("target", ["fifo", "symlink", "long name", "process substitution",
+                                    "stdout into a log", "fd 3 appending"])
 def test_cli_003_summary_json_reaches_fifos_links_and_long_names(make_ws, tmp_path, target):
     """A rename into place replaced a FIFO, /dev/fd/N or a symlink with a
     new file nobody reads; a long name's temp file was too long a name."""
-    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "true"\n'})
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "echo a"\n'})
     env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
     cmd = " ".join(shlex.quote(a) for a in hazrun_cmd("-C", str(ws), "run", "a", "--no-cache"))
     got = tmp_path / "got.json"
@@ -481,12 +482,26 @@ def test_cli_003_summary_json_reaches_fifos_links_and_long_names(make_ws, tmp_pa
     elif target == "long name":
         got = path = tmp_path / ("s" * 240 + ".json")
         script = f"{cmd} --summary-json {path}"
+    elif target == "stdout into a log":
+        # Written through fd 1, after the task's line: not a new file
+        # renamed over the log (which lost that line).
+        script = f"{cmd} --summary-json /dev/stdout > {got}"
+    elif target == "fd 3 appending":
+        got.write_text("earlier\n")
+        script = f"{cmd} --summary-json /dev/fd/3 3>> {got}"
     else:
         script = f"{cmd} --summary-json >(cat > {got}); wait $!"
     proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and "cannot write" not in proc.stderr, proc.stderr
-    assert json.loads(got.read_text())["tasks"][0]["label"] == "root:a"
+    text = got.read_text()
+    if target == "stdout into a log":
+        head, _, text = text.partition("\n")
+        assert head == "[root:a] a"
+    elif target == "fd 3 appending":
+        head, _, text = text.partition("\n")
+        assert head == "earlier"
+    assert json.loads(text)["tasks"][0]["label"] == "root:a"
     if target == "symlink":
         assert path.is_symlink()
     if target == "fifo":
@@ -597,6 +612,8 @@ def test_cli_000_messages_are_prefixed(make_ws):
                                       "expected one argument"),
     (["--bogus"], "hazrun: error: unrecognized arguments: --bogus"),
     (["run", "x", "--bogus"], "hazrun: error: run: unrecognized arguments: --bogus"),
+    (["cache", "prune", "--max-age", "1d", "--bogus"],
+     "hazrun: error: cache prune: unrecognized arguments: --bogus"),
 ])
 def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "true"\n'})
