@@ -114,13 +114,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # EXEC-021: SIGTERM exits 143 from the first instant, not only once a
     # run has installed its handlers (Python's start and hazrun's loading
     # take 100 ms, in which make's Ctrl-C saw "Terminated" instead).
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         status = run_cli(argv)
     except (KeyboardInterrupt, Terminated) as e:  # before run_cli's own handling
         status = 130 if isinstance(e, KeyboardInterrupt) else 143
-        sys.stderr.write(f"{PROG}: interrupted\n")
+        sys.stderr.write(f"{PROG}: error: interrupted\n")
     _exit(status)
 
 
@@ -164,18 +163,22 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         # Said by the command's parser: "hazrun: error: run: unrecognized
-        # arguments" with run's usage line, as its other errors are (CLI-000).
-        command = parser.commands.get(args.command) if args.command else None  # type: ignore
-        (command or parser).error(f"unrecognized arguments: {' '.join(extras)}")
+        # arguments" (or "cache prune: ...") with that command's usage line,
+        # as its other errors are (CLI-000).
+        command: argparse.ArgumentParser = parser
+        for name in (args.command, getattr(args, "cache_command", None)):
+            command = getattr(command, "commands", {}).get(name, command)
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    from .console import Console
-    console = Console.for_streams(sys.stdout, sys.stderr, args.color)
     _relative_to_directory(args)
-    if args.command != "run":
-        gc.enable()  # only `run` turns it on itself, after loading
+    console = None
     try:
+        from .console import Console
+        console = Console.for_streams(sys.stdout, sys.stderr, args.color)
+        if args.command != "run":
+            gc.enable()  # only `run` turns it on itself, after loading
         if args.command == "list":
             from .cli_info import cmd_list
             return cmd_list(args, console)
@@ -192,6 +195,15 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
         console.error(str(e))
         return e.exit_code
     except (KeyboardInterrupt, Terminated) as e:
+        # Before the run took the signals over (loading): no task ran, but
+        # --summary-json is promised on interruption too (CLI-003).
+        if console is None:
+            from .console import Console
+            console = Console.for_streams(sys.stdout, sys.stderr, "never")
+        signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM
+        if args.command == "run" and args.summary_json:
+            from .cli_run import write_empty_summary
+            write_empty_summary(args.summary_json, console, signum)
         console.error("interrupted")
-        return 130 if isinstance(e, KeyboardInterrupt) else 143
+        return 128 + signum
     raise AssertionError(f"internal error: unhandled command {args.command}")

@@ -23,6 +23,7 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                 "root, $HAZ_CACHE_DIR, or --cache-dir).")
     sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
     sub.required = True
+    p.commands = sub.choices  # type: ignore[attr-defined]  # see cli.run_cli
 
     def action(name: str, help: str, description: str) -> argparse.ArgumentParser:
         a = sub.add_parser(name, help=help, description=description)

@@ -126,27 +126,19 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         listing = Listing(args.directory or ".")
     try:
         return _run(args, console, listing)
-    except BaseException as e:
-        from .cli import Terminated
-        if args.summary_json and isinstance(e, (KeyboardInterrupt, Terminated)):
-            # Stopped while loading, before the run took the signals over:
-            # no task ran, but the file is promised on interruption too.
-            _write_empty_summary(args, console, signal.SIGINT
-                                 if isinstance(e, KeyboardInterrupt) else signal.SIGTERM)
-        raise
     finally:
         if listing is not None:
             listing.close()
 
 
-def _write_empty_summary(args: argparse.Namespace, console: Console, signum: int) -> None:
+def write_empty_summary(path: str, console: Console, signum: int) -> None:
     """CLI-003 for a run interrupted before it started a task."""
     from .outcome import RunOutcome
     from .output import write_summary_json
     try:
-        write_summary_json(args.summary_json, RunOutcome([], {}, cancelled=True), signum)
+        write_summary_json(path, RunOutcome([], {}, cancelled=True), signum)
     except OSError as e:
-        console.error(f"cannot write the summary to {args.summary_json}: {e.strerror}")
+        console.error(f"cannot write the summary to {path}: {e.strerror}")
 
 
 def _run(args: argparse.Namespace, console: Console, listing) -> int:
@@ -176,11 +168,13 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
 
     def on_signal(signum, frame):
         token.cancel(signum)
-    # A signal hazrun was started with ignored stays so: a shell without
-    # job control starts background jobs (``hazrun run build &``) with
-    # SIGINT ignored, for Ctrl-C to reach only the foreground, as make obeys.
+    # A SIGINT hazrun was started with ignored stays so: a shell without job
+    # control starts background jobs (``hazrun run build &``) that way, for
+    # Ctrl-C to reach only the foreground, as make obeys.  SIGTERM is always
+    # caught: ignored, it would be ignored by the tasks too (exec keeps an
+    # ignored signal), and they could not be stopped with it (EXEC-014).
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(s) is not signal.SIG_IGN}
+                if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
     try:
         options.subreaper = True  # EXEC-014, from the first spawn on
         options.parent_death_signal = True

@@ -355,22 +355,31 @@ def test_exec_021_sigterm_while_hazrun_starts_exits_143(make_ws):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 143, (proc.returncode, proc.stderr)
-    assert "hazrun: interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert "hazrun: error: interrupted" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("where", ["hazrun.workspace:load_workspace",
+                                   "hazrun.console:Console.for_streams"])
 def test_exec_021_a_signal_while_the_workspace_loads_still_writes_the_summary(
-        make_ws, tmp_path, signum):
-    """Before the run takes the signals over: exit 130/143, and the summary
-    JSON promised 'also when interrupted', with no task in it."""
+        make_ws, tmp_path, signum, where):
+    """Before the run takes the signals over (once the command line is
+    read): exit 130/143, and the summary JSON promised 'also when
+    interrupted', with no task in it."""
     ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": '[tasks.run]\ncmd = "true"\n'})
     report = tmp_path / "s.json"
-    code = ("import os, hazrun.workspace as w\n"
-            "load = w.load_workspace\n"
-            "def load_workspace(*a, **k):\n"
-            f"    os.kill(os.getpid(), {int(signum)})\n"
-            "    return load(*a, **k)\n"
-            "w.load_workspace = load_workspace\n"
+    module, _, attr = where.partition(":")
+    owner, _, name = attr.rpartition(".")
+    target = f"m.{owner}" if owner else "m"
+    code = (f"import os, {module} as m\n"
+            f"real = {target}.{name}\n"
+            "fired = []\n"
+            "def hook(*a, **k):\n"
+            "    if not fired:  # once, as a signal comes\n"
+            "        fired.append(1)\n"
+            f"        os.kill(os.getpid(), {int(signum)})\n"
+            "    return real(*a, **k)\n"
+            f"{target}.{name} = hook\n"
             "import hazrun.cli as cli\n"
             f"cli.main(['-C', {str(ws)!r}, 'run', 'run', '--summary-json', {str(report)!r}])\n")
     proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -474,3 +483,21 @@ def test_exec_012_ctrl_c_ends_a_wait_for_a_lock_another_process_holds(make_ws, t
         holder.wait()
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
+
+
+def test_exec_014_sigterm_ignored_at_start_still_stops_tasks(make_ws, tmp_path):
+    """hazrun always catches SIGTERM, even when started with it ignored:
+    an ignored signal survives exec, and its tasks would ignore the SIGTERM
+    of a timeout or Ctrl-C and wait out the grace for SIGKILL."""
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "exec sleep 100"\ntimeout = 0.5\n'
+                                  'grace = 30\n'})
+    report = tmp_path / "s.json"
+    cmd = " ".join(shlex.quote(a) for a in hazrun_cmd(
+        "-C", str(ws), "run", "run", "--no-cache", "--summary-json", str(report)))
+    proc = subprocess.run(["bash", "-c", f"trap '' TERM; exec {cmd}"],
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    task = json.loads(report.read_text())["tasks"][0]
+    assert (task["cause"], task["signal"]) == ("timeout", "SIGTERM"), task
