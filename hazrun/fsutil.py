@@ -46,22 +46,34 @@ def wait_flock(fd: int, op: int, stopping: Optional[Callable[[], bool]] = None) 
     (a prune, a clean, another run saving), but in short sleeps that ask
     ``stopping`` rather than one blocking call: a thread blocked in flock
     cannot be interrupted, and Ctrl-C must end the run (EXEC-012) however
-    long the other holds it.  Raises LockWaitStopped once it says so."""
+    long the other holds it.  Raises LockWaitStopped once it has said so
+    for STOP_PATIENCE_S: a lock held only for a moment (another run saving
+    its records) still lets a task that succeeded before the Ctrl-C keep
+    its cache entry (EXEC-015).  Without ``stopping`` (prune and clean on
+    the main thread, where Ctrl-C interrupts the call), a blocking flock."""
     import fcntl
+    if stopping is None:
+        fcntl.flock(fd, op)
+        return
     delay = 0.001
+    stopped_at = None
     while True:
         try:
             fcntl.flock(fd, op | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass
-        if stopping is None:
-            fcntl.flock(fd, op)  # nothing could stop the wait: block
-            return
         if stopping():
-            raise LockWaitStopped()
+            now = time.monotonic()
+            if stopped_at is None:
+                stopped_at = now
+            elif now - stopped_at >= STOP_PATIENCE_S:
+                raise LockWaitStopped()
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+STOP_PATIENCE_S = 1.0
 
 
 def cut_name(name: str, limit: int) -> str:

@@ -94,8 +94,9 @@ class Store:
         self._lock_fd: Optional[int] = None    # kept open until close()
         self._lock_fd_closer: Any = None       # weakref.finalize closing it
         self._touched: Set[str] = set()        # keys hit, not yet touched
-        # True on Ctrl-C: no more waiting for a lock another process holds.
-        self.stopping: Callable[[], bool] = lambda: False
+        # A run's (Cache.stop_when): true on Ctrl-C, and then no more waiting
+        # for a lock another process holds.  None: waits block (prune, clean).
+        self.stopping: Optional[Callable[[], bool]] = None
         self._owner_id: Optional[str] = None   # see _owner()
         self._owner_lock = threading.Lock()
         self._owner_closer: Any = None         # weakref.finalize letting it go
