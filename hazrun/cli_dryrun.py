@@ -19,6 +19,7 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
     the last run of that task.
     """
     from .cache import Cache, Materialised
+    from .cache.model import passed_on
 
     labels = ws.graph.select(args.targets)
     order = ws.graph.canonical_order(labels)
@@ -41,11 +42,19 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
                 streams[label] = None
                 lines.append(f"{label:<{width}}  {'?':<64}  miss ({e})")
                 continue
+            if task.cmd is None:
+                # A group: nothing to run or store; it hands on what its
+                # deps made (cache.model.passed_on), as a run would.
+                streams[label] = passed_on(Materialised.of(()).stream_hash,
+                                           bool(task.outputs), {p: streams[p] for p in preds})
+                lines.append(f"{label:<{width}}  {key.key}  group (nothing to run)")
+                continue
             manifest = cache.lookup(key) if (cache.read and task.cache) else None
             for warning in cache.take_warnings():
                 console.warning(warning)
             if manifest is not None:
-                streams[label] = Materialised.of(manifest.outputs).stream_hash
+                streams[label] = passed_on(Materialised.of(manifest.outputs).stream_hash,
+                                           bool(task.outputs), {p: streams[p] for p in preds})
                 cache.predict_restore(label, manifest)
                 lines.append(f"{label:<{width}}  {key.key}  hit")
                 continue

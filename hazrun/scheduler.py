@@ -549,7 +549,7 @@ class Scheduler:
             if rest:
                 self.observer.task_output(t.label, stream, rest)
         restored.close()
-        t.stream_hash = restored.materialised.stream_hash
+        t.stream_hash = self._handed_on(t, restored.materialised.stream_hash)
         self._check_outputs(t, restored.materialised.root_paths(t.rel_dir))
         self._give_slot(t)
         self._final(t, TaskResult(t.label, TaskState.CACHED, key=self._key_hex(t),
@@ -720,6 +720,14 @@ class Scheduler:
         return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,
                 staged)
 
+    def _handed_on(self, t: _Task, own: Optional[str]) -> Optional[str]:
+        """What ``t`` hands its successors' keys: cache.model.passed_on."""
+        if own is None:
+            return None  # --no-cache: no key uses it
+        from .cache.model import passed_on
+        return passed_on(own, bool(t.task.outputs),
+                         {p: self.tasks[p].stream_hash for p in t.hard_preds})
+
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)
         try:
@@ -731,7 +739,7 @@ class Scheduler:
         else:
             if warning:
                 self._warn(warning)
-            t.stream_hash = stream_hash
+            t.stream_hash = self._handed_on(t, stream_hash)
             self._check_outputs(t, paths)
             if t.task.outputs and not paths and t.task.cmd is not None:
                 self._warn(f"{t.label}: exited 0 but its outputs match no file: "

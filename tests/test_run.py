@@ -803,6 +803,34 @@ def test_cfg_006_a_repository_that_ignores_the_workspace_is_warned_of(tmp_path):
     assert proc.stderr.count("git ignores this workspace's haz.toml") == 1, proc.stderr
 
 
+@pytest.mark.parametrize("middle", ['deps = ["^build"]', 'cmd = "true"\ndeps = ["^build"]'])
+def test_cache_001_a_change_reaches_a_key_through_a_task_without_outputs(make_ws, tmp_path, middle):
+    """a:build -> b:all (a group of deps, or a command with no outputs) ->
+    b:use, which reads a's output: b:all hands on what it got, or b:use's
+    key never changed and it replayed v1 after a's source became v2."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+                  "p/a/haz.toml": '[tasks.build]\ncmd = "mkdir -p dist && cp src.txt dist/o.txt"\n'
+                                  'outputs = ["dist/**"]\n',
+                  "p/a/src.txt": "v1\n",
+                  "p/b/haz.toml": f'[project]\ndeps = ["a"]\n[tasks.all]\n{middle}\n',
+                  "p/c/haz.toml": '[tasks.use]\ncmd = "cat ../a/dist/o.txt > out.txt"\n'
+                                  'deps = ["b:all"]\noutputs = ["out.txt"]\n'})
+    assert run_hazrun(ws, "run", "c:use").returncode == 0
+    (ws / "p/a/src.txt").write_text("v2\n")
+    dry = run_hazrun(ws, "run", "c:use", "--dry-run")
+    assert re.search(r"c:use +\? +miss \(upstream\)", dry.stdout), dry.stdout
+    proc = run_hazrun(ws, "run", "c:use")
+    assert proc.returncode == 0, proc.stderr
+    assert (ws / "p/c/out.txt").read_text() == "v2\n"
+    # Unchanged since: c:use hits, the dry run says so too.
+    report = tmp_path / "s.json"
+    assert run_hazrun(ws, "run", "c:use", "--summary-json", str(report)).returncode == 0
+    states = {t["label"]: t["state"] for t in json.loads(report.read_text())["tasks"]}
+    assert states["a:build"] == states["c:use"] == "cached", states
+    dry = run_hazrun(ws, "run", "c:use", "--dry-run")
+    assert re.search(r"c:use +[0-9a-f]{64} +hit", dry.stdout), dry.stdout
+
+
 def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
     marker = tmp_path / "b-ran"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 1000"\n'

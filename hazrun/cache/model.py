@@ -112,6 +112,20 @@ def _stream_hash_sorted(outputs: Iterable[OutputEntry]) -> str:
     return blake3.blake3(b"hazrun-stream\0" + text.encode("ascii")).hexdigest()
 
 
+def passed_on(own: str, declares_outputs: bool, preds: Dict[str, Optional[str]]) -> str:
+    """The stream hash a task hands its successors' keys (CACHE-001/002).
+
+    A task that declares outputs hands on what it made (``own``): a change
+    above it that leaves those the same stops there.  One that declares
+    none (a group of deps, a test) makes nothing its successors could read,
+    so it hands on its hard predecessors' streams, or a change two steps
+    up (a:build -> b:all -> b:use) never reached b:use's key."""
+    if declares_outputs or not preds:
+        return own
+    text = "\n".join(f"{label}={preds[label]}" for label in sorted(preds))
+    return blake3.blake3(b"hazrun-passed-on\0" + text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @value
 class Materialised:
     """What a task produced: its outputs, sorted by path, and their hash."""
