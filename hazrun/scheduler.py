@@ -704,7 +704,13 @@ class Scheduler:
             return paths, None, None, None
         materialised = self.cache.collect_outputs(t.label)
         warning, staged = None, None
-        if t.logs and t.key is not None:
+        if t.logs and t.key is not None and self._inputs_changed(t):
+            # CACHE-001/005: stored, it would be found by a key that does
+            # not describe what the command read (an editor saving during
+            # the build, then undone: the next run replayed the edit).
+            warning = (f"{t.label}: not stored in the cache (its inputs changed while "
+                       "it ran; the next run runs it again)")
+        elif t.logs and t.key is not None:
             # What a hit saves (CLI-001): the command's own run time, not
             # the wait for a mutex or a slot before it started.
             duration = (t.child.duration if t.child is not None
@@ -719,6 +725,17 @@ class Scheduler:
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
         return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,
                 staged)
+
+    def _inputs_changed(self, t: _Task) -> bool:
+        """Pool: whether ``t``'s key, taken again now that its command is
+        done, differs from the one it was looked up by.  The stat cache makes
+        this a stat per input; only a file that changed is read again."""
+        try:
+            again = self.cache.compute_key(
+                t.label, {p: self.tasks[p].stream_hash for p in t.hard_preds})
+        except Exception:  # an input gone unreadable meanwhile
+            return True
+        return again.key != t.key.key
 
     def _handed_on(self, t: _Task, own: Optional[str]) -> Optional[str]:
         """What ``t`` hands its successors' keys: cache.model.passed_on."""

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed
+from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed, wait_for
 
 q = json.dumps  # a TOML basic string with everything escaped
 
@@ -829,6 +829,38 @@ def test_cache_001_a_change_reaches_a_key_through_a_task_without_outputs(make_ws
     assert states["a:build"] == states["c:use"] == "cached", states
     dry = run_hazrun(ws, "run", "c:use", "--dry-run")
     assert re.search(r"c:use +[0-9a-f]{64} +hit", dry.stdout), dry.stdout
+
+
+def test_cache_005_an_input_edited_while_its_task_runs_is_not_stored(make_ws, tmp_path):
+    """The key is taken before the command starts: an input saved in the
+    middle of the build (an editor) and then undone must not leave an entry
+    whose outputs came from the edit under the key of the original."""
+    started = tmp_path / "started"
+    go = tmp_path / "go"
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
+                              f'cmd = "touch {started}; while [ ! -e {go} ]; do sleep 0.02; done; '
+                              'cat in.txt > out.txt"\noutputs = ["out.txt"]\n',
+                  "in.txt": "v1\n"})
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "t"),
+                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(started.exists, what="the task to start")
+        (ws / "in.txt").write_text("v2\n")
+        go.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert b"its inputs changed while it ran" in err
+    (ws / "in.txt").write_text("v1\n")
+    go.touch()
+    second = run_hazrun(ws, "run", "t")
+    assert "1 succeeded" in second.stderr, second.stderr
+    assert (ws / "out.txt").read_text() == "v1\n"
 
 
 def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
