@@ -97,7 +97,7 @@ class _Snapshot:
         if rest is None:
             return None
         try:
-            fmt, version, file, sig, data = pickle.load(rest)
+            fmt, version, file, sig, data = _load(rest)
             st = os.stat(candidate)
         except Exception:
             return None
@@ -116,13 +116,37 @@ class _Snapshot:
                 rest = _open_snapshot(root)
                 if rest is None:
                     return None
-                pickle.load(rest)  # the header
-            if pickle.load(rest) != key:
+                _load(rest)  # the header
+            if _load(rest) != key:
                 return None
-            ws = pickle.load(rest)
+            ws = _load(rest)
         except Exception:  # truncated, or from another hazrun: load afresh
             return None
         return ws if isinstance(ws, Workspace) else None
+
+
+class _Unpickler(pickle.Unpickler):
+    """An unpickler that makes only the snapshot's own kinds of object.
+
+    The snapshot sits in the workspace, where a checkout or an archive can
+    put any file: a plain ``pickle.load`` of a crafted one runs its code
+    (``hazrun list`` on an untrusted pull request).  Only hazrun's value
+    classes and paths can be named here, and making those runs nothing."""
+
+    _MODULES = ("hazrun.config", "hazrun.graph", "hazrun.workspace")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in self._MODULES and not name.startswith("_"):
+            found = getattr(sys.modules.get(module), name, None)
+            if isinstance(found, type):
+                return found
+        if module == "pathlib" and name in ("PosixPath", "PurePosixPath"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"not in a workspace snapshot: {module}.{name}")
+
+
+def _load(stream: io.BytesIO) -> Any:
+    return _Unpickler(stream).load()
 
 
 def _open_snapshot(root: Path) -> Optional[io.BytesIO]:

@@ -127,3 +127,35 @@ def test_cfg_002_projects_from_the_snapshot_have_their_paths(root):
     for project in (untouched, copy.copy(untouched), pickle.loads(pickle.dumps(untouched))):
         assert project == first.projects["a"]
         assert project.dir == root.resolve() / "packages" / "a"
+
+
+class _Payload:
+    """What a crafted snapshot holds: unpickling it calls exec."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+@pytest.mark.parametrize("where", ["header", "workspace"])
+def test_a_crafted_snapshot_runs_no_code(root, tmp_path, where):
+    """The snapshot is a file in the workspace, which a checkout or an
+    archive can bring: loading makes only hazrun's own objects from it, so
+    a crafted one is passed over (loaded afresh) and runs nothing."""
+    import pickle
+    load_workspace(root)
+    snap = root / SNAPSHOT
+    marker = tmp_path / "PWNED"
+    if where == "header":
+        snap.write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        # A true header, then the payload where the key should be.
+        import io
+        from hazrun.workspace import _load
+        header = _load(io.BytesIO(snap.read_bytes()))
+        snap.write_bytes(pickle.dumps(header) + pickle.dumps(_Payload(marker)))
+    ws = load_workspace(root)
+    assert not marker.exists(), "loading the workspace ran code from its snapshot"
+    assert sorted(ws.projects) == ["a", "b"]
