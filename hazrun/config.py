@@ -183,8 +183,12 @@ def _cmd(v: Any) -> Union[str, Tuple[str, ...]]:
     if isinstance(v, str):
         if not v.strip():
             raise _Bad("must not be empty")
+        if "\0" in v:
+            raise _Bad("must not hold a NUL character (no program can be given one)")
         return v
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        if any("\0" in x for x in v):
+            raise _Bad("must not hold a NUL character (no program can be given one)")
         return tuple(v)
     raise _Bad("must be a string (run by /bin/sh -c) or a non-empty array "
                f"of strings (run directly), got {_describe(v)}")
@@ -437,6 +441,9 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
         raise ConfigError([Problem(shown, "", f"cannot read: {e.strerror}")]) from None
     except UnicodeDecodeError as e:
         raise ConfigError([Problem(shown, "", f"invalid TOML: not UTF-8 ({e.reason})")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(shown, "", "invalid TOML: nested too deeply to read")]) \
+            from None
 
 
 def find_root(start: Path) -> Tuple[Path, Dict[str, Any]]:

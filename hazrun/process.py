@@ -246,6 +246,10 @@ class ProcessSet:
             argv = ["/bin/sh", "-c", spec.cmd]
         else:
             argv = list(spec.cmd)
+        if any("\0" in arg for arg in argv):
+            # exec takes C strings: spawning raised ValueError, out of the loop.
+            raise SpawnError("the command holds a NUL character, which no program "
+                             "can be given")
         if self.parent_death_signal and self.watchdog is None:
             self.watchdog = Watchdog()
         if self._want_subreaper and not self.spawned:

@@ -228,8 +228,11 @@ class Scheduler:
         start = time.monotonic()
         self.token._wake_fds.append(self.loop.wake_fd)
         self.loop.on_wake(self._check_cancel)
-        self.observer.run_started(self.order)
         try:
+            # Inside: an observer that raises here must not leave the loop's
+            # fds open and its wake fd with the token (a cancel() would
+            # write into whatever file reuses that number).
+            self.observer.run_started(self.order)
             for t in self.tasks.values():
                 if t.waiting == 0:
                     self._make_ready(t)
@@ -1126,6 +1129,22 @@ def _why(e: BaseException) -> str:
     return text
 
 
+def _check_options(options: RunOptions) -> None:
+    """What the command line and haz.toml refuse, refused here too: each of
+    these made a run wait for ever (nothing admitted, a task parked under
+    a cap of 0, a kill timer never due)."""
+    import math
+    from .errors import UsageError
+    if options.jobs is not None and (isinstance(options.jobs, bool) or options.jobs < 1):
+        raise UsageError(f"RunOptions.jobs must be at least 1 (or None), got {options.jobs!r}")
+    for tag, cap in options.tag_caps.items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise UsageError(f"RunOptions.tag_caps[{tag!r}] must be at least 1, got {cap!r}")
+    if options.grace is not None and not (0 <= options.grace < math.inf):
+        raise UsageError(f"RunOptions.grace must be a finite number of seconds >= 0, "
+                         f"got {options.grace!r}")
+
+
 def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[RunObserver] = None,
               options: Optional[RunOptions] = None, cancel: Optional[CancelToken] = None,
               cache: Any = None) -> RunOutcome:
@@ -1133,9 +1152,11 @@ def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[R
     dependencies; return the outcome.  Never prints: events go to
     ``observer``.  ``cancel`` stops the run from another thread.
 
-    Raises :class:`hazrun.errors.UsageError` for unknown targets.
+    Raises :class:`hazrun.errors.UsageError` for unknown targets and for
+    ``options`` the command line would refuse.
     """
     options = options or RunOptions()
+    _check_options(options)
     labels = workspace.graph.select(list(targets))
     if cache is None and options.no_cache:
         cache = _NoCache()

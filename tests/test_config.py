@@ -66,6 +66,19 @@ def test_cfg_001_toml_1_1_is_refused_on_every_python(make_ws, body):
     assert msg.startswith("packages/a/haz.toml: invalid TOML"), msg
 
 
+@pytest.mark.parametrize("body, why", [
+    ('[tasks.t]\ncmd = "echo a\\u0000b"\n', "[tasks.t] key 'cmd': must not hold a NUL"),
+    ('[tasks.t]\ncmd = ["echo", "a\\u0000b"]\n', "[tasks.t] key 'cmd': must not hold a NUL"),
+    ("[tasks.t]\ncmd = \"x\"\ndeep = " + "[" * 1000 + "]" * 1000 + "\n",
+     "invalid TOML: nested too deeply"),
+])
+def test_cfg_003_what_toml_accepts_but_cannot_run_or_read(make_ws, body, why):
+    """A NUL in a command is valid TOML that no exec takes (it crashed the
+    run); arrays nested a thousand deep are a RecursionError of the parser."""
+    msg = config_error(one_project(make_ws, body))
+    assert msg.startswith("packages/a/haz.toml:") and why in msg, msg
+
+
 def test_cfg_001_root_found_from_current_directory(make_ws, monkeypatch):
     root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.t]\ncmd = "true"\n'})
     monkeypatch.chdir(root / "packages/a")

@@ -55,3 +55,40 @@ def test_cli_004_library_runs_and_cancels_without_signals(make_ws, tmp_path, cap
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # the library never prints
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def _fds():
+    import os
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+def test_cli_004_an_observer_raising_at_run_start_leaves_nothing_open(make_ws):
+    """The exception reaches the caller; the loop's fds are closed and the
+    token forgets its wake fd (a later cancel() wrote a NUL byte into
+    whatever file had reused that number)."""
+    import pytest
+    ws = hazrun.load_workspace(make_ws({"haz.toml": '[workspace]\n[tasks.t]\ncmd = "true"\n'}))
+
+    class Boom(hazrun.RunObserver):
+        def run_started(self, order):
+            raise RuntimeError("boom")
+
+    token = hazrun.CancelToken()
+    before = _fds()
+    with pytest.raises(RuntimeError, match="boom"):
+        hazrun.run_graph(ws, ["t"], Boom(), hazrun.RunOptions(no_cache=True), token)
+    assert _fds() == before
+    assert token._wake_fds == []
+
+
+def test_cli_004_options_the_command_line_refuses_are_refused(make_ws):
+    """Each of these made run_graph wait for ever."""
+    import pytest
+    ws = hazrun.load_workspace(make_ws({"haz.toml": '[workspace]\n[tasks.t]\ncmd = "true"\n'
+                                                    'tags = ["x"]\n'}))
+    for options, what in ((hazrun.RunOptions(jobs=-1), "jobs"),
+                          (hazrun.RunOptions(jobs=0), "jobs"),
+                          (hazrun.RunOptions(tag_caps={"x": 0}), "tag_caps"),
+                          (hazrun.RunOptions(grace=float("nan")), "grace")):
+        with pytest.raises(hazrun.UsageError, match=what):
+            hazrun.run_graph(ws, ["t"], None, options)
