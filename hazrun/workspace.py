@@ -61,6 +61,8 @@ def load_workspace(path: Union[str, "os.PathLike[str]", None] = None) -> Workspa
     :class:`hazrun.errors.NoWorkspaceError`.
     """
     start = Path(path) if path is not None else Path.cwd()
+    if "\0" in str(start):  # no file system has such a path (ValueError below)
+        raise _errors.NoWorkspaceError(repr(str(start)), " (a path cannot hold a NUL character)")
     snapshot = _Snapshot()
     located = locate(start, snapshot.root_data)
     key, settled = _snapshot_key(located)

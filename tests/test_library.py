@@ -92,3 +92,9 @@ def test_cli_004_options_the_command_line_refuses_are_refused(make_ws):
                           (hazrun.RunOptions(grace=float("nan")), "grace")):
         with pytest.raises(hazrun.UsageError, match=what):
             hazrun.run_graph(ws, ["t"], None, options)
+
+
+def test_cli_004_load_workspace_of_a_path_with_a_nul_is_no_workspace():
+    import pytest
+    with pytest.raises(hazrun.NoWorkspaceError, match="cannot hold a NUL"):
+        hazrun.load_workspace("/tmp/a\0b")
