@@ -28,7 +28,7 @@ def _toml() -> Any:
     return tomllib
 
 from .errors import ConfigError, NoWorkspaceError, Problem, did_you_mean
-from .globs import NEVER, GlobSet, check_pattern, compile_glob
+from .globs import DOTDOT, NEVER, ROOT_PREFIX, GlobSet, check_pattern, compile_glob
 from .values import value
 
 CONFIG_NAME = "haz.toml"
@@ -334,6 +334,23 @@ def _tag_caps(v: Any) -> Dict[str, int]:
         except _Bad as e:
             raise _Bad(f"cap of tag '{tag}' {e}") from None
     return caps
+
+
+# CLI-004: RunOptions checked as haz.toml's values are (None: the default).
+_RUN_OPTIONS: Dict[str, Callable[[Any], Any]] = {
+    "jobs": _positive_int, "tag_caps": _tag_caps, "grace": _seconds}
+
+
+def run_option_problem(name: str, value: Any) -> Optional[str]:
+    """Why ``value`` cannot be the RunOptions field ``name`` (jobs, tag_caps,
+    grace), or None."""
+    if value is None:
+        return None
+    try:
+        _RUN_OPTIONS[name](dict(value) if name == "tag_caps" else value)
+    except _Bad as e:
+        return str(e)
+    return None
 
 
 TASK_SCHEMA: Dict[str, Callable[[Any], Any]] = {
@@ -676,7 +693,7 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
     for key in ("inputs", "outputs"):
         for pattern in values.get(key, ()):
             why = check_pattern(pattern)
-            if why and "'..'" in why and not pattern.lstrip("!").startswith("$root/"):
+            if why == DOTDOT and not pattern.lstrip("!").startswith(ROOT_PREFIX):
                 why += "; name files elsewhere in the workspace with $root/..."
             if why:
                 reader.problem(file, f"{where} key '{key}'", f"'{pattern}': {why}")

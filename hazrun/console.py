@@ -134,7 +134,7 @@ class Console:
 
 
 def write_lines(fd: int, data: bytes) -> None:
-    """Whole lines to a pipe (or socket) shared with other writers (two
+    """EXEC-016/017: whole lines to a pipe (or socket) shared with other writers (two
     hazruns of one make, in a CI log): a write of PIPE_BUF bytes or fewer
     is never interleaved with another's, a longer one may be cut anywhere.
     So ``data`` goes out in pieces of at most PIPE_BUF bytes that end at a

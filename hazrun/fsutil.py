@@ -2,6 +2,7 @@
 whether one changed without reading it."""
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import threading
@@ -51,7 +52,6 @@ def wait_flock(fd: int, op: int, stopping: Optional[Callable[[], bool]] = None) 
     its records) still lets a task that succeeded before the Ctrl-C keep
     its cache entry (EXEC-015).  Without ``stopping`` (prune and clean on
     the main thread, where Ctrl-C interrupts the call), a blocking flock."""
-    import fcntl
     if stopping is None:
         fcntl.flock(fd, op)
         return

@@ -39,6 +39,7 @@ def is_leftover(name: str) -> bool:
     return name[:1] == "." and name.endswith(".tmp") and LEFTOVER.match(name) is not None
 
 ROOT_PREFIX = "$root/"
+DOTDOT = "'..' is not allowed in a pattern"  # check_pattern's answer for one
 _WILDCARDS = set("*?[")
 
 
@@ -121,7 +122,7 @@ def _normalize(pattern: str, base: str) -> Tuple[bool, str, str]:
     if any(s == ".." for s in segments):
         # Also where it would not leave the directory (src/../x): one
         # spelling per file keeps keys and claims comparable.
-        raise GlobSyntaxError("'..' is not allowed in a pattern")
+        raise GlobSyntaxError(DOTDOT)
     if not segments:
         raise GlobSyntaxError("pattern names no file")
     return negated, base.strip("/"), "/".join(segments)

@@ -65,10 +65,9 @@ def parse_makeflags(makeflags: str) -> Optional[JobserverAuth]:
 
 
 def serial_make(makeflags: str) -> bool:
-    """Whether MAKEFLAGS is that of ``make -j1`` (explicitly one job at a
-    time, which make runs without a jobserver)."""
-    words = makeflags.split(" -- ")[0].split()
-    return "-j1" in words and not _AUTH.search(makeflags)
+    """JOBS-001: whether MAKEFLAGS is that of ``make -j1`` (explicitly one
+    job at a time, which make runs without a jobserver)."""
+    return "-j1" in _split(makeflags)[0] and not _AUTH.search(makeflags)
 
 
 def without_jobserver(makeflags: str) -> str:
@@ -89,16 +88,22 @@ def merged_makeflags(makeflags: str, jobs: int, auth: str) -> str:
 
 def _rebuilt(makeflags: str, ours: List[str]) -> str:
     """``makeflags`` with ``ours`` in place of its -j and jobserver words."""
-    flags, sep, variables = makeflags.partition(" -- ")
-    if not sep and makeflags.startswith("-- "):
-        flags, variables, sep = "", makeflags[3:], " -- "
-    kept = [w for w in flags.split()
-            if not (w.startswith("-j") or w.startswith("--jobserver-"))]
+    flags, variables = _split(makeflags)
+    kept = [w for w in flags if not (w.startswith("-j") or w.startswith("--jobserver-"))]
     # The first word, if it has no dash, is make's one-letter flags: it
     # stays first, or make would not read it as such.
     words = kept[:1] + ours + kept[1:] if kept and not kept[0].startswith("-") \
         else ours + kept
-    return " ".join(words) + (sep + variables if sep else "")
+    return " ".join(words) + (" -- " + variables if variables is not None else "")
+
+
+def _split(makeflags: str) -> Tuple[List[str], Optional[str]]:
+    """MAKEFLAGS's flag words, and what follows its ' -- ' (the variables
+    given on make's command line; None without)."""
+    if makeflags.startswith("-- "):
+        return [], makeflags[3:]
+    flags, sep, variables = makeflags.partition(" -- ")
+    return flags.split(), (variables if sep else None)
 
 
 _FD = re.compile(r"-?[0-9]{1,10}")

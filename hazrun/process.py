@@ -246,10 +246,6 @@ class ProcessSet:
             argv = ["/bin/sh", "-c", spec.cmd]
         else:
             argv = list(spec.cmd)
-        if any("\0" in arg for arg in argv):
-            # exec takes C strings: spawning raised ValueError, out of the loop.
-            raise SpawnError("the command holds a NUL character, which no program "
-                             "can be given")
         if self.parent_death_signal and self.watchdog is None:
             self.watchdog = Watchdog()
         if self._want_subreaper and not self.spawned:
@@ -268,6 +264,8 @@ class ProcessSet:
             except OSError as e:
                 what = e.filename if e.filename else argv[0]
                 raise SpawnError(f"{what}: {e.strerror or e}") from None
+            except ValueError as e:  # a NUL in the command (EXEC-009)
+                raise SpawnError(_unspawnable(e)) from None
             child = Child(self, popen.pid, _take_fd(popen.stdout), _take_fd(popen.stderr),
                           on_output, on_done, popen)
         child.identity = tuple((k, spec.env[k]) for k in IDENTITY_VARIABLES if k in spec.env)
@@ -319,9 +317,11 @@ class ProcessSet:
                 file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
                               (os.POSIX_SPAWN_DUP2, out_w, 1),
                               (os.POSIX_SPAWN_DUP2, err_w, 2), *closes])
-        except OSError as e:
+        except (OSError, ValueError) as e:
             for fd in (out_r, err_r):
                 os.close(fd)
+            if isinstance(e, ValueError):  # a NUL in the command (EXEC-009)
+                raise SpawnError(_unspawnable(e)) from None
             raise SpawnError(f"/bin/sh: {e.strerror or e}") from None
         finally:
             os.close(out_w)
@@ -491,27 +491,19 @@ class ProcessSet:
                 pass
 
 
+def _unspawnable(e: ValueError) -> str:
+    if "null" in str(e):
+        return "the command holds a NUL character, which no program can be given"
+    return str(e)
+
+
 def _leader_children() -> Optional[Set[int]]:
     """The children of this process's main thread, zombies included (None
     where /proc does not say): where the kernel puts adopted orphans."""
-    # os.open and os.read, not open(): this runs as each task ends, and a
-    # file object costs twice the system calls (fstat, ioctl, lseek).
     try:
-        fd = os.open(f"/proc/self/task/{os.getpid()}/children", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return {int(pid) for pid in b"".join(chunks).split()}
+        return _task_children(os.getpid())
     except (OSError, ValueError):
         return None
-    finally:
-        os.close(fd)
 
 
 def _direct_children() -> Optional[Set[int]]:
@@ -520,13 +512,29 @@ def _direct_children() -> Optional[Set[int]]:
     kids: Set[int] = set()
     try:
         for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children", "rb") as f:
-                kids.update(int(pid) for pid in f.read().split())
+            kids |= _task_children(int(tid))
     except (OSError, ValueError):
         # No such file in this kernel, or a thread ended during the listing
         # (its children moved to a thread already read): ask psutil.
         return None
     return kids
+
+
+def _task_children(tid: int) -> Set[int]:
+    """/proc/self/task/TID/children; raises OSError or ValueError.  With
+    os.open and os.read, not open(): this runs as each task ends, and a file
+    object costs twice the system calls (fstat, ioctl, lseek)."""
+    fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return {int(pid) for pid in b"".join(chunks).split()}
 
 
 def _alive(p: psutil.Process) -> bool:

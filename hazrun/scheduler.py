@@ -385,7 +385,7 @@ class Scheduler:
         if not self.keyed:
             self._prepared(t, None, None)
             return
-        preds = {p: self.tasks[p].stream_hash for p in t.hard_preds}
+        preds = self._pred_streams(t)
         lookup = self.cache.read and t.task.cache and not self.options.force
         if self._idle() and self._quick_lookup(t, preds, lookup):
             return
@@ -734,8 +734,7 @@ class Scheduler:
         done, differs from the one it was looked up by.  The stat cache makes
         this a stat per input; only a file that changed is read again."""
         try:
-            again = self.cache.compute_key(
-                t.label, {p: self.tasks[p].stream_hash for p in t.hard_preds})
+            again = self.cache.compute_key(t.label, self._pred_streams(t))
         except Exception:  # an input gone unreadable meanwhile
             return True
         return again.key != t.key.key
@@ -745,8 +744,12 @@ class Scheduler:
         if own is None:
             return None  # --no-cache: no key uses it
         from .cache.model import passed_on
-        return passed_on(own, bool(t.task.outputs),
-                         {p: self.tasks[p].stream_hash for p in t.hard_preds})
+        return passed_on(own, bool(t.task.outputs), self._pred_streams(t))
+
+    def _pred_streams(self, t: _Task) -> Dict[str, Optional[str]]:
+        """What ``t``'s hard dependencies handed on (CACHE-001): final, so
+        the same whenever it is asked."""
+        return {p: self.tasks[p].stream_hash for p in t.hard_preds}
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
         self._close_logs(t)
@@ -1130,19 +1133,16 @@ def _why(e: BaseException) -> str:
 
 
 def _check_options(options: RunOptions) -> None:
-    """What the command line and haz.toml refuse, refused here too: each of
-    these made a run wait for ever (nothing admitted, a task parked under
-    a cap of 0, a kill timer never due)."""
-    import math
+    """CLI-004: what haz.toml refuses for concurrency, tag caps and grace,
+    refused here too, by the same checks: each of these made a run wait for
+    ever (nothing admitted, a task parked under a cap of 0, a kill timer
+    never due)."""
+    from .config import run_option_problem
     from .errors import UsageError
-    if options.jobs is not None and (isinstance(options.jobs, bool) or options.jobs < 1):
-        raise UsageError(f"RunOptions.jobs must be at least 1 (or None), got {options.jobs!r}")
-    for tag, cap in options.tag_caps.items():
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise UsageError(f"RunOptions.tag_caps[{tag!r}] must be at least 1, got {cap!r}")
-    if options.grace is not None and not (0 <= options.grace < math.inf):
-        raise UsageError(f"RunOptions.grace must be a finite number of seconds >= 0, "
-                         f"got {options.grace!r}")
+    for name in ("jobs", "tag_caps", "grace"):
+        why = run_option_problem(name, getattr(options, name))
+        if why:
+            raise UsageError(f"RunOptions.{name} {why}")
 
 
 def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[RunObserver] = None,

@@ -153,7 +153,10 @@ class Cache:
             with self._listing_lock:
                 if self._listing is None:
                     listing = _files.list_workspace_files(self.root, self._ahead)
-                    if "haz.toml" not in listing and (self.root / "haz.toml").is_file():
+                    if self._own_prefix is not None:
+                        listing = self._not_the_cache(listing)
+                    listing_set = frozenset(listing)
+                    if "haz.toml" not in listing_set and (self.root / "haz.toml").is_file():
                         # CFG-006 to the letter, and a trap: a repository
                         # around the workspace (a home directory's dotfiles,
                         # '*' in its .gitignore) ignores its files, so none
@@ -163,10 +166,8 @@ class Cache:
                                    "make tasks run again; check the .gitignore of the "
                                    "repository around the workspace (git check-ignore "
                                    "-v haz.toml)")
-                    if self._own_prefix is not None:
-                        listing = self._not_the_cache(listing)
                     with self._lock:
-                        self._listing_set = frozenset(listing)
+                        self._listing_set = listing_set
                         self._listing = listing
         return self._listing
 

@@ -18,8 +18,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import UsageError
 from ..values import record, value
-from .store import (CACHEDIR_TAG, OWNER_SUFFIX, CorruptManifest, Store, decode_manifest,
-                    sweep_dead_writers)
+from .store import CACHEDIR_TAG, CorruptManifest, Store, decode_manifest, sweep_dead_writers
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*\Z", re.I)
@@ -180,7 +179,6 @@ def prune(cache_dir: Path, max_size: Optional[int] = None, max_age: Optional[flo
 # (process.writer_gone).
 TMP_DEAD_AGE_S = 3600.0
 TMP_MAX_AGE_S = 86400.0
-_TMP_NAME = re.compile(r"(\d+)-[0-9a-f-]+\.tmp\Z")
 
 
 def _remove_stale_tmp(store: Store, now: float) -> int:
@@ -188,23 +186,15 @@ def _remove_stale_tmp(store: Store, now: float) -> int:
     owner lock says so (Store._owner), else by their pid and age.  A
     running hazrun's staged blobs (CACHE-003) are left to its commit."""
     from ..process import writer_gone
-    freed, others = sweep_dead_writers(store.tmp)
-    for name in others:
+    freed, unknown = sweep_dead_writers(store.tmp)
+    for name, pid in unknown:
         tmp = store.tmp / name
         try:
             age = now - os.lstat(tmp).st_mtime
         except OSError:
             continue
-        m = _TMP_NAME.match(name)
-        if writer_gone(int(m.group(1)) if m else None, age, TMP_DEAD_AGE_S, TMP_MAX_AGE_S):
+        if writer_gone(pid, age, TMP_DEAD_AGE_S, TMP_MAX_AGE_S):
             freed += _remove(tmp)
-    for tmp in _listdir(store.tmp):  # killed between making its lock and naming it
-        if tmp.name.endswith(OWNER_SUFFIX + ".new"):
-            try:
-                if now - os.lstat(tmp).st_mtime >= TMP_DEAD_AGE_S:
-                    _remove(tmp)
-            except OSError:
-                pass
     return freed
 
 

@@ -586,7 +586,10 @@ def _seekable(stream: IO[bytes]) -> bool:
 
 
 OWNER_SUFFIX = ".owner"
-_TMP_OWNER = re.compile(r"(\d+-[0-9a-f]{12})-[0-9a-f]+\.tmp\Z")
+# A temp file: PID-OWNER-RANDOM.tmp (see Store._owner), or PID-RANDOM.tmp from
+# hazrun before owner locks; and .PID-OWNER.owner.new, an owner lock not yet
+# named (its writer killed between the two steps).
+_TMP_NAME = re.compile(r"\.?(\d+)-(?:([0-9a-f]{12})-)?[0-9a-f]+(\.tmp|\.owner\.new)\Z")
 
 
 def _let_go(fd: int, path: str) -> None:
@@ -594,11 +597,12 @@ def _let_go(fd: int, path: str) -> None:
     os.close(fd)
 
 
-def sweep_dead_writers(tmp: Union[str, Path]) -> Tuple[int, List[str]]:
+def sweep_dead_writers(tmp: Union[str, Path]) -> Tuple[int, List[Tuple[str, Optional[int]]]]:
     """Remove the temp files of the writers whose ``.owner`` lock can be
     taken (they are gone: the kernel let their locks go), and their lock
-    files.  Returns (bytes freed, the names of the temp files whose
-    owners are alive or unknown, for the caller's other rules)."""
+    files.  Returns bytes freed, and (name, writer's pid or None) of the
+    temp files whose owners are unknown, for the caller's pid-and-age rule
+    (CACHE-007); a live owner's files are not among them."""
     try:
         names = os.listdir(tmp)
     except OSError:
@@ -621,12 +625,18 @@ def sweep_dead_writers(tmp: Union[str, Path]) -> Tuple[int, List[str]]:
             continue
         gone[owner] = fd  # held while its files go
     freed = 0
-    others = []
+    unknown: List[Tuple[str, Optional[int]]] = []
     for name in names:
-        m = _TMP_OWNER.match(name)
-        if m is None or m.group(1) not in gone:
+        m = _TMP_NAME.match(name)
+        if m is None:
             if name.endswith(".tmp"):
-                others.append(name)
+                unknown.append((name, None))
+            continue
+        owner = f"{m.group(1)}-{m.group(2)}" if m.group(2) and m.group(3) == ".tmp" else None
+        if owner in alive:
+            continue
+        if owner not in gone:
+            unknown.append((name, int(m.group(1))))
             continue
         path = os.path.join(tmp, name)
         try:
@@ -637,12 +647,7 @@ def sweep_dead_writers(tmp: Union[str, Path]) -> Tuple[int, List[str]]:
     for owner, fd in gone.items():
         _unlink(os.path.join(tmp, owner + OWNER_SUFFIX))
         os.close(fd)
-    return freed, [n for n in others if _owner_of(n) not in alive]
-
-
-def _owner_of(name: str) -> Optional[str]:
-    m = _TMP_OWNER.match(name)
-    return m.group(1) if m else None
+    return freed, unknown
 
 
 def _unlink(path: Union[str, Path]) -> None:
