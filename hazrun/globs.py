@@ -261,6 +261,32 @@ def files_under(files: Sequence[str], directory: str) -> Sequence[str]:
     return _under(files, directory + "/") if directory else files
 
 
+def _literal(g: Glob) -> bool:
+    """A pattern without wildcards: it names one path (and what is under it)."""
+    return g.prefix == g.rooted
+
+
+def shared_files(a: GlobSet, b: GlobSet) -> Optional[str]:
+    """A root-relative path or pattern whose files both ``a`` and ``b``
+    certainly select, or None when no such overlap is certain.
+
+    Certain means: the same pattern, a pattern inside another's
+    ``dir/**``, or a wildcard-free path both select (excludes counted).
+    Two patterns that only may share files (``*.js`` and ``app.*``) are
+    not reported: this feeds a warning, which must not cry wolf.
+    """
+    for ga in a.includes:
+        for gb in b.includes:
+            for x, y, xs, ys in ((ga, gb, a, b), (gb, ga, b, a)):
+                if _literal(y) and xs.match(y.rooted) and ys.match(y.rooted):
+                    return y.rooted
+                if _literal(x) or _literal(y) or xs.excludes or ys.excludes:
+                    continue
+                if x.rooted == y.rooted or (x.whole and y.prefix.startswith(x.prefix)):
+                    return y.rooted
+    return None
+
+
 def check_pattern(pattern: str, base: str = "") -> Optional[str]:
     """Return why ``pattern`` is invalid, or None."""
     try:

@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .config import LoadedConfig, Project, TaskDef
 from .errors import ConfigError, Problem, UsageError, did_you_mean
+from .globs import GlobSet, shared_files
 from .values import record
 
 
@@ -33,6 +34,9 @@ class TaskGraph:
     soft_preds: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
     hard_succs: Dict[str, List[str]] = field(default_factory=dict)
     soft_succs: Dict[str, List[str]] = field(default_factory=dict)
+    # (task, task, what both select): outputs two tasks both declare, found
+    # at load (see output_overlaps); kept in the workspace snapshot.
+    output_overlaps: List[Tuple[str, str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -203,7 +207,55 @@ def build_graph(config: LoadedConfig) -> TaskGraph:
                                 "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
     if problems:
         raise ConfigError(problems)
+    graph.output_overlaps = output_overlaps(
+        (label, GlobSet.compile(task.outputs, owner[label].rel_dir))
+        for label, task in graph.tasks.items() if task.outputs)
     return graph
+
+
+# Bounds on output_overlaps for a workspace where every task writes the same
+# place ($root/dist/**): the first pairs say what is wrong.
+MAX_OVERLAPS = 20
+MAX_OVERLAP_CHECKS = 100_000
+
+
+def output_overlaps(outputs: Iterable[Tuple[str, GlobSet]]) -> List[Tuple[str, str, str]]:
+    """Pairs of tasks whose ``outputs`` certainly select the same files, as
+    (label, label, what both select), sorted.
+
+    EXEC-020 catches two tasks making one file only when both run in the
+    same run and the file exists.  Across runs the same configuration
+    corrupts quietly: a cache hit of one task restores its old copy of a
+    file the other made since.  Each glob is filed under its literal
+    directory; only globs filed under a directory at or above another's
+    can select what it does, so the pairs looked at are few.
+    """
+    by_dir: Dict[str, List[Tuple[str, GlobSet]]] = {}
+    checked: Set[Tuple[str, str]] = set()
+    entries = []
+    for label, globs in outputs:
+        for g in globs.includes:
+            directory = g.rooted[:g.rooted.rfind("/") + 1] if g.prefix == g.rooted else g.prefix
+            by_dir.setdefault(directory, []).append((label, globs))
+            entries.append((label, globs, directory))
+    result = []
+    for label, globs, directory in entries:
+        # The directory itself and those above it: '', 'a/', 'a/b/'.
+        above = [""] + [directory[:i + 1] for i, c in enumerate(directory) if c == "/"]
+        for d in above:
+            for other, other_globs in by_dir.get(d, ()):
+                pair = (label, other) if label < other else (other, label)
+                if other == label or pair in checked:
+                    continue
+                checked.add(pair)
+                if len(checked) > MAX_OVERLAP_CHECKS:
+                    return sorted(result)
+                where = shared_files(globs, other_globs)
+                if where is not None:
+                    result.append(pair + (where,))
+                    if len(result) >= MAX_OVERLAPS:
+                        return sorted(result)
+    return sorted(result)
 
 
 def find_cycles(graph: TaskGraph) -> List[List[str]]:

@@ -233,6 +233,7 @@ class Scheduler:
             # fds open and its wake fd with the token (a cancel() would
             # write into whatever file reuses that number).
             self.observer.run_started(self.order)
+            self._warn_overlaps()
             for t in self.tasks.values():
                 if t.waiting == 0:
                     self._make_ready(t)
@@ -1082,6 +1083,16 @@ class Scheduler:
         take = getattr(self.cache, "take_warnings", None)
         for warning in (take() if take else ()):
             self._warn(warning)
+
+    def _warn_overlaps(self) -> None:
+        """Outputs this run's tasks share with another task, found at load:
+        EXEC-020 stops a run in which both make such a file, but across runs
+        the sharing goes unseen while hits restore stale copies."""
+        for a, b, where in getattr(self.ws.graph, "output_overlaps", ()):
+            if a in self.tasks or b in self.tasks:
+                self._warn(f"{a} and {b} both declare outputs selecting '{where}': a "
+                           "cache hit of either restores its own copy of files the other "
+                           "makes (EXEC-020); give each task outputs of its own")
 
     def _warn(self, message: str) -> None:
         self.observer.warning(message)

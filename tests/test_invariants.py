@@ -493,3 +493,76 @@ def test_exec_020_a_task_keyed_while_an_overlap_stops_admission_never_starts(mak
     state = outcome.results["root:hashy"]
     assert (state.state.value, state.cause.value) == ("skipped", "output_overlap")
     assert not ran.exists()
+
+
+# --------------------------------------------------------------------------
+# EXEC-020 before running: outputs two tasks both declare, found at load.
+# Across runs the runtime claim map never sees them together, while a hit
+# of one restores its old copy of the other's file.
+
+OVERLAPS = {
+    "haz.toml": '[workspace]\nmembers = ["a", "b", "a/sub"]\n',
+    "a/haz.toml": (
+        '[tasks.build]\ncmd = "mkdir -p dist && echo built > dist/a.txt && echo ran build"\n'
+        'outputs = ["dist/**"]\n'
+        '[tasks.extra]\ncmd = "mkdir -p dist && echo b > dist/b.txt"\noutputs = ["dist/b.txt"]\n'
+        '[tasks.js]\ncmd = "true"\noutputs = ["out/*.js"]\n'
+        '[tasks.css]\ncmd = "true"\noutputs = ["out/*.css"]\n'
+        '[tasks.all]\ncmd = "true"\noutputs = ["sub/gen/**"]\n'),
+    "a/sub/haz.toml": '[tasks.gen]\ncmd = "true"\noutputs = ["gen/**"]\n',
+    "b/haz.toml": (
+        '[tasks.most]\ncmd = "true"\noutputs = ["dist/**", "!dist/keep.txt"]\n'
+        '[tasks.keep]\ncmd = "true"\noutputs = ["dist/keep.txt"]\n'
+        '[tasks.same1]\ncmd = "true"\noutputs = ["gen/*.c"]\n'
+        '[tasks.same2]\ncmd = "true"\noutputs = ["gen/*.c", "x"]\n'),
+}
+
+
+def test_exec_020_outputs_two_tasks_declare_are_warned_before_they_run(make_ws):
+    ws = make_ws(OVERLAPS)
+    for _ in range(2):  # the second run loads the workspace snapshot
+        proc = run_hazrun(ws, "run", "a:build", "--no-cache")
+        out, err = proc.stdout, proc.stderr
+        assert proc.returncode == 0, err
+        warning = ("hazrun: warning: a:build and a:extra both declare outputs selecting "
+                   "'a/dist/b.txt'")
+        assert warning in err
+        # Told before the task runs, not after.
+        assert err.index(warning) < err.index("hazrun: 1 task")
+        assert out.splitlines() == ["[a:build] ran build"]
+    # A task inside another project's output directory, the same pattern
+    # twice: each pair is named once.
+    err = run_hazrun(ws, "run", "a:all", "b:same1", "--no-cache").stderr
+    assert "a:all and sub:gen both declare outputs selecting 'a/sub/gen/**'" in err
+    assert "b:same1 and b:same2 both declare outputs selecting 'b/gen/*.c'" in err
+    assert err.count("both declare") == 2
+
+
+def test_exec_020_outputs_that_only_may_meet_are_not_warned(make_ws):
+    ws = make_ws(OVERLAPS)
+    # Two wildcards that select different files; an exclude that takes the
+    # other task's file out; neither task of a pair in the run.
+    proc = run_hazrun(ws, "run", "a:js", "a:css", "b:most", "b:keep", "--no-cache")
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    assert "both declare" not in err
+
+
+def test_exec_020_overlap_search_is_bounded_and_per_directory():
+    from hazrun.globs import GlobSet
+    from hazrun.graph import MAX_OVERLAPS, output_overlaps
+    # 2,000 projects with the same relative outputs: nothing shared.
+    many = [(f"p{i}:build", GlobSet.compile(["dist/**", "out.txt"], f"p/p{i}"))
+            for i in range(2000)]
+    assert output_overlaps(many) == []
+    # Every task of one project writing dist/: the first pairs say it.
+    crowd = [(f"a:t{i:03d}", GlobSet.compile(["dist/**"], "a")) for i in range(300)]
+    found = output_overlaps(crowd)
+    assert len(found) == MAX_OVERLAPS
+    assert all(w == "a/dist/**" for _, _, w in found)
+    # A literal path under another task's directory, and one it excludes.
+    assert output_overlaps([("a:x", GlobSet.compile(["dist"], "a")),
+                            ("a:y", GlobSet.compile(["dist/sub/f.txt"], "a"))]) == \
+        [("a:x", "a:y", "a/dist/sub/f.txt")]
+    assert output_overlaps([("a:x", GlobSet.compile(["dist/**", "!dist/f.txt"], "a")),
+                            ("a:y", GlobSet.compile(["dist/f.txt"], "a"))]) == []
