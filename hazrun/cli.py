@@ -193,6 +193,9 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_cache(args, console)
     except HazError as e:
         console.error(str(e))
+        if args.command == "run" and args.summary_json and not args.dry_run:
+            from .cli_run import write_empty_summary
+            write_empty_summary(args.summary_json, console, exit_code=e.exit_code)
         return e.exit_code
     except (KeyboardInterrupt, Terminated) as e:
         # Before the run took the signals over (loading): no task ran, but

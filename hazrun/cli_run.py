@@ -5,7 +5,7 @@ import argparse
 import gc
 import math
 import signal
-from typing import Callable
+from typing import Callable, Optional
 
 from .console import Console
 from .errors import UsageError
@@ -118,6 +118,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         # CLI-003's states are what happened; a dry run makes nothing happen.
         raise UsageError("--summary-json reports what a run did, and --dry-run runs "
                          "nothing; drop one of them")
+    if args.summary_json:
+        from .output import summary_json_problem
+        problem = summary_json_problem(args.summary_json)
+        if problem:
+            raise UsageError(f"--summary-json {args.summary_json}: {problem}")
     listing = None
     if not (args.no_cache or args.dry_run):
         # The keys need the workspace's files: git lists them while the
@@ -131,12 +136,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             listing.close()
 
 
-def write_empty_summary(path: str, console: Console, signum: int) -> None:
-    """CLI-003 for a run interrupted before it started a task."""
+def write_empty_summary(path: str, console: Console, signum: Optional[int] = None,
+                        exit_code: Optional[int] = None) -> None:
+    """CLI-003 for a run that ended before it started a task: interrupted
+    (``signum``), or refused (``exit_code`` 2: a configuration error, an
+    unknown target), so that no summary of an earlier run is left to be
+    read as this one's."""
     from .outcome import RunOutcome
-    from .output import write_summary_json
+    from .output import summary_json_problem, write_summary_json
+    if summary_json_problem(path):
+        return  # said already: it is why the run was refused
+    extra = None if exit_code is None else {"exit_code": exit_code}
     try:
-        write_summary_json(path, RunOutcome([], {}, cancelled=True), signum)
+        write_summary_json(path, RunOutcome([], {}, cancelled=signum is not None), signum,
+                           extra)
     except OSError as e:
         console.error(f"cannot write the summary to {path}: {e.strerror}")
 

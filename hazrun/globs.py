@@ -256,6 +256,15 @@ def _under(files: Sequence[str], prefix: str) -> Sequence[str]:
     return files[lo:hi]
 
 
+def any_match(files: Sequence[str], glob: Glob) -> bool:
+    """Whether ``glob`` selects one of sorted ``files`` (a bisection to its
+    literal prefix, then a match per file there until one does)."""
+    for path in _under(files, glob.prefix):
+        if glob.match(path):
+            return True
+    return False
+
+
 def files_under(files: Sequence[str], directory: str) -> Sequence[str]:
     """The files of sorted ``files`` inside root-relative ``directory``."""
     return _under(files, directory + "/") if directory else files

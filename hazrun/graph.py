@@ -116,12 +116,18 @@ class TaskGraph:
 
 
 def _resolve(ref: str, project: Project, projects: Mapping[str, Project],
-             problem, unreadable: Sequence[str] = ()) -> List[str]:
-    """CFG-004: one deps/after reference -> labels."""
+             problem, unreadable: Sequence[str] = (),
+             task_names: Optional[Set[str]] = None) -> List[str]:
+    """CFG-004: one deps/after reference -> labels.  ``task_names``: every
+    task name of the workspace, for a '^task' no project has (a typo, which
+    passing over would turn into a missing edge)."""
     if ref.startswith("^"):
         name = ref[1:]
         if not name:
             problem(f"'{ref}' names no task")
+        elif task_names is not None and name not in task_names and not unreadable:
+            problem(f"'{ref}': no project has a task '{name}'"
+                    + did_you_mean(name, sorted(task_names)))
         # A self-dependency of the project is reported by config already.
         return [f"{d}:{name}" for d in project.deps
                 if d != project.name and d in projects and name in projects[d].tasks]
@@ -161,6 +167,8 @@ def build_graph(config: LoadedConfig) -> TaskGraph:
             graph.tasks[task.label] = task
             owner[task.label] = project
 
+    task_names = {task.name for task in graph.tasks.values()}
+
     def rel(project: Project) -> str:
         return project.config_file.relative_to(config.root).as_posix()
 
@@ -174,7 +182,7 @@ def build_graph(config: LoadedConfig) -> TaskGraph:
                 def problem(msg: str, _w: str = where) -> None:
                     problems.append(Problem(rel(project), _w, msg))
                 for target in _resolve(ref, project, config.projects, problem,
-                                       config.unreadable):
+                                       config.unreadable, task_names):
                     if target == label:
                         problem(f"'{ref}': task '{label}' depends on itself")
                     elif target not in out:

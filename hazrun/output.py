@@ -371,6 +371,26 @@ def _descriptor_named(path: str) -> Optional[int]:
     return fd
 
 
+def summary_json_problem(path: str) -> Optional[str]:
+    """Why :func:`write_summary_json` could not write to ``path``, asked
+    before a run so that a typo costs no build; None if it can."""
+    if _descriptor_named(path) is not None:
+        return None
+    if os.path.isdir(path):
+        return "is a directory"
+    if os.path.exists(path) and not os.path.isfile(path):
+        return None  # a FIFO or a device: written straight into
+    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    parent = os.path.dirname(target)
+    while not os.path.lexists(parent):  # atomic_write makes what is missing
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"no permission to write in {parent}"
+    return None
+
+
 def write_summary_json(path: str, outcome: RunOutcome, signal: Optional[int],
                        extra: Optional[dict] = None) -> None:
     """Write the CLI-003 document: atomically (temp file and rename) to a

@@ -228,6 +228,40 @@ def test_cfg_006_git_ignored_files_are_not_inputs(make_ws):
 
 
 @pytest.mark.skipif(not HAS_GIT, reason="git not installed")
+def test_cfg_006_input_patterns_selecting_nothing_there_are_warned(make_ws):
+    """'scr/**' for 'src/**', or a file git ignores named as an input: no
+    edit ever changed the key, and every run replayed the first output, in
+    silence.  A wildcard over ignored files a dependency made ('dist/**')
+    is not warned about: they reach the key through that dependency."""
+    from conftest import run_hazrun
+    root = make_ws({
+        "haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+        ".gitignore": "dist/\nconfig.local\n",
+        "p/a/src/main.c": "v1\n",
+        "p/a/config.local": "c1\n",
+        "p/a/haz.toml": (
+            '[tasks.build]\ncmd = "mkdir -p dist && cat src/main.c > dist/out"\n'
+            'inputs = ["src/**"]\noutputs = ["dist/**"]\n'
+            '[tasks.typo]\ncmd = "cat src/main.c"\ninputs = ["scr/**"]\n'
+            '[tasks.local]\ncmd = "cat config.local"\ninputs = ["config.local", "src/**"]\n'
+            '[tasks.test]\ncmd = "cat dist/out"\ndeps = ["build"]\ninputs = ["dist/**"]\n'),
+    })
+    git_init(root)
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "init")
+    for _ in range(2):
+        proc = run_hazrun(root, "run", "a:typo", "a:local", "a:test")
+        assert proc.returncode == 0, proc.stderr
+        warnings = [l for l in proc.stderr.splitlines() if "selects no file" in l]
+        assert sorted(warnings) == [
+            "hazrun: warning: a:local: inputs pattern 'config.local' selects no file: git "
+            "ignores it, and what git ignores is never an input (CFG-006)",
+            "hazrun: warning: a:typo: inputs pattern 'scr/**' selects no file: there is no "
+            "p/a/scr/, so no edit makes the task run again (a typo?)",
+        ], proc.stderr
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git not installed")
 def test_cfg_006_git_deleted_tracked_file_is_not_an_input(make_ws):
     from hazrun.cache import Cache
     root = _ws(make_ws, '[tasks.build]\ncmd = "x"\n')

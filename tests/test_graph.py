@@ -59,6 +59,24 @@ def test_cfg_004_same_project_caret_and_explicit_references(make_ws):
     assert ws.graph.hard_preds["docs:render"] == ()
 
 
+
+def test_cfg_004_caret_reference_no_project_has_is_an_error(make_ws):
+    """'^biuld' with no 'biuld' anywhere is a typo: passed over, it left
+    the edge out and app built before lib, silently."""
+    root = make_ws({
+        "haz.toml": WS,
+        "packages/app/haz.toml": '[project]\ndeps = ["lib"]\n'
+                                 '[tasks.build]\ncmd = "x"\ndeps = ["^biuld"]\n',
+        "packages/lib/haz.toml": '[tasks.build]\ncmd = "x"\n',
+    })
+    msg = config_error(root)
+    assert "packages/app/haz.toml: [tasks.build] key 'deps': '^biuld': no project has a " \
+        "task 'biuld' (did you mean 'build'?)" in msg
+    # A name some project has, even one outside the dependencies: passed over.
+    (root / "packages/other").mkdir()
+    (root / "packages/other/haz.toml").write_text('[tasks.biuld]\ncmd = "x"\n')
+    assert load_workspace(root).graph.hard_preds["app:build"] == ()
+
 def test_cfg_004_caret_only_follows_project_deps(make_ws):
     root = make_ws({
         "haz.toml": WS,
@@ -324,7 +342,8 @@ def random_workspace(seed: int):
                 refs[kind].append(u if q == p else f"{q}:{u}")
                 (hard if kind == "deps" else soft)[label].add(f"{q}:{u}")
             if pdeps[p] and rng.random() < 0.5:
-                u = rng.choice(TASK_NAMES)
+                # A name some project has (one none has is an error).
+                u = rng.choice(sorted({u for ts in tasks.values() for u in ts}))
                 kind = rng.choice(["deps", "after"])
                 refs[kind].append("^" + u)
                 for q in pdeps[p]:

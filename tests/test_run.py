@@ -517,6 +517,35 @@ def test_cli_003_summary_json_reaches_fifos_links_and_long_names(make_ws, tmp_pa
         assert stat.S_ISFIFO(os.stat(path).st_mode)
 
 
+def test_cli_003_a_refused_run_replaces_the_last_summary(make_ws, tmp_path):
+    """A run refused with exit 2 (an unknown target, a haz.toml error)
+    writes a summary saying so: the previous run's, left in place, said
+    exit_code 0 to whatever CI reads it."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "echo a"\n'})
+    report = tmp_path / "s.json"
+    assert run_hazrun(ws, "run", "a", "--no-cache", "--summary-json", str(report)).returncode == 0
+    assert json.loads(report.read_text())["exit_code"] == 0
+    for breaking in (None, '[workspace]\n[tasks.a]\ncmd = "echo a"\ndep = []\n'):
+        if breaking:
+            (ws / "haz.toml").write_text(breaking)
+        proc = run_hazrun(ws, "run", "a" if breaking else "nope", "--summary-json", str(report))
+        assert proc.returncode == 2, proc.stderr
+        doc = json.loads(report.read_text())
+        assert (doc["exit_code"], doc["signal"], doc["tasks"], doc["violations"]) == (2, None, [], [])
+
+
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_cli_003_an_unwritable_summary_path_is_refused_before_anything_runs(
+        make_ws, tmp_path, where):
+    """Found after the run, it was an error with exit status 0."""
+    ws = make_ws({"haz.toml": f'[workspace]\n[tasks.a]\ncmd = "touch {tmp_path}/ran"\n'})
+    path = tmp_path if where == "a directory" else ws / "haz.toml" / "s.json"
+    proc = run_hazrun(ws, "run", "a", "--no-cache", "--summary-json", str(path))
+    assert proc.returncode == 2, proc.stderr
+    assert f"--summary-json {path}:" in proc.stderr
+    assert not (tmp_path / "ran").exists()
+
+
 def test_cli_003_summary_json_schema_and_order(make_ws, tmp_path):
     ws = make_ws({
         "haz.toml": ROOT_TOML,

@@ -27,7 +27,7 @@ from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optio
                     Set, Tuple, Union)
 
 from .. import files as _files
-from ..globs import GlobSet
+from ..globs import GlobSet, any_match
 from ..values import value
 from ..workspace import Workspace
 from . import explain as _explain
@@ -113,6 +113,7 @@ class Cache:
         self._produced: Dict[str, Optional[bool]] = {}
         self._produced_sorted: List[str] = []
         self._warnings: List[str] = []
+        self._told_empty: Set[str] = set()  # labels whose empty inputs were told
         self._records: Dict[str, KeyInfo] = {}
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._explain_store = _explain.RecordStore(self.haz_dir / EXPLAIN_DIR)
@@ -321,11 +322,43 @@ class Cache:
                                              project.rel_dir)), quick)
         ws_inputs: List[str] = []
         if ws.settings.inputs:
-            ws_inputs = self._candidates(self._select(
-                GlobSet.compile(ws.settings.inputs).select), quick)
+            ws_globs = GlobSet.compile(ws.settings.inputs)
+            ws_inputs = self._candidates(self._select(ws_globs.select), quick)
+            self._tell_empty("[workspace] inputs", ws_globs, ws_inputs)
+        if input_globs is not None:
+            self._tell_empty(label, input_globs, inputs)
         key, parts = static.key(self._rows(label, "workspace input", ws_inputs, quick),
                                 self._rows(label, "input", inputs, quick), pred_streams)
         return KeyInfo(label, key, parts)
+
+    def _tell_empty(self, whose: str, globs: GlobSet, chosen: List[str]) -> None:
+        """Warn, once a run, of an input pattern that selects no file and
+        names a path that is not there ('scr/**' for 'src/**') or a file
+        git ignores ('config.local'): either way no edit changes the key,
+        and every run replays the first result (CFG-006).  A wildcard over
+        files git ignores that are there (a dependency's 'dist/**') is left
+        alone: what they hold reaches the key through that dependency."""
+        if whose in self._told_empty:
+            return
+        told = []
+        for g in globs.includes:
+            if any_match(chosen, g):
+                continue
+            literal = g.prefix == g.rooted
+            there = os.path.lexists(self.root / (g.rooted if literal else g.prefix))
+            if there and literal:
+                told.append(f"'{g.text}' selects no file: git ignores it, and what git "
+                            "ignores is never an input (CFG-006)")
+            elif not there:
+                told.append(f"'{g.text}' selects no file: there is no "
+                            f"{g.rooted if literal else g.prefix}, so no edit makes the "
+                            "task run again (a typo?)")
+        with self._lock:
+            if not told or whose in self._told_empty:
+                return
+            self._told_empty.add(whose)
+        for message in told:
+            self._warn(f"{whose}: inputs pattern {message}")
 
     def _task_parts(self, label: str) -> Tuple[_key.Static, Optional[GlobSet], GlobSet]:
         """Per task and run: the key's file-independent components, the
