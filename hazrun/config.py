@@ -267,7 +267,7 @@ def remote_url_problem(url: str) -> Optional[str]:
     if parts is None or parts.scheme not in ("http", "https") or not host:
         return "is not an http:// or https:// URL with a host (e.g. http://cache.example:8080/hazrun)"
     if parts.query or parts.fragment:
-        return "must not have a query or fragment"
+        return "must not have a query or fragment (not shown here: it may hold a key)"
     if any(not ("!" <= c <= "~") for c in parts.path):
         # http.client refuses them in a request line: every request failed.
         return "has spaces or non-ASCII characters in its path; percent-encode them (%20, %C3%A4 ...)"
@@ -276,11 +276,20 @@ def remote_url_problem(url: str) -> Optional[str]:
 
 def without_credentials(url: str) -> str:
     """``url`` fit to show or to pass on: no ``user:password@`` part, even
-    one a URL parser would not find (an unescaped '/' in the password)."""
+    one a URL parser would not find (an unescaped '/' in the password), and
+    no query or fragment (where API keys and presigned signatures go; a
+    remote URL with one is refused anyway)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url if "@" not in url else "<hidden>"
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    userinfo, at, shown = rest.rpartition("@")
+    if at and ("?" in userinfo or "#" in userinfo):
+        # A password holding '?' or a query holding '@': which is which
+        # cannot be told, and either may be a secret.
+        return f"{scheme}://<hidden>"
+    for mark in "?#":
+        shown = shown.partition(mark)[0]
+    return f"{scheme}://{shown}"
 
 
 def _positive_int(v: Any) -> int:

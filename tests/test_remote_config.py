@@ -82,6 +82,9 @@ def test_remote_001_other_booleans_are_refused(text):
     ("HAZ_REMOTE_CACHE_URL", "http://h/c\u00e4che", "percent-encode them"),
     # An unescaped '/' in the password (base64): shown without it.
     ("HAZ_REMOTE_CACHE_URL", "http://ci:pa/ss@127.0.0.1:1/c", "'http://127.0.0.1:1/c'"),
+    # A query or fragment, where API keys go: refused, and not shown.
+    ("HAZ_REMOTE_CACHE_URL", "https://h/c?apikey=pa/ss", "'https://h/c' must not have a query"),
+    ("HAZ_REMOTE_CACHE_URL", "https://h/c#pa/ss", "'https://h/c' must not have a query"),
 ])
 def test_remote_001_bad_environment_exits_2(make_ws, name, value, message):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "echo ran"\n'})
@@ -93,6 +96,20 @@ def test_remote_001_bad_environment_exits_2(make_ws, name, value, message):
     assert message in proc.stderr
     assert "ran" not in proc.stdout  # refused before anything ran
     assert "pa/ss" not in proc.stderr
+
+
+@pytest.mark.parametrize("name,value", [("HAZ_REMOTE_CACHE_READ_ONLY", "maybe"),
+                                        ("HAZ_REMOTE_CACHE_TIMEOUT", "soon"),
+                                        ("HAZ_REMOTE_CACHE_PROTOCOL", "ftp")])
+def test_remote_001_bad_variables_exit_2_without_a_url_too(make_ws, name, value):
+    """A CI setting with a typo is refused in every job, not only in the
+    one that also sets the URL (README: 'any other value exits 2')."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "echo ran"\n'})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAZ_")}
+    env[name] = value
+    proc = run_hazrun(ws, "run", "x", "--no-cache", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{name}={value!r}" in proc.stderr and "ran" not in proc.stdout
 
 
 def test_remote_001_bad_command_line_url_exits_2(make_ws):

@@ -142,6 +142,54 @@ def test_remote_005_put_failures_are_warnings(tmp_path):
     assert {t["state"] for t in doc["tasks"]} == {"succeeded"}
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("location", ["http://[::1/x", "http://127.0.0.1:99999/x",
+                                      "http://bad host/x"])
+def test_remote_005_a_redirect_to_an_invalid_url_is_a_bad_answer(tmp_path, location):
+    """Its ValueError escaped the failure policy: each such lookup kept its
+    request slot, and once three had, the run waited for a slot for ever.
+    It is a bad answer like any other: counted, warned once, the tasks
+    stored locally."""
+    import http.server
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = do_HEAD = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = FixedStatusServer(500)
+    server.stop()
+    server.serve(Redirecting)
+    ws = workspace(tmp_path)
+    try:
+        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build",
+                          "--summary-json", str(tmp_path / "s.json"),
+                          env=env_for(server.url()), timeout=45)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("GET bad answer (a redirect to an invalid URL)") == 1, proc.stderr
+    assert "cache key not computed" not in proc.stderr
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["remote"]["errors"] >= 1 and doc["remote"]["disabled"]
+    assert {t["state"] for t in doc["tasks"]} == {"succeeded"}
+    again = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build",
+                       env=env_for(None))
+    assert f"{N_TASKS} cached" in again.stderr, again.stderr
+
+
 def test_remote_005_credentials_in_the_url_are_never_printed(tmp_path):
     server = FixedStatusServer(401)
     ws = workspace(tmp_path)

@@ -159,6 +159,10 @@ class RemoteCache:
                 if isinstance(e, LocalError):
                     self._warn(f"{who}remote cache entry {key[:12]} not used: {e}")
                 return False
+            except Exception as e:  # a bug's: still a failure, and the slot freed
+                self._end(RemoteError("GET", "error", type(e).__name__))
+                self._count(miss=True)
+                return False
             self._end()
             if got is None:
                 self._count(miss=True)
@@ -232,6 +236,9 @@ class RemoteCache:
                 return False
             except (Abandoned, LocalError):
                 self._end(answered=False)
+                return False
+            except Exception as e:  # a bug's: still a failure, and the slot freed
+                self._end(RemoteError("PUT", "error", type(e).__name__))
                 return False
         self._end()
         with self._cond:

@@ -130,24 +130,29 @@ def resolve_remote(config: Optional[RemoteCacheConfig], environ: Mapping[str, st
         where, chosen = ENV_URL, env(ENV_URL)
     if url is not None:
         where, chosen = "--remote-cache", url
-    if not chosen:
-        return None
-    clean, basic = split_url(where, chosen)
-
+    # The variables are checked with or without a URL: a typo in a CI
+    # setting ('maybe') is refused where it is made, not in the one job
+    # that also sets the URL.
     protocol = toml.protocol
     if env(ENV_PROTOCOL) is not None:
         protocol = env(ENV_PROTOCOL).strip().lower()
         if protocol not in PROTOCOLS:
             raise UsageError(f"{ENV_PROTOCOL}={env(ENV_PROTOCOL)!r} is not a protocol; "
                              "use \"http\" or \"turbo\"")
-    team = env(ENV_TEAM) or toml.team
     ro = toml.read_only
     if env(ENV_READ_ONLY) is not None:
         ro = parse_bool(ENV_READ_ONLY, env(ENV_READ_ONLY))
     if read_only:
         ro = True
+    env_timeout = None
     if env(ENV_TIMEOUT) is not None:
-        timeout = parse_timeout(ENV_TIMEOUT, env(ENV_TIMEOUT))
+        env_timeout = parse_timeout(ENV_TIMEOUT, env(ENV_TIMEOUT))
+    if not chosen:
+        return None
+    clean, basic = split_url(where, chosen)
+    team = env(ENV_TEAM) or toml.team
+    if env_timeout is not None:
+        timeout = env_timeout
     else:
         # haz.toml's was checked as it loaded (CFG-001); this is for a
         # library caller's own RemoteCacheConfig.

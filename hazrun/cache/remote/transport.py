@@ -341,18 +341,22 @@ class HttpClient:
             if not location:
                 raise RemoteError(method, f"HTTP {answer.status}", "a redirect without "
                                   "a location", answer.status)
-            url = urllib.parse.urljoin(f"{self.scheme}://{self.host}"
-                                       f"{':%d' % self.port if self.port else ''}"
-                                       f"{self.base_path}/", location)
-            parts = urllib.parse.urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise RemoteError(method, "bad answer", "a redirect to a non-HTTP URL")
-            same = (parts.scheme, parts.hostname, parts.port) == \
-                (self.scheme, self.host, self.port)
+            try:
+                url = urllib.parse.urljoin(f"{self.scheme}://{self.host}"
+                                           f"{':%d' % self.port if self.port else ''}"
+                                           f"{self.base_path}/", location)
+                parts = urllib.parse.urlsplit(url)
+                host, port = parts.hostname, parts.port  # a bad port raises
+                if parts.scheme not in ("http", "https") or not host:
+                    raise RemoteError(method, "bad answer", "a redirect to a non-HTTP URL")
+                conn = self._new(parts.scheme, host, port)
+            except (ValueError, http.client.InvalidURL):  # '[::1', port 99999, a space in the host
+                # REMOTE-005: the server's answer is bad, as any other.
+                raise RemoteError(method, "bad answer", "a redirect to an invalid URL") from None
+            same = (parts.scheme, host, port) == (self.scheme, self.host, self.port)
             h = dict(headers)
             if not same:
                 h.pop("Authorization", None)
-            conn = self._new(parts.scheme, parts.hostname, parts.port)
             target = parts.path or "/"
             if parts.query:
                 target += "?" + parts.query
