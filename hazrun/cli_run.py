@@ -181,6 +181,11 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
 
     def on_signal(signum, frame):
         token.cancel(signum)
+        if console.stalled():
+            # The loop is stuck writing to a stdout nobody reads: end that
+            # write, or the run never gets to stop (EXEC-012).
+            from .console import WriteInterrupted
+            raise WriteInterrupted()
     # A SIGINT hazrun was started with ignored stays so: a shell without job
     # control starts background jobs (``hazrun run build &``) that way, for
     # Ctrl-C to reach only the foreground, as make obeys.  SIGTERM is always

@@ -5,6 +5,7 @@ import os
 import select
 import stat
 import threading
+import time
 from typing import IO, Any, Dict, Optional
 
 from .fsutil import write_all
@@ -13,6 +14,9 @@ from .values import record
 # Writes this long or shorter to a pipe are never interleaved with others'
 # (POSIX); 4096 on Linux.
 PIPE_BUF = getattr(select, "PIPE_BUF", 512)
+# A write waiting this long has no reader for now: a signal ends it.  Far
+# above any write to a reader that reads.
+STALLED_S = 0.5
 
 
 def color_enabled(mode: str, stream: Any, environ=os.environ) -> bool:
@@ -52,6 +56,19 @@ class Console:
         self.closed: set = set()
         self._fds: Dict[int, Optional[int]] = {}
         self._pipes: set = set()  # fds that are pipes or sockets
+        # When the write in progress began (None: none is): a signal handler
+        # asks stalled() whether to end it with WriteInterrupted.
+        self.write_began: Optional[float] = None
+        self._writer = 0  # the thread writing
+
+    def stalled(self, after: float = STALLED_S) -> bool:
+        """Whether this thread's write has been waiting ``after`` seconds
+        or more for a reader (a pager left paused, a terminal stopped with
+        Ctrl-S).  Asked by a signal handler, which runs on the main thread:
+        only a write of that thread can be ended from there."""
+        began = self.write_began
+        return (began is not None and self._writer == threading.get_ident()
+                and time.monotonic() - began >= after)
 
     @classmethod
     def for_streams(cls, stdout: Any, stderr: Any, mode: str) -> "Console":
@@ -72,6 +89,8 @@ class Console:
         with self.lock:
             if stream is None or id(stream) in self.closed:
                 return  # None: started with that stream closed (>&-)
+            self._writer = threading.get_ident()
+            self.write_began = time.monotonic()
             try:
                 fd = self._fd(stream)
                 if fd is None:
@@ -88,6 +107,13 @@ class Console:
                 self.closed.add(id(stream))
                 if not isinstance(e, (BrokenPipeError, ValueError)):
                     failed = e  # a full disk, an I/O error: said once
+            except WriteInterrupted:
+                # Ctrl-C while nobody reads: the loop must get on with
+                # stopping the run, and what this stream would still get
+                # has no reader (and saying so could block on it too).
+                self.closed.add(id(stream))
+            finally:
+                self.write_began = None
         if failed is not None and stream is self.out:
             self.warning(f"cannot write to stdout ({failed.strerror or failed}); "
                          "what follows for it is dropped")
@@ -131,6 +157,12 @@ class Console:
     def warning(self, text: str) -> None:
         """CLI-000: ``hazrun: warning: ...``."""
         self._tagged("warning", "\x1b[33m", text)
+
+
+class WriteInterrupted(Exception):
+    """Raised by a signal handler into a write that stalled (EXEC-012):
+    Python retries a write a signal interrupted, so without it Ctrl-C
+    waited for the reader (for ever, for a paused pager)."""
 
 
 def write_lines(fd: int, data: bytes) -> None:

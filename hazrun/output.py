@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .console import Console
 from .exit_code import exit_code_for, signal_name
@@ -198,15 +198,19 @@ class BufferedOutput(RunObserver):
         self.prefixer = prefixer
         self.console = prefixer.console
         self.errors_only = errors_only
-        self.spools: Dict[Tuple[str, Stream], IO[bytes]] = {}
+        self.spools: Dict[Tuple[str, Stream], Any] = {}
+        self.spool_warned = False
 
     def task_output(self, label, stream, data):
         spool = self.spools.get((label, stream))
         if spool is None:
-            import tempfile  # buffered modes only
-            spool = self.spools[(label, stream)] = tempfile.SpooledTemporaryFile(
-                max_size=SPOOL_MEMORY)
+            from .spool import Spool  # buffered modes only
+            spool = self.spools[(label, stream)] = Spool(SPOOL_MEMORY)
         spool.write(data)
+        if spool.problem is not None and not self.spool_warned:
+            from .spool import spool_warning
+            self.spool_warned = True
+            self.console.warning(spool_warning(spool.problem))
 
     def task_finished(self, result):
         show = not self.errors_only or result.state is TaskState.FAILED

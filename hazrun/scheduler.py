@@ -35,6 +35,7 @@ from .loop import EventLoop, Timer
 from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation, ViolationKind
 from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
+from .spool import Spool, spool_warning
 from .values import record
 from .workspace import Workspace
 
@@ -220,6 +221,7 @@ class Scheduler:
         self.halted: Optional[ViolationKind] = None   # EXEC-019/020
         self._checks: Optional[RuntimeChecks] = None
         self._ignored: Dict[str, bool] = {}
+        self._spool_warned = False  # a full TMPDIR is told once a run
 
     # -- the main loop ----------------------------------------------------
     def run(self) -> RunOutcome:
@@ -619,6 +621,9 @@ class Scheduler:
         log = t.logs.get(stream)
         if log is not None:
             log.write(data)
+            if log.problem is not None and not self._spool_warned:
+                self._spool_warned = True
+                self._warn(spool_warning(log.problem))
         lines = t.splitters[stream].feed(data)
         if lines:
             self.observer.task_output(t.label, stream, lines)
@@ -1133,9 +1138,8 @@ class _Attempt:
         return self.value
 
 
-def _spool():
-    import tempfile
-    return tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+def _spool() -> Spool:
+    return Spool()
 
 
 def _why(e: BaseException) -> str:

@@ -501,3 +501,47 @@ def test_exec_014_sigterm_ignored_at_start_still_stops_tasks(make_ws, tmp_path):
     assert proc.returncode == 1, proc.stderr
     task = json.loads(report.read_text())["tasks"][0]
     assert (task["cause"], task["signal"]) == ("timeout", "SIGTERM"), task
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_path,
+                                                                signum, code):
+    """hazrun's stdout a full pipe nobody reads (a paused pager, a terminal
+    stopped with Ctrl-S): the loop waited in a write that Python retried
+    after each signal, and Ctrl-C did nothing until the reader came back."""
+    import fcntl
+    import termios
+    root = make_ws({"haz.toml": '[workspace]\n[tasks.spam]\n'
+                                'cmd = "while true; do echo spam spam spam spam; done"\n'})
+    r, w = os.pipe()
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    proc = subprocess.Popen(hazrun_cmd("-C", str(root), "run", "spam", "--no-cache"),
+                            env=env, stdin=subprocess.DEVNULL, stdout=w,
+                            stderr=subprocess.PIPE)
+    os.close(w)
+    try:
+        def pipe_full():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            buf = bytearray(4)
+            fcntl.ioctl(r, termios.FIONREAD, buf)
+            return int.from_bytes(buf, sys.byteorder) >= 60000
+        wait_for(pipe_full, what="hazrun's stdout pipe to fill")
+        # Signals until it ends; the pipe is never read.  Each waits for
+        # hazrun to have been stuck in its write a while (console.STALLED_S).
+        for _ in range(40):
+            proc.send_signal(signum)
+            try:
+                proc.wait(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        assert proc.poll() == code, "hazrun went on waiting for its reader"
+        err = proc.stderr.read().decode()
+        assert "cancelled" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        os.close(r)

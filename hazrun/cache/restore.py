@@ -335,8 +335,8 @@ def restore_log(store: LockedReads, digest: str, size: int) -> IO[bytes]:
     """A verified copy of a stored log, positioned at its start."""
     if size == 0 and digest == EMPTY_DIGEST:
         return io.BytesIO()  # nothing to read (most tasks print nothing)
-    import tempfile  # only for logs with content
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL)
+    from ..spool import Spool  # only for logs with content
+    spool = Spool(max_size=SPOOL)
     try:
         store.copy_blob(digest, size, spool.write)
         spool.seek(0)

@@ -1,0 +1,119 @@
+"""A task's output held until it is printed or stored (EXEC-017, CACHE-005).
+
+Bytes stay in memory up to a limit, then go to an unnamed temporary file,
+so memory stays bounded.  Unlike ``tempfile.SpooledTemporaryFile``, a
+temporary file that cannot be made or written (a full or read-only TMPDIR)
+loses nothing and raises nothing: the bytes stay in memory, and ``problem``
+says why, for one warning.  A full TMPDIR must not stop a run (its error
+surfaced in the event loop and ended hazrun with a traceback).
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Optional
+
+SPOOL_MEMORY = 1 << 20
+
+
+class Spool:
+    """Written to, then read from the start: ``write`` ... ``seek(0)``,
+    ``read``.  A context manager; ``close`` frees the file."""
+
+    def __init__(self, max_size: int = SPOOL_MEMORY, dir: Optional[str] = None):
+        self.max_size = max_size
+        self.dir = dir
+        self.problem: Optional[OSError] = None  # why bytes stayed in memory
+        self._mem = io.BytesIO()
+        self._file: Optional[io.FileIO] = None
+        self._size = 0  # bytes written to _file
+
+    # -- writing ------------------------------------------------------------
+    def write(self, data: bytes) -> int:
+        if self._file is not None:
+            view = memoryview(data)
+            try:
+                while view:
+                    n = self._file.write(view)
+                    self._size += n
+                    view = view[n:]
+                return len(data)
+            except OSError as e:
+                self._to_memory(e)
+                data = bytes(view)
+        self._mem.write(data)
+        if self.problem is None and self._mem.tell() > self.max_size:
+            self._to_file()
+        return len(data)
+
+    def _to_file(self) -> None:
+        import tempfile  # past the limit only: most output never gets here
+        try:
+            f = tempfile.TemporaryFile(buffering=0, dir=self.dir)
+        except OSError as e:
+            self.problem = e
+            return
+        view = self._mem.getbuffer()
+        try:
+            while view:
+                n = f.write(view)
+                view = view[n:]
+        except OSError as e:
+            f.close()
+            self.problem = e
+            return
+        finally:
+            view.release()
+        self._file, self._size = f, self._mem.tell()
+        self._mem = io.BytesIO()
+
+    def _to_memory(self, error: OSError) -> None:
+        """Back to memory with what the file holds (reading a full disk
+        works), for good: the next spill would fail as this write did."""
+        f, self._file = self._file, None
+        self.problem = error
+        assert f is not None
+        with f:
+            f.seek(0)
+            self._mem = io.BytesIO(f.read(self._size))
+            self._mem.seek(0, os.SEEK_END)
+
+    # -- reading ------------------------------------------------------------
+    def _reader(self) -> io.RawIOBase:
+        return self._file if self._file is not None else self._mem  # type: ignore[return-value]
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        return self._reader().seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._reader().tell()
+
+    def read(self, n: int = -1) -> bytes:
+        return self._reader().read(n)
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._mem = io.BytesIO()
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def spool_warning(problem: OSError) -> str:
+    """The one warning of a run whose output could not go to TMPDIR."""
+    import tempfile
+    try:
+        where = problem.filename or tempfile.gettempdir()
+    except OSError:  # no directory at all will do: problem says so
+        where = os.environ.get("TMPDIR", "/tmp")
+    return (f"task output past {SPOOL_MEMORY >> 20} MiB is kept in memory: the temporary "
+            f"directory {where} cannot take it ({problem.strerror or problem}); "
+            "set TMPDIR to a directory with room")
