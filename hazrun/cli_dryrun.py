@@ -23,8 +23,11 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
 
     labels = ws.graph.select(args.targets)
     order = ws.graph.canonical_order(labels)
+    # The remote cache too (REMOTE-003): on a build server most hits are
+    # its.  A remote hit is downloaded into the local store, as the run
+    # would: its outputs' digests are what its dependents' keys are made of.
     cache = Cache(ws, options.cache_dir, read=not (options.no_cache or options.force),
-                  write=False)
+                  write=False, remote=options.remote)
     streams: Dict[str, Optional[str]] = {}
     width = max((len(l) for l in order), default=0)
     lines = []
@@ -49,6 +52,7 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
                                            bool(task.outputs), {p: streams[p] for p in preds})
                 lines.append(f"{label:<{width}}  {key.key}  group (nothing to run)")
                 continue
+            remote_hits = _remote_hits(cache)
             manifest = cache.lookup(key) if (cache.read and task.cache) else None
             for warning in cache.take_warnings():
                 console.warning(warning)
@@ -56,7 +60,8 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
                 streams[label] = passed_on(Materialised.of(manifest.outputs).stream_hash,
                                            bool(task.outputs), {p: streams[p] for p in preds})
                 cache.predict_restore(label, manifest)
-                lines.append(f"{label:<{width}}  {key.key}  hit")
+                where = " (remote)" if _remote_hits(cache) > remote_hits else ""
+                lines.append(f"{label:<{width}}  {key.key}  hit{where}")
                 continue
             streams[label] = None
             why = ("cache = false" if not task.cache else
@@ -70,3 +75,8 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
     if lines:
         console.print("\n".join(lines))
     return 0
+
+
+def _remote_hits(cache) -> int:
+    stats = cache.remote_stats()
+    return stats["hits"] if stats else 0

@@ -13,7 +13,7 @@ import itertools
 import os
 import selectors
 import time
-from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Tuple
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +35,9 @@ class Timer:
         self.cancelled = True
 
 
+# Uploads at once (REMOTE-006): network-bound, each waits on its server.
+UPLOAD_WORKERS = 4
+
 # The longest wait on the selector (EXEC-018's timeouts and EXEC-014's grace
 # may be far longer: the loop then wakes, finds nothing due and waits again).
 MAX_WAIT_S = 3600.0
@@ -54,7 +57,10 @@ class EventLoop:
         # Completed pool work; appended by pool threads, drained by the loop.
         self._done: Deque[Callback] = collections.deque()
         self._workers = workers
-        self._pool: Optional[ThreadPoolExecutor] = None
+        # The pool, and the uploads' own: a slow cache server must not
+        # hold up the hashing and lookups of the tasks still to run
+        # (REMOTE-006).  Each is made on first use.
+        self._pools: Dict[str, ThreadPoolExecutor] = {}
         self._wake_hooks: List[Callback] = []
         self.closed = False
 
@@ -78,15 +84,18 @@ class EventLoop:
         self._wake_hooks.append(hook)
 
     def submit(self, fn: Callable[..., Any], *args: Any,
-               done: Callable[[Future], None]) -> Future:
-        """Run ``fn(*args)`` in the pool; call ``done(future)`` on the loop."""
-        if self._pool is None:
+               done: Callable[[Future], None], pool: str = "pool") -> Future:
+        """Run ``fn(*args)`` in the pool (``pool="upload"``: the uploads'
+        pool); call ``done(future)`` on the loop."""
+        executor = self._pools.get(pool)
+        if executor is None:
             # Made on first use: a run of hits answered on the loop never
-            # needs it, nor concurrent.futures (and logging) imported.
+            # needs one, nor concurrent.futures (and logging) imported.
             from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(max_workers=self._workers,
-                                            thread_name_prefix="hazrun-pool")
-        future = self._pool.submit(fn, *args)
+            workers = self._workers if pool == "pool" else UPLOAD_WORKERS
+            executor = self._pools[pool] = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"hazrun-{pool}")
+        future = executor.submit(fn, *args)
 
         def finished(f: Future) -> None:
             self._done.append(lambda: done(f))
@@ -154,8 +163,8 @@ class EventLoop:
         if self.closed:
             return
         self.closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait)
+        for executor in self._pools.values():
+            executor.shutdown(wait=wait)
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

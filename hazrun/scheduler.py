@@ -792,7 +792,8 @@ class Scheduler:
         if stored and getattr(self.cache, "uploading", False):
             # REMOTE-006: its own pool job; successors do not wait for it,
             # the run does.
-            self._submit(self.cache.upload, manifest, done=lambda f: self._uploaded(t, f))
+            self._submit(self.cache.upload, manifest, done=lambda f: self._uploaded(t, f),
+                         pool="upload")
 
     def _uploaded(self, t: _Task, future: Future) -> None:
         """REMOTE-005: an upload's failures are warnings (drained by _submit);
@@ -1073,13 +1074,13 @@ class Scheduler:
                     t.child.terminate(self._grace(t))
 
     # -- helpers --------------------------------------------------------------
-    def _submit(self, fn, *args, done) -> None:
+    def _submit(self, fn, *args, done, pool: str = "pool") -> None:
         self.pending_pool += 1
 
         def finished(future: Future) -> None:
             self._pool_job_done()
             done(future)
-        self.loop.submit(fn, *args, done=finished)
+        self.loop.submit(fn, *args, done=finished, pool=pool)
 
     def _pool_job_done(self) -> None:
         """Loop: a pool job (or a lane's lookup) ended; print the warnings

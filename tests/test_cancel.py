@@ -516,17 +516,29 @@ def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_pat
                                 'cmd = "while true; do echo spam spam spam spam; done"\n'})
     r, w = os.pipe()
     env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
-    proc = subprocess.Popen(hazrun_cmd("-C", str(root), "run", "spam", "--no-cache"),
-                            env=env, stdin=subprocess.DEVNULL, stdout=w,
-                            stderr=subprocess.PIPE)
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "wb") as err_out:
+        proc = subprocess.Popen(hazrun_cmd("-C", str(root), "run", "spam", "--no-cache"),
+                                env=env, stdin=subprocess.DEVNULL, stdout=w, stderr=err_out)
+    capacity = fcntl.fcntl(w, getattr(fcntl, "F_GETPIPE_SZ", 1032))
     os.close(w)
     try:
+        queued = [0]
+
         def pipe_full():
-            assert proc.poll() is None, proc.stderr.read().decode()
+            assert proc.poll() is None, err_file.read_text()
             buf = bytearray(4)
             fcntl.ioctl(r, termios.FIONREAD, buf)
-            return int.from_bytes(buf, sys.byteorder) >= 60000
-        wait_for(pipe_full, what="hazrun's stdout pipe to fill")
+            queued[0] = int.from_bytes(buf, sys.byteorder)
+            # Within a page of its capacity: whole-line writes leave a page
+            # part empty.  (Past a user's pipe-user-pages-soft, the kernel
+            # makes pipes of one page, not 64 KiB.)
+            return queued[0] >= max(capacity - 4096, 1)
+        try:
+            wait_for(pipe_full, timeout=60, what="hazrun's stdout pipe to fill")
+        except AssertionError:
+            raise AssertionError(f"{queued[0]} bytes in the pipe; hazrun said: "
+                                 f"{err_file.read_text()!r}") from None
         # Signals until it ends; the pipe is never read.  Each waits for
         # hazrun to have been stuck in its write a while (console.STALLED_S).
         for _ in range(40):
@@ -537,11 +549,10 @@ def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_pat
             except subprocess.TimeoutExpired:
                 pass
         assert proc.poll() == code, "hazrun went on waiting for its reader"
-        err = proc.stderr.read().decode()
+        err = err_file.read_text()
         assert "cancelled" in err and "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
         os.close(r)

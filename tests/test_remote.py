@@ -117,6 +117,45 @@ def test_remote_003_second_clone_gets_every_task_from_the_remote(remote, tmp_pat
     assert "warning" not in second.stderr, second.stderr
 
 
+def test_remote_003_a_dry_run_tells_remote_hits_down_the_chain(remote, tmp_path):
+    """CLI-002: --dry-run asked only the local cache, and a fresh clone whose
+    every task the remote holds was told 'miss' and '?' (upstream)."""
+    (ws1, c1), (ws2, c2) = clones(tmp_path)
+    env = remote.env()
+    assert run(ws1, c1, env).returncode == 0
+    dry = run_hazrun(ws2, "--cache-dir", str(c2), "run", "build", "test", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    said = {line.split()[0]: line.split(None, 2)[2] for line in dry.stdout.splitlines()}
+    # app:build and app:test are keyed through lib:build's remote outputs.
+    assert [said[l] for l in CACHED_TASKS] == ["hit (remote)"] * 3, dry.stdout
+    assert said["tool:build"].startswith("miss")
+    # As it said: the run hits them all, now from the local store.
+    real = run(ws2, c2, env, summary=tmp_path / "s.json")
+    st, doc = states(tmp_path / "s.json")
+    assert [st[l] for l in CACHED_TASKS] == ["cached"] * 3
+
+
+def test_remote_006_a_download_that_cannot_be_restored_is_no_hit(remote, tmp_path):
+    """A directory where the entry has a file: the download is fine, the
+    restore is not, and the task runs.  The summary counted it a remote hit."""
+    ws1, ws2 = (write_files(tmp_path / f"ws{i}", {
+        "haz.toml": '[workspace]\n[tasks.build]\n'
+                    'cmd = "rm -rf dist && mkdir -p dist && echo x > dist/f"\n'
+                    'outputs = ["dist/**"]\n'}) for i in (1, 2))
+    env = remote.env()
+    assert run_hazrun(ws1, "--cache-dir", str(tmp_path / "c1"), "run", "build",
+                      env=env).returncode == 0
+    (ws2 / "dist/f").mkdir(parents=True)
+    (ws2 / "dist/f/in-the-way").write_text("")
+    proc = run_hazrun(ws2, "--cache-dir", str(tmp_path / "c2"), "run", "build",
+                      "--summary-json", str(tmp_path / "s.json"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    st, doc = states(tmp_path / "s.json")
+    assert st["root:build"] == "succeeded"
+    assert (doc["remote"]["hits"], doc["remote"]["misses"]) == (0, 1), doc["remote"]
+    assert "remote cache: 0 hits" in proc.stderr
+
+
 def test_remote_003_a_remote_hit_is_local_next_time(remote, tmp_path):
     """A download goes into the local store; a local hit never asks the remote."""
     (ws1, c1), (ws2, c2) = clones(tmp_path)
@@ -511,6 +550,42 @@ def test_remote_006_successors_do_not_wait_for_uploads(make_ws, tmp_path):
     doc = json.loads((tmp_path / "s.json").read_text())
     assert {t["state"] for t in doc["tasks"]} == {"succeeded"}
     assert doc["remote"]["uploads"] == 0 and doc["remote"]["errors"] >= 1
+
+
+def test_remote_006_uploads_a_server_holds_never_hold_up_the_chain(make_ws, tmp_path):
+    """A chain of 8 tasks, every PUT held by the server: each task still
+    starts after its predecessor, before any upload is answered.  Uploads
+    shared the pool (4 workers) with the keys and lookups, so the 5th task
+    waited for an upload to end."""
+    from conftest import wait_for
+    log = tmp_path / "spans.log"
+    files = {"haz.toml": '[workspace]\nmembers = ["p/*"]\n'}
+    for i in range(8):
+        deps = f'deps = ["t{i - 1}:build"]\n' if i else ""
+        files[f"p/t{i}/haz.toml"] = (
+            f'[tasks.build]\ncmd = {q(timed(f"t{i}", "mkdir -p out && echo x > out/f", log))}\n'
+            f'outputs = ["out/**"]\n{deps}')
+    ws = make_ws(files)
+    server = SlowPut()
+    proc = subprocess.Popen(
+        hazrun_cmd("-C", str(ws), "--cache-dir", str(tmp_path / "c"), "run", "t7:build",
+                   "-j2"), env=_env(server.url(), HAZ_REMOTE_CACHE_TIMEOUT="60"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: log.exists() and len(intervals(log)) == 8,
+                 what="every task of the chain to run while its uploads are held")
+        assert server.put_started.is_set()
+        server.release.set()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        server.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    spans = intervals(log)
+    order = sorted(spans, key=lambda label: spans[label][0])
+    assert order == [f"t{i}" for i in range(8)]
 
 
 def test_remote_006_ctrl_c_abandons_uploads_at_once(make_ws, tmp_path):

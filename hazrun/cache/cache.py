@@ -114,6 +114,7 @@ class Cache:
         self._produced_sorted: List[str] = []
         self._warnings: List[str] = []
         self._told_empty: Set[str] = set()  # labels whose empty inputs were told
+        self._fetched: Set[str] = set()  # keys downloaded from the remote cache
         self._records: Dict[str, KeyInfo] = {}
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._explain_store = _explain.RecordStore(self.haz_dir / EXPLAIN_DIR)
@@ -473,14 +474,20 @@ class Cache:
             return state.digest
 
         try:
-            with self._store.reading() as blobs:
-                stdout, stderr = _restore.restore(
-                    blobs, manifest, globs, project.rel_dir, project.dir_name,
-                    self.root_real, digest_of, in_place_only=quick)
-        except CacheMissError as e:
-            raise miss(str(e)) from None
-        except OSError as e:  # releasing the lock
-            raise miss(f"{e.strerror} ({self.path})") from None
+            try:
+                with self._store.reading() as blobs:
+                    stdout, stderr = _restore.restore(
+                        blobs, manifest, globs, project.rel_dir, project.dir_name,
+                        self.root_real, digest_of, in_place_only=quick)
+            except CacheMissError as e:
+                raise miss(str(e)) from None
+            except OSError as e:  # releasing the lock
+                raise miss(f"{e.strerror} ({self.path})") from None
+        except CacheMissError:
+            # REMOTE-006: a download the run could not use was no hit.
+            if self._remote is not None and manifest.key in self._fetched:
+                self._remote.unhit()
+            raise
         self._store.touch(manifest.key)
         materialised = Materialised.of(manifest.outputs)
         self._note_produced(materialised.root_paths(project.rel_dir))
@@ -607,8 +614,13 @@ class Cache:
         remote = self.remote
         assert remote is not None
         if isinstance(key, KeyInfo):
-            return remote.fetch(key.key, key.label, self._remote_check(key.label))
-        return remote.fetch(key, None)
+            got = remote.fetch(key.key, key.label, self._remote_check(key.label))
+        else:
+            got = remote.fetch(key, None)
+        if got:
+            with self._lock:
+                self._fetched.add(key.key if isinstance(key, KeyInfo) else key)
+        return got
 
     def _remote_check(self, label: str):
         """What a downloaded manifest must pass before it enters the local

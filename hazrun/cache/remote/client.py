@@ -192,6 +192,13 @@ class RemoteCache:
         with self._store.lock(exclusive=False):
             artifact.unpack(self._store, f, key, check, lambda: self.cancelled)
 
+    def unhit(self) -> None:
+        """A download counted a hit could not be restored (an output in the
+        way, a name too long here): the task ran, so it was a miss."""
+        with self._cond:
+            self.hits -= 1
+            self.misses += 1
+
     def _count(self, hit: bool = False, miss: bool = False, error: bool = False) -> None:
         with self._cond:
             self.hits += hit
