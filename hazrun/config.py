@@ -150,7 +150,12 @@ class WorkspaceSettings:
 # returns the converted value or raises _Bad with the reason.
 
 class _Bad(Exception):
-    pass
+    """Why a value is refused: one reason, or several (every bad entry of
+    an array, CFG-005: all errors of a load together)."""
+
+    def __init__(self, *reasons: str):
+        super().__init__(reasons[0])
+        self.reasons = reasons
 
 
 def _type_name(value: Any) -> str:
@@ -196,9 +201,10 @@ def _cmd(v: Any) -> Union[str, Tuple[str, ...]]:
 
 def _env_names(v: Any) -> Tuple[str, ...]:
     names = _string_list(v)
-    for n in names:
-        if not ENV_NAME_RE.match(n):
-            raise _Bad(f"'{n}' is not an environment variable name")
+    bad = [f"'{n}' is not an environment variable name" for n in names
+           if not ENV_NAME_RE.match(n)]
+    if bad:
+        raise _Bad(*bad)
     return names
 
 
@@ -304,33 +310,42 @@ def _mutexes(v: Any) -> Tuple[MutexSpec, ...]:
     if not isinstance(v, list):
         raise _Bad(f"must be an array, got {_type_name(v)}")
     out = []
+    bad: List[str] = []
     for item in v:
-        if isinstance(item, str):
-            name, mode = item, MutexMode.EXCLUSIVE.value
-        elif isinstance(item, dict):
-            unknown = set(item) - {"name", "mode"}
-            if unknown:
-                k = sorted(unknown)[0]
-                raise _Bad(f"unknown key '{k}' in a mutex table"
-                           + did_you_mean(k, ["name", "mode"]))
-            name = item.get("name")
-            mode = item.get("mode", MutexMode.EXCLUSIVE.value)
-            if not isinstance(name, str):
-                raise _Bad("each mutex table needs name = \"...\"")
-        else:
-            raise _Bad("entries must be \"name\" or {name = \"...\", "
-                       f"mode = \"shared\"|\"exclusive\"}}, got {_type_name(item)}")
-        if not name:
-            raise _Bad("mutex names must not be empty")
-        if mode not in ("shared", "exclusive"):
-            raise _Bad(f"mode of mutex '{name}' must be \"shared\" or "
-                       f"\"exclusive\", got {mode!r}")
-        out.append(MutexSpec(name, MutexMode(mode)))
+        try:
+            out.append(_mutex(item))
+        except _Bad as e:
+            bad.extend(e.reasons)
     names = [m.name for m in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise _Bad(f"mutex '{dup[0]}' is listed twice")
+    bad += [f"mutex '{n}' is listed twice" for n in sorted({n for n in names
+                                                            if names.count(n) > 1})]
+    if bad:
+        raise _Bad(*bad)
     return tuple(out)
+
+
+def _mutex(item: Any) -> MutexSpec:
+    if isinstance(item, str):
+        name, mode = item, MutexMode.EXCLUSIVE.value
+    elif isinstance(item, dict):
+        unknown = set(item) - {"name", "mode"}
+        if unknown:
+            k = sorted(unknown)[0]
+            raise _Bad(f"unknown key '{k}' in a mutex table"
+                       + did_you_mean(k, ["name", "mode"]))
+        name = item.get("name")
+        mode = item.get("mode", MutexMode.EXCLUSIVE.value)
+        if not isinstance(name, str):
+            raise _Bad("each mutex table needs name = \"...\"")
+    else:
+        raise _Bad("entries must be \"name\" or {name = \"...\", "
+                   f"mode = \"shared\"|\"exclusive\"}}, got {_type_name(item)}")
+    if not name:
+        raise _Bad("mutex names must not be empty")
+    if mode not in ("shared", "exclusive"):
+        raise _Bad(f"mode of mutex '{name}' must be \"shared\" or "
+                   f"\"exclusive\", got {mode!r}")
+    return MutexSpec(name, MutexMode(mode))
 
 
 def _tag_caps(v: Any) -> Dict[str, int]:
@@ -435,8 +450,9 @@ class _Reader:
             try:
                 out[key] = check(raw)
             except _Bad as e:
-                self.problem(file, f"{where} key '{key}'" if where else f"key '{key}'",
-                             str(e))
+                for reason in e.reasons:
+                    self.problem(file, f"{where} key '{key}'" if where else f"key '{key}'",
+                                 reason)
         return out
 
 
@@ -451,7 +467,10 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
     tomllib = _toml()
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            data = f.read()
+        # A byte order mark (Windows editors write one) is no TOML, and
+        # invisible in the editor that put it there: passed over.
+        text = data.decode("utf-8").removeprefix("\ufeff")
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         # tomllib puts "(at line L, column C)" in the message, except at the
@@ -466,7 +485,9 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
     except OSError as e:
         raise ConfigError([Problem(shown, "", f"cannot read: {e.strerror}")]) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([Problem(shown, "", f"invalid TOML: not UTF-8 ({e.reason})")]) from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError([Problem(shown, "", f"invalid TOML: not UTF-8 ({e.reason}, "
+                                              f"line {line})")]) from None
     except RecursionError:
         raise ConfigError([Problem(shown, "", "invalid TOML: nested too deeply to read")]) \
             from None
@@ -499,6 +520,11 @@ def _search_root(start: Path, known: Optional[Known] = None
     misshapen: Optional[str] = None  # a 'workspace' key that is no table
     for directory in (start, *start.parents):
         candidate = directory / CONFIG_NAME
+        if candidate.is_dir():
+            # Not passed over as if absent: "no haz.toml" would be wrong.
+            broken.append((directory, ConfigError([Problem(
+                str(candidate), "", "is a directory; a haz.toml must be a file")])))
+            continue
         if candidate.is_file():
             try:
                 data = known(candidate) if known is not None else None
@@ -550,10 +576,23 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
         if why:
             reader.problem(file, "[workspace] key 'inputs'", f"'{pattern}': {why}")
     for pattern in values.get("members", ()):
-        why = check_pattern(pattern)
+        why = _member_problem(pattern)
         if why:
             reader.problem(file, "[workspace] key 'members'", f"'{pattern}': {why}")
     return WorkspaceSettings(remote_cache=remote, **values)
+
+
+def _member_problem(pattern: str) -> Optional[str]:
+    """check_pattern's answer, with advice that fits a member (relative to
+    the root, never '$root/', never the root itself)."""
+    body = pattern[1:] if pattern.startswith("!") else pattern
+    if body.startswith("/"):
+        return ("absolute paths are not allowed; members are directories relative to "
+                "the workspace root (e.g. \"packages/*\")")
+    if body.strip("/") in (".", ""):
+        return ("names the root itself: the root is a project of its own when its "
+                "haz.toml has [tasks]; members are directories below it")
+    return check_pattern(pattern)
 
 
 def _member_candidates(root: str, pattern: str,
@@ -633,7 +672,7 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
     includes = [p for p in patterns if not p.startswith("!")]
     excludes = GlobSet.compile([p[1:] for p in patterns if p.startswith("!")])
     for pattern in includes:
-        if check_pattern(pattern):
+        if _member_problem(pattern):
             continue  # reported by _workspace_settings
         selected = False
         links: Set[str] = set()
@@ -644,6 +683,10 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
             except (OSError, ValueError):
                 continue
             if not stat.S_ISREG(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    # A project that vanished without a word (CFG-005).
+                    reader.problem(Path(config), "",
+                                   "is a directory; a haz.toml must be a file")
                 continue
             selected = True
             rel = hit[len(prefix):] if hit != root else ""  # as the pattern matched it
@@ -839,7 +882,8 @@ def read_located(located: Located) -> LoadedConfig:
         sources.append((directory, data, False))
     member_set = set(members)
     for directory in broken:
-        if str(directory) not in member_set:
+        if str(directory) not in member_set and not (directory / CONFIG_NAME).is_dir():
+            # (A haz.toml that is a directory is said by _find_members.)
             # Not a member, so the loop above did not report its error.
             try:
                 parse_toml(directory / CONFIG_NAME, root)

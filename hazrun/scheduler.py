@@ -236,6 +236,7 @@ class Scheduler:
             # write into whatever file reuses that number).
             self.observer.run_started(self.order)
             self._warn_overlaps()
+            self._warn_idle_caps()
             for t in self.tasks.values():
                 if t.waiting == 0:
                     self._make_ready(t)
@@ -1099,6 +1100,18 @@ class Scheduler:
                 self._warn(f"{a} and {b} both declare outputs selecting '{where}': a "
                            "cache hit of either restores its own copy of files the other "
                            "makes (EXEC-020); give each task outputs of its own")
+
+    def _warn_idle_caps(self) -> None:
+        """EXEC-005: a cap on a tag no task carries limits nothing: a typo
+        ('hevy'), and the tasks it meant run uncapped."""
+        if not self.tag_caps:
+            return
+        carried = {tag for task in self.ws.graph.tasks.values() for tag in task.tags}
+        for tag in sorted(set(self.tag_caps) - carried):
+            from .errors import did_you_mean
+            where = "--tag-cap" if tag in self.options.tag_caps else "[workspace.tags]"
+            self._warn(f"{where}: no task carries the tag '{tag}', so its cap limits "
+                       f"nothing{did_you_mean(tag, sorted(carried))}")
 
     def _warn(self, message: str) -> None:
         self.observer.warning(message)

@@ -808,3 +808,60 @@ def test_cfg_002_members_under_a_symlinked_directory_are_found(make_ws):
     os.symlink("../third_party", root / "vendor" / "lib")
     os.symlink("..", root / "vendor" / "up")
     assert sorted(load_workspace(root).projects) == ["zlib"]
+
+
+# --------------------------------------------------------------------------
+# Mistakes of a first use (CFG-001/002/005), told plainly
+
+def test_cfg_001_a_byte_order_mark_is_passed_over(make_ws):
+    """Windows editors write one; tomllib called it 'Invalid statement (at
+    line 1, column 1)', of a character the editor does not show."""
+    root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.build]\ncmd = "x"\n'})
+    (root / "packages/a/haz.toml").write_bytes(b"\xef\xbb\xbf[tasks.build]\ncmd = \"x\"\n")
+    (root / "haz.toml").write_bytes(b"\xef\xbb\xbf" + WS.encode())
+    assert list(load_workspace(root).graph.tasks) == ["a:build"]
+    (root / "packages/a/haz.toml").write_bytes(b'[tasks.build]\ncmd = "x"\n# caf\xe9\n')
+    assert "packages/a/haz.toml: invalid TOML: not UTF-8 (invalid continuation byte, " \
+        "line 3)" in config_error(root)
+
+
+def test_cfg_002_a_haz_toml_that_is_a_directory_is_an_error(make_ws):
+    """A member's dropped the project without a word; the root's said no
+    haz.toml was there."""
+    root = make_ws({"haz.toml": WS, "packages/b/haz.toml": '[tasks.build]\ncmd = "x"\n'})
+    (root / "packages/a/haz.toml").mkdir(parents=True)
+    msg = config_error(root)
+    assert msg.count("packages/a/haz.toml: is a directory; a haz.toml must be a file") == 1
+    assert msg.count("\n") == 0  # once, also when loaded from inside it
+    assert config_error(root, root / "packages/a") == msg
+    lone = make_ws({"x": ""}) / "lone"
+    (lone / "haz.toml").mkdir(parents=True)
+    with pytest.raises(ConfigError) as info:
+        load_workspace(lone)
+    assert "haz.toml: is a directory; a haz.toml must be a file" in str(info.value)
+
+
+def test_cfg_005_every_bad_mutex_and_env_entry_is_reported(make_ws):
+    root = one_project(make_ws, '[tasks.build]\ncmd = "x"\n'
+                                'mutex = [{name = ""}, "db", "db", {nam = "x"}, 3]\n'
+                                'env = ["1BAD", "A-B", "OK", "A=B"]\n')
+    msg = config_error(root)
+    for reason in ("mutex names must not be empty", "unknown key 'nam' in a mutex table",
+                   "got an integer", "mutex 'db' is listed twice",
+                   "'1BAD' is not an environment", "'A-B' is not an environment",
+                   "'A=B' is not an environment"):
+        assert reason in msg, reason
+    assert "'OK'" not in msg
+
+
+@pytest.mark.parametrize("member, advice", [
+    ("/tmp", 'absolute paths are not allowed; members are directories relative to the '
+             'workspace root (e.g. "packages/*")'),
+    (".", "names the root itself"),
+    ("./", "names the root itself"),
+])
+def test_cfg_002_member_patterns_get_advice_that_fits_members(make_ws, member, advice):
+    root = make_ws({"haz.toml": f'[workspace]\nmembers = ["{member}"]\n'})
+    msg = config_error(root)
+    assert f"haz.toml: [workspace] key 'members': '{member}': {advice}" in msg
+    assert "$root" not in msg

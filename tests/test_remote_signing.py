@@ -295,3 +295,81 @@ def test_remote_004_a_tag_that_does_not_match_the_bytes_is_rejected(remote, tmp_
     down = _run(ws2, c2, remote.env(HAZ_REMOTE_CACHE_SIGNATURE_KEY=KEY_A), tmp_path / "2.json")
     assert _doc(tmp_path / "2.json")[0]["state"] == "succeeded"
     assert "signature tag does not match" in down.stderr
+
+
+class _RefusingStore:
+    """An http store in memory that can refuse artifact PUTs (413) while it
+    still takes tags: a server's size limit, met by a second upload."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.objects = {}
+        self.refuse = False
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status, body=b""):
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                body = outer.objects.get(self.path)
+                self._reply(404) if body is None else self._reply(200, body)
+
+            def do_HEAD(self):
+                self._reply(404 if self.path not in outer.objects else 200)
+
+            def do_PUT(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if outer.refuse and not self.path.endswith(".tag"):
+                    return self._reply(413)
+                outer.objects[self.path] = body
+                self._reply(201)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/c"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def test_remote_004_a_refused_upload_leaves_the_stored_entry_verifiable(tmp_path):
+    """http: the tag went up first, so an artifact PUT the server refused
+    left a new tag beside the old artifact, and every signed reader
+    rejected that key from then on.  The artifact goes first now."""
+    server = _RefusingStore()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAZ_")}
+    env.update(HAZ_REMOTE_CACHE_URL=server.url(), HAZ_REMOTE_CACHE_SIGNATURE_KEY=KEY_A)
+    try:
+        ws1, c1 = _clone(tmp_path, "one")
+        assert _run(ws1, c1, env, tmp_path / "1.json").returncode == 0
+        key = _doc(tmp_path / "1.json")[0]["key"]
+        stored = dict(server.objects)
+        # Run afresh (--force: a new archive for the same key), refused.
+        server.refuse = True
+        ws2, c2 = _clone(tmp_path, "two")
+        forced = run_hazrun(ws2, "--cache-dir", str(c2), "run", "build", "--force", env=env)
+        assert forced.returncode == 0 and "PUT HTTP 413" in forced.stderr, forced.stderr
+        assert server.objects == stored
+        server.refuse = False
+        ws3, c3 = _clone(tmp_path, "three")
+        down = _run(ws3, c3, env, tmp_path / "3.json")
+    finally:
+        server.stop()
+    task, stats = _doc(tmp_path / "3.json")
+    assert (task["key"], task["state"], stats["hits"]) == (key, "cached", 1), down.stderr

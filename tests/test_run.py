@@ -950,3 +950,16 @@ def test_exec_016_a_non_blocking_stdout_pipe_gets_every_line(make_ws):
         proc.stderr.close()
     assert proc.returncode == 0
     assert out.count(b"\n") == 200000 and out.endswith(b"[root:a] 200000\n")
+
+
+def test_exec_005_a_cap_on_a_tag_no_task_carries_is_warned_about(make_ws):
+    """'hevy' for 'heavy': the cap limited nothing and the heavy tasks ran
+    side by side, in silence."""
+    ws = make_ws({"haz.toml": '[workspace]\n[workspace.tags]\nhevy = 1\nheavy = 1\n'
+                              '[tasks.a]\ncmd = "true"\ntags = ["heavy"]\n'})
+    proc = run_hazrun(ws, "run", "a", "--no-cache", "--tag-cap", "havy=1")
+    assert proc.returncode == 0, proc.stderr
+    assert ("hazrun: warning: [workspace.tags]: no task carries the tag 'hevy', so its cap "
+            "limits nothing (did you mean 'heavy'?)") in proc.stderr
+    assert "--tag-cap: no task carries the tag 'havy'" in proc.stderr
+    assert proc.stderr.count("no task carries") == 2  # not the tag that is carried

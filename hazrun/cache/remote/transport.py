@@ -519,12 +519,16 @@ class HttpBackend(RemoteBackend):
         return got[0], tag
 
     def store(self, key, src, size, duration_s, tag):
+        # The artifact first: a PUT the server refuses (too big, a timeout)
+        # must not leave this upload's tag beside the artifact already
+        # there, which every signed reader would reject from then on
+        # (REMOTE-004).  A reader between the two PUTs meets a new artifact
+        # with the old tag: a miss, with a warning, for that moment.
+        self._put(self._target(key), src, size, {})
         if tag is not None:
-            # The tag first: whoever finds the artifact then finds its tag.
             data = tag.encode("ascii") + b"\n"
             self._put(self._target(key + ".tag"), io.BytesIO(data), len(data),
                       {"Content-Type": "text/plain"})
-        self._put(self._target(key), src, size, {})
 
 
 class TurboBackend(RemoteBackend):
