@@ -28,6 +28,7 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
     # would: its outputs' digests are what its dependents' keys are made of.
     cache = Cache(ws, options.cache_dir, read=not (options.no_cache or options.force),
                   write=False, remote=options.remote)
+    cache.tell_empty = False  # a dependency's outputs it would restore are not there
     streams: Dict[str, Optional[str]] = {}
     width = max((len(l) for l in order), default=0)
     lines = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import signal
 from typing import Callable, Optional
 
@@ -146,6 +147,9 @@ def write_empty_summary(path: str, console: Console, signum: Optional[int] = Non
     from .output import summary_json_problem, write_summary_json
     if summary_json_problem(path):
         return  # said already: it is why the run was refused
+    if exit_code is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        # A refused run makes no directory: it may be a mistyped -C's.
+        return
     extra = None if exit_code is None else {"exit_code": exit_code}
     try:
         write_summary_json(path, RunOutcome([], {}, cancelled=signum is not None), signum,

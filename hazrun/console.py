@@ -6,7 +6,7 @@ import select
 import stat
 import threading
 import time
-from typing import IO, Any, Dict, Optional
+from typing import IO, Any, Callable, Dict, Optional
 
 from .fsutil import write_all
 from .values import record
@@ -56,16 +56,20 @@ class Console:
         self.closed: set = set()
         self._fds: Dict[int, Optional[int]] = {}
         self._pipes: set = set()  # fds that are pipes or sockets
-        # When the write in progress began (None: none is): a signal handler
-        # asks stalled() whether to end it with WriteInterrupted.
+        # When the write in progress began or last got somewhere (None: none
+        # is): a signal handler asks stalled() whether to end it.
         self.write_began: Optional[float] = None
         self._writer = 0  # the thread writing
 
+    def _progressed(self) -> None:
+        self.write_began = time.monotonic()  # a reader took some: not stalled
+
     def stalled(self, after: float = STALLED_S) -> bool:
-        """Whether this thread's write has been waiting ``after`` seconds
-        or more for a reader (a pager left paused, a terminal stopped with
-        Ctrl-S).  Asked by a signal handler, which runs on the main thread:
-        only a write of that thread can be ended from there."""
+        """Whether this thread's write has waited ``after`` seconds or more
+        since a reader last took anything (a pager left paused, a terminal
+        stopped with Ctrl-S; not a slow reader).  Asked by a signal handler,
+        which runs on the main thread: only that thread's write can be
+        ended from there."""
         began = self.write_began
         return (began is not None and self._writer == threading.get_ident()
                 and time.monotonic() - began >= after)
@@ -99,10 +103,10 @@ class Console:
                     stream.flush()
                 elif fd in self._pipes:
                     for chunk in chunks:
-                        write_lines(fd, chunk)
+                        write_lines(fd, chunk, self._progressed)
                 else:
                     for chunk in chunks:
-                        write_all(fd, chunk)
+                        write_all(fd, chunk, self._progressed)
             except (OSError, ValueError) as e:
                 self.closed.add(id(stream))
                 if not isinstance(e, (BrokenPipeError, ValueError)):
@@ -110,8 +114,11 @@ class Console:
             except WriteInterrupted:
                 # Ctrl-C while nobody reads: the loop must get on with
                 # stopping the run, and what this stream would still get
-                # has no reader (and saying so could block on it too).
-                self.closed.add(id(stream))
+                # has no reader (and saying so could block on it too), nor
+                # has the other stream where it is the same pipe (2>&1).
+                for s in (self.out, self.err):
+                    if s is stream or _same_file(s, stream):
+                        self.closed.add(id(s))
             finally:
                 self.write_began = None
         if failed is not None and stream is self.out:
@@ -165,7 +172,17 @@ class WriteInterrupted(Exception):
     waited for the reader (for ever, for a paused pager)."""
 
 
-def write_lines(fd: int, data: bytes) -> None:
+def _same_file(a: Any, b: Any) -> bool:
+    """Whether two streams write to one file or pipe (``2>&1``)."""
+    try:
+        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def write_lines(fd: int, data: bytes,
+                progress: Optional[Callable[[], None]] = None) -> None:
     """EXEC-016/017: whole lines to a pipe (or socket) shared with other writers (two
     hazruns of one make, in a CI log): a write of PIPE_BUF bytes or fewer
     is never interleaved with another's, a longer one may be cut anywhere.
@@ -182,5 +199,5 @@ def write_lines(fd: int, data: bytes) -> None:
             else:  # one line longer than PIPE_BUF: whole, at least
                 cut = data.find(b"\n", end)
                 end = end_of_data if cut < 0 else cut + 1
-        write_all(fd, view[start:end])
+        write_all(fd, view[start:end], progress)
         start = end

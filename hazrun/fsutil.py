@@ -20,10 +20,11 @@ def signature(st: os.stat_result) -> Sig:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def write_all(fd: int, data: Any) -> None:
+def write_all(fd: int, data: Any, progress: Optional[Callable[[], None]] = None) -> None:
     """All of ``data`` to ``fd``, in as many writes as it takes; on a
     non-blocking descriptor (a pipe its creator left so), waiting while it
-    is full rather than losing what it refuses."""
+    is full rather than losing what it refuses.  ``progress``: called after
+    each write that took something."""
     view = memoryview(data)
     while view:
         try:
@@ -32,6 +33,8 @@ def write_all(fd: int, data: Any) -> None:
             select.select([], [fd], [])
             continue
         view = view[n:]
+        if progress is not None:
+            progress()
 
 
 class LockWaitStopped(OSError):

@@ -289,7 +289,12 @@ def shared_files(a: GlobSet, b: GlobSet) -> Optional[str]:
             for x, y, xs, ys in ((ga, gb, a, b), (gb, ga, b, a)):
                 if _literal(y) and xs.match(y.rooted) and ys.match(y.rooted):
                     return y.rooted
-                if _literal(x) or _literal(y) or xs.excludes or ys.excludes:
+                if _literal(y) or xs.excludes or ys.excludes:
+                    continue
+                if _literal(x):
+                    # 'dist' names the directory and all under it.
+                    if y.prefix.startswith(x.rooted + "/"):
+                        return y.rooted
                     continue
                 if x.rooted == y.rooted or (x.whole and y.prefix.startswith(x.prefix)):
                     return y.rooted

@@ -210,7 +210,9 @@ class BufferedOutput(RunObserver):
         if spool.problem is not None and not self.spool_warned:
             from .spool import spool_warning
             self.spool_warned = True
-            self.console.warning(spool_warning(spool.problem))
+            message = spool_warning(spool.problem)
+            if message:
+                self.console.warning(message)
 
     def task_finished(self, result):
         show = not self.errors_only or result.state is TaskState.FAILED

@@ -420,7 +420,7 @@ class Scheduler:
         attempt = _Attempt(self._key_and_lookup, t, preds, lookup, True)
         if isinstance(attempt.error, self._would_block):
             # Warnings gathered on the way come again from the lane's attempt.
-            self.cache.take_warnings()
+            getattr(self.cache, "discard_warnings", self.cache.take_warnings)()
             return False
         for warning in self.cache.take_warnings():
             self._warn(warning)
@@ -624,7 +624,9 @@ class Scheduler:
             log.write(data)
             if log.problem is not None and not self._spool_warned:
                 self._spool_warned = True
-                self._warn(spool_warning(log.problem))
+                message = spool_warning(log.problem)
+                if message:
+                    self._warn(message)
         lines = t.splitters[stream].feed(data)
         if lines:
             self.observer.task_output(t.label, stream, lines)
@@ -1095,7 +1097,10 @@ class Scheduler:
         """Outputs this run's tasks share with another task, found at load:
         EXEC-020 stops a run in which both make such a file, but across runs
         the sharing goes unseen while hits restore stale copies."""
-        for a, b, where in getattr(self.ws.graph, "output_overlaps", ()):
+        graph = self.ws.graph
+        for a, b, where in getattr(graph, "output_overlaps", ()):
+            if not (graph.tasks[a].cache or graph.tasks[b].cache):
+                continue  # never restored, so never stale: EXEC-020 in a run is enough
             if a in self.tasks or b in self.tasks:
                 self._warn(f"{a} and {b} both declare outputs selecting '{where}': a "
                            "cache hit of either restores its own copy of files the other "

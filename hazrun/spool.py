@@ -107,8 +107,17 @@ class Spool:
         self.close()
 
 
-def spool_warning(problem: OSError) -> str:
-    """The one warning of a run whose output could not go to TMPDIR."""
+_told = False
+
+
+def spool_warning(problem: OSError) -> Optional[str]:
+    """The warning of output that could not go to TMPDIR: the first time
+    only (the log kept for the cache and the buffered block meet the same
+    full disk; one warning says it)."""
+    global _told
+    if _told:
+        return None
+    _told = True
     import tempfile
     try:
         where = problem.filename or tempfile.gettempdir()

@@ -907,3 +907,11 @@ def test_remote_006_packing_and_unpacking_stop_at_ctrl_c(root):
             assert list((c.path / "tmp").glob("*.tmp")) == []
             artifact.unpack(store, out, key.key)
             assert sorted((c.path / "blobs").rglob("*")) == blobs
+
+
+def test_cache_004_a_manifest_path_with_a_nul_is_named_for_what_it_is():
+    """It was rejected as 'an empty path'."""
+    from hazrun.cache.restore import path_problem
+    assert path_problem("") == "an empty path"
+    assert path_problem("out/a\0b") == "path 'out/a\\x00b' holds a NUL character"
+    assert path_problem("out/ok") is None

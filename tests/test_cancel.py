@@ -504,12 +504,16 @@ def test_exec_014_sigterm_ignored_at_start_still_stops_tasks(make_ws, tmp_path):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code, stderr_too", [(signal.SIGINT, 130, False),
+                                                      (signal.SIGTERM, 143, False),
+                                                      (signal.SIGINT, 130, True)])
 def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_path,
-                                                                signum, code):
+                                                                signum, code, stderr_too):
     """hazrun's stdout a full pipe nobody reads (a paused pager, a terminal
     stopped with Ctrl-S): the loop waited in a write that Python retried
-    after each signal, and Ctrl-C did nothing until the reader came back."""
+    after each signal, and Ctrl-C did nothing until the reader came back.
+    One signal does it, also with stderr in the same pipe (2>&1), where the
+    messages of the stop would block next."""
     import fcntl
     import termios
     root = make_ws({"haz.toml": '[workspace]\n[tasks.spam]\n'
@@ -519,7 +523,8 @@ def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_pat
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "wb") as err_out:
         proc = subprocess.Popen(hazrun_cmd("-C", str(root), "run", "spam", "--no-cache"),
-                                env=env, stdin=subprocess.DEVNULL, stdout=w, stderr=err_out)
+                                env=env, stdin=subprocess.DEVNULL, stdout=w,
+                                stderr=w if stderr_too else err_out)
     capacity = fcntl.fcntl(w, getattr(fcntl, "F_GETPIPE_SZ", 1032))
     os.close(w)
     try:
@@ -539,20 +544,65 @@ def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_pat
         except AssertionError:
             raise AssertionError(f"{queued[0]} bytes in the pipe; hazrun said: "
                                  f"{err_file.read_text()!r}") from None
-        # Signals until it ends; the pipe is never read.  Each waits for
-        # hazrun to have been stuck in its write a while (console.STALLED_S).
-        for _ in range(40):
-            proc.send_signal(signum)
-            try:
-                proc.wait(timeout=1)
-                break
-            except subprocess.TimeoutExpired:
-                pass
+        # Stuck in its write from now on (the pipe is never read): past
+        # console.STALLED_S of no progress, one signal must end the run.
+        time.sleep(1.5)
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
         assert proc.poll() == code, "hazrun went on waiting for its reader"
-        err = err_file.read_text()
-        assert "cancelled" in err and "Traceback" not in err, err
+        if not stderr_too:
+            err = err_file.read_text()
+            assert "cancelled" in err and "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         os.close(r)
+
+
+@pytest.mark.timeout(90)
+def test_exec_012_a_signal_keeps_what_a_slow_reader_still_reads(make_ws, tmp_path):
+    """A reader that is slow but reads is no stalled one: a signal while a
+    big buffered block goes out to it loses none of it (the stall was
+    timed from the start of the block, and output was cut)."""
+    import threading
+    big = tmp_path / "big.py"
+    big.write_text("import sys\nfor i in range(100000): sys.stdout.write('%06d\\n' % i)\n")
+    root = make_ws({"haz.toml": "[workspace]\n[tasks.big]\ncmd = " + json.dumps(
+        [sys.executable, str(big)]) + "\n[tasks.slow]\ncmd = \"sleep 30\"\n"})
+    r, w = os.pipe()
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    proc = subprocess.Popen(hazrun_cmd("-C", str(root), "run", "big", "slow", "-j2",
+                                       "--no-cache", "--output", "buffered"),
+                            env=env, stdin=subprocess.DEVNULL, stdout=w,
+                            stderr=subprocess.DEVNULL)
+    os.close(w)
+    got = []
+    started = threading.Event()
+
+    def read_slowly():
+        while True:
+            chunk = os.read(r, 4096)
+            if not chunk:
+                return
+            got.append(chunk)
+            started.set()
+            time.sleep(0.02)  # about 200 KB/s: the 700 KB block takes seconds
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(60), "no output"
+        time.sleep(1)  # well into the block, which is still being read
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        reader.join(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(r)
+    lines = b"".join(got).decode().splitlines()
+    assert lines == [f"[root:big] {i:06d}" for i in range(100000)]

@@ -513,6 +513,8 @@ OVERLAPS = {
     "b/haz.toml": (
         '[tasks.most]\ncmd = "true"\noutputs = ["dist/**", "!dist/keep.txt"]\n'
         '[tasks.keep]\ncmd = "true"\noutputs = ["dist/keep.txt"]\n'
+        '[tasks.nc1]\ncmd = "true"\noutputs = ["nc/**"]\ncache = false\n'
+        '[tasks.nc2]\ncmd = "true"\noutputs = ["nc/x"]\ncache = false\n'
         '[tasks.same1]\ncmd = "true"\noutputs = ["gen/*.c"]\n'
         '[tasks.same2]\ncmd = "true"\noutputs = ["gen/*.c", "x"]\n'),
 }
@@ -542,7 +544,9 @@ def test_exec_020_outputs_that_only_may_meet_are_not_warned(make_ws):
     ws = make_ws(OVERLAPS)
     # Two wildcards that select different files; an exclude that takes the
     # other task's file out; neither task of a pair in the run.
-    proc = run_hazrun(ws, "run", "a:js", "a:css", "b:most", "b:keep", "--no-cache")
+    # Tasks never cached are never restored: no stale copies to warn of.
+    proc = run_hazrun(ws, "run", "a:js", "a:css", "b:most", "b:keep", "b:nc1", "b:nc2",
+                      "--no-cache")
     err = proc.stderr
     assert proc.returncode == 0, err
     assert "both declare" not in err
@@ -566,3 +570,8 @@ def test_exec_020_overlap_search_is_bounded_and_per_directory():
         [("a:x", "a:y", "a/dist/sub/f.txt")]
     assert output_overlaps([("a:x", GlobSet.compile(["dist/**", "!dist/f.txt"], "a")),
                             ("a:y", GlobSet.compile(["dist/f.txt"], "a"))]) == []
+    # 'dist' names the directory and everything in it.
+    for other in ("dist/**", "dist/*.js"):
+        assert output_overlaps([("a:x", GlobSet.compile(["dist"], "a")),
+                                ("a:y", GlobSet.compile([other], "a"))]) == \
+            [("a:x", "a:y", "a/" + other)]

@@ -70,14 +70,16 @@ def _hazrun_with_file_limit(ws, limit, *args):
     return proc
 
 
-@pytest.mark.parametrize("mode", ["live", "buffered"])
+@pytest.mark.parametrize("mode", ["live", "buffered", "buffered, cached"])
 @pytest.mark.parametrize("limit", [0, 1300 * 1024])
 def test_exec_017_a_temporary_file_that_fails_keeps_output_in_memory(make_ws, mode, limit):
-    """limit 0: the spill's first write fails; 1.3 MiB: one fails part way."""
+    """limit 0: the spill's first write fails; 1.3 MiB: one fails part way.
+    One warning, also where the block and the log both spill."""
     ws = _big_ws(make_ws)
     # Live output spools only the log a cache entry keeps; buffered, the
-    # blocks it prints.
+    # blocks it prints (and the log, with the cache on).
     flags = ["--no-cache"] if mode == "buffered" else []
+    mode = mode.split(",")[0]
     proc = _hazrun_with_file_limit(ws, limit, "run", "big", "--output", mode, *flags)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == _expected_lines()

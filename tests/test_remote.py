@@ -131,8 +131,10 @@ def test_remote_003_a_dry_run_tells_remote_hits_down_the_chain(remote, tmp_path)
     assert said["tool:build"].startswith("miss")
     # As it said: the run hits them all, now from the local store.
     real = run(ws2, c2, env, summary=tmp_path / "s.json")
+    assert real.returncode == 0, real.stderr
     st, doc = states(tmp_path / "s.json")
     assert [st[l] for l in CACHED_TASKS] == ["cached"] * 3
+    assert doc["remote"]["hits"] == 0  # the dry run downloaded them
 
 
 def test_remote_006_a_download_that_cannot_be_restored_is_no_hit(remote, tmp_path):

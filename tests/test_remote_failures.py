@@ -39,6 +39,17 @@ def env_for(url: Optional[str], **extra: str) -> dict:
     return env
 
 
+def run_against(server, ws: Path, tmp_path: Path, *args: str, timeout: int = 90):
+    """``hazrun run build`` with ``server`` as its remote cache and a
+    summary in tmp_path/s.json; the server is stopped after."""
+    try:
+        return run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build", *args,
+                          "--summary-json", str(tmp_path / "s.json"),
+                          env=env_for(server.url()), timeout=timeout)
+    finally:
+        server.stop()
+
+
 class Scenario:
     def __init__(self, kind: str):
         self.kind = kind
@@ -126,12 +137,7 @@ def test_remote_005_put_failures_are_warnings(tmp_path):
     server = FixedStatusServer(500)
     server.status_for = {"GET": 404, "HEAD": 404}
     ws = workspace(tmp_path)
-    try:
-        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build", "-j2",
-                          "--summary-json", str(tmp_path / "s.json"),
-                          env=env_for(server.url()))
-    finally:
-        server.stop()
+    proc = run_against(server, ws, tmp_path, "-j2")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("PUT HTTP 500") == 1, proc.stderr
     assert "GET" not in proc.stderr
@@ -173,12 +179,7 @@ def test_remote_005_a_redirect_to_an_invalid_url_is_a_bad_answer(tmp_path, locat
     server.stop()
     server.serve(Redirecting)
     ws = workspace(tmp_path)
-    try:
-        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build",
-                          "--summary-json", str(tmp_path / "s.json"),
-                          env=env_for(server.url()), timeout=45)
-    finally:
-        server.stop()
+    proc = run_against(server, ws, tmp_path, timeout=45)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("GET bad answer (a redirect to an invalid URL)") == 1, proc.stderr
     assert "cache key not computed" not in proc.stderr
@@ -529,3 +530,10 @@ def test_remote_005_a_413_before_the_body_was_read_is_a_413_not_a_hang_up():
     assert e.value.kind == "PUT HTTP 413"
     assert "refuses an artifact this big" in str(e.value)
     assert server.connections == 1 and len(server.requests) == 1
+
+
+def test_remote_005_a_413_hint_is_only_for_uploads():
+    """'the server refuses an artifact this big' said of a GET misled."""
+    from hazrun.cache.remote.transport import _status_error
+    assert "this big" in str(_status_error("PUT", 413))
+    assert str(_status_error("GET", 413)) == "GET HTTP 413"

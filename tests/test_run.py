@@ -532,6 +532,10 @@ def test_cli_003_a_refused_run_replaces_the_last_summary(make_ws, tmp_path):
         assert proc.returncode == 2, proc.stderr
         doc = json.loads(report.read_text())
         assert (doc["exit_code"], doc["signal"], doc["tasks"], doc["violations"]) == (2, None, [], [])
+    # A refused run makes no directory (a mistyped -C's, with a relative FILE).
+    typo = tmp_path / "ws-typo"
+    proc = run_hazrun(typo, "run", "a", "--summary-json", "s.json")
+    assert proc.returncode == 2 and not typo.exists(), proc.stderr
 
 
 @pytest.mark.parametrize("where", ["a directory", "under a file"])

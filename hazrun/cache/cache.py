@@ -27,7 +27,7 @@ from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optio
                     Set, Tuple, Union)
 
 from .. import files as _files
-from ..globs import GlobSet, any_match
+from ..globs import NEVER, GlobSet, any_match
 from ..values import value
 from ..workspace import Workspace
 from . import explain as _explain
@@ -114,7 +114,11 @@ class Cache:
         self._produced_sorted: List[str] = []
         self._warnings: List[str] = []
         self._told_empty: Set[str] = set()  # labels whose empty inputs were told
+        self._told_pending: List[str] = []   # ... in warnings not yet taken
         self._fetched: Set[str] = set()  # keys downloaded from the remote cache
+        # Warn of input patterns that select nothing (off for --dry-run:
+        # the outputs of dependencies it would restore are not there).
+        self.tell_empty = True
         self._records: Dict[str, KeyInfo] = {}
         self._per_task: Dict[str, Tuple[_key.Static, Optional[GlobSet], GlobSet]] = {}
         self._explain_store = _explain.RecordStore(self.haz_dir / EXPLAIN_DIR)
@@ -139,7 +143,16 @@ class Cache:
         """Drain the warnings gathered so far (one line each)."""
         with self._lock:
             out, self._warnings = self._warnings, []
+            self._told_pending = []
         return out
+
+    def discard_warnings(self) -> None:
+        """Drop the warnings gathered so far, unsaid (an attempt given up
+        and made again): what is told once a run is told by the next."""
+        with self._lock:
+            self._warnings = []
+            self._told_empty.difference_update(self._told_pending)
+            self._told_pending = []
 
     def stats(self) -> Dict[str, int]:
         """Counters of the stat cache (CACHE-006): files and bytes read, hits."""
@@ -322,23 +335,30 @@ class Cache:
             lambda files: _files.select_with(files, input_globs, output_globs,
                                              project.rel_dir)), quick)
         ws_inputs: List[str] = []
+        ws_globs = None
         if ws.settings.inputs:
             ws_globs = GlobSet.compile(ws.settings.inputs)
             ws_inputs = self._candidates(self._select(ws_globs.select), quick)
-            self._tell_empty("[workspace] inputs", ws_globs, ws_inputs)
-        if input_globs is not None:
-            self._tell_empty(label, input_globs, inputs)
         key, parts = static.key(self._rows(label, "workspace input", ws_inputs, quick),
                                 self._rows(label, "input", inputs, quick), pred_streams)
+        # Once the key is made: a quick attempt given up half way (an input
+        # to read) has its warnings thrown away, and must not count as told.
+        if self.tell_empty:
+            if ws_globs is not None:
+                self._tell_empty("[workspace] inputs", ws_globs, ws_inputs, None, quick)
+            if input_globs is not None:
+                self._tell_empty(label, input_globs, inputs, output_globs, quick)
         return KeyInfo(label, key, parts)
 
-    def _tell_empty(self, whose: str, globs: GlobSet, chosen: List[str]) -> None:
+    def _tell_empty(self, whose: str, globs: GlobSet, chosen: List[str],
+                    outputs: Optional[GlobSet], quick: bool = False) -> None:
         """Warn, once a run, of an input pattern that selects no file and
-        names a path that is not there ('scr/**' for 'src/**') or a file
-        git ignores ('config.local'): either way no edit changes the key,
-        and every run replays the first result (CFG-006).  A wildcard over
-        files git ignores that are there (a dependency's 'dist/**') is left
-        alone: what they hold reaches the key through that dependency."""
+        names a path that is not there ('scr/**' for 'src/**') or one that
+        is never an input (a file git ignores, the task's own output):
+        either way no edit changes the key, and every run replays the first
+        result (CFG-006).  A wildcard over files git ignores that are there
+        (a dependency's 'dist/**') is left alone: what they hold reaches the
+        key through that dependency."""
         if whose in self._told_empty:
             return
         told = []
@@ -346,20 +366,37 @@ class Cache:
             if any_match(chosen, g):
                 continue
             literal = g.prefix == g.rooted
-            there = os.path.lexists(self.root / (g.rooted if literal else g.prefix))
-            if there and literal:
-                told.append(f"'{g.text}' selects no file: git ignores it, and what git "
-                            "ignores is never an input (CFG-006)")
-            elif not there:
+            path = self.root / (g.rooted if literal else g.prefix)
+            if not os.path.lexists(path):
                 told.append(f"'{g.text}' selects no file: there is no "
                             f"{g.rooted if literal else g.prefix}, so no edit makes the "
                             "task run again (a typo?)")
+            elif literal:
+                why = self._never_input(g.rooted, path, outputs, quick)
+                if why:
+                    told.append(f"'{g.text}' selects no file: {why}")
         with self._lock:
             if not told or whose in self._told_empty:
                 return
             self._told_empty.add(whose)
-        for message in told:
-            self._warn(f"{whose}: inputs pattern {message}")
+            self._told_pending.append(whose)
+            self._warnings += [f"{whose}: inputs pattern {m}" for m in told]
+
+    def _never_input(self, rel: str, path: Path, outputs: Optional[GlobSet],
+                     quick: bool = False) -> Optional[str]:
+        """Why the existing ``rel`` is no input (CFG-006), or None.
+        ``quick``: raise WouldBlock rather than ask git (the loop thread)."""
+        if outputs is not None and outputs.match(rel):
+            return "it is among the task's own outputs, which are never inputs"
+        if any(part in NEVER for part in rel.split("/")):
+            return "nothing under .git or .haz is an input"
+        if path.is_dir():
+            return None  # an empty directory: nothing in it to change yet
+        if quick:
+            raise WouldBlock(rel)
+        if rel in _files.git_ignored(self.root, [rel]):
+            return "git ignores it, and what git ignores is never an input (CFG-006)"
+        return None
 
     def _task_parts(self, label: str) -> Tuple[_key.Static, Optional[GlobSet], GlobSet]:
         """Per task and run: the key's file-independent components, the

@@ -56,8 +56,10 @@ _BAD_PARTS = frozenset(("", ".", "..") + NEVER)
 
 def path_problem(path: str) -> Optional[str]:
     """Why ``path`` is not a relative, normalised path inside the project."""
-    if not path or "\0" in path:
+    if not path:
         return "an empty path"
+    if "\0" in path:
+        return f"path {path!r} holds a NUL character"
     if path.startswith("/"):
         return f"absolute path '{path}'"
     parts = path.split("/")

@@ -418,7 +418,7 @@ def _status_error(op: str, status: int) -> RemoteError:
         hint = "check HAZ_REMOTE_CACHE_TOKEN (or the URL's user:password)"
         if op == "PUT":
             hint += ", or use --remote-cache-read-only"
-    elif status == 413:
+    elif status == 413 and op == "PUT":  # of a GET it says nothing of size
         hint = "the server refuses an artifact this big"
     return RemoteError(op, f"HTTP {status}", hint, status)
 
