@@ -525,28 +525,30 @@ def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_pat
         proc = subprocess.Popen(hazrun_cmd("-C", str(root), "run", "spam", "--no-cache"),
                                 env=env, stdin=subprocess.DEVNULL, stdout=w,
                                 stderr=w if stderr_too else err_out)
-    capacity = fcntl.fcntl(w, getattr(fcntl, "F_GETPIPE_SZ", 1032))
     os.close(w)
     try:
-        queued = [0]
+        seen = {"bytes": -1, "since": time.monotonic()}
 
         def pipe_full():
+            # Full: what the pipe holds stopped growing (the task writes
+            # without pause), whatever its capacity and however whole-line
+            # writes fill its pages.  Stuck in its write since then, past
+            # console.STALLED_S of no progress.
             assert proc.poll() is None, err_file.read_text()
             buf = bytearray(4)
             fcntl.ioctl(r, termios.FIONREAD, buf)
-            queued[0] = int.from_bytes(buf, sys.byteorder)
-            # Within a page of its capacity: whole-line writes leave a page
-            # part empty.  (Past a user's pipe-user-pages-soft, the kernel
-            # makes pipes of one page, not 64 KiB.)
-            return queued[0] >= max(capacity - 4096, 1)
+            queued = int.from_bytes(buf, sys.byteorder)
+            now = time.monotonic()
+            if queued != seen["bytes"]:
+                seen.update(bytes=queued, since=now)
+                return False
+            return queued > 0 and now - seen["since"] >= 1.5
         try:
             wait_for(pipe_full, timeout=60, what="hazrun's stdout pipe to fill")
         except AssertionError:
-            raise AssertionError(f"{queued[0]} bytes in the pipe; hazrun said: "
+            raise AssertionError(f"{seen['bytes']} bytes in the pipe; hazrun said: "
                                  f"{err_file.read_text()!r}") from None
-        # Stuck in its write from now on (the pipe is never read): past
-        # console.STALLED_S of no progress, one signal must end the run.
-        time.sleep(1.5)
+        # The pipe is never read: one signal must end the run.
         proc.send_signal(signum)
         try:
             proc.wait(timeout=30)
