@@ -537,3 +537,58 @@ def test_remote_005_a_413_hint_is_only_for_uploads():
     from hazrun.cache.remote.transport import _status_error
     assert "this big" in str(_status_error("PUT", 413))
     assert str(_status_error("GET", 413)) == "GET HTTP 413"
+
+
+@pytest.mark.timeout(60)
+def test_remote_005_a_redirect_from_https_to_http_is_not_followed(tmp_path):
+    """Whoever sits on the plain leg could hand over any artifact, and an
+    unsigned one is taken on the transport's word: the redirect is a bad
+    answer, and the plain server is never asked."""
+    import http.server
+    import shutil as _shutil
+    import ssl
+    import subprocess as sp
+    openssl = _shutil.which("openssl")
+    assert openssl, "openssl is needed to make the test server's certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    sp.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+           timeout=30)
+    plain = FixedStatusServer(404)
+    target = plain.url()
+
+    class Downgrading(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(302)
+            self.send_header("Location", target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = do_HEAD = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    tls = FixedStatusServer(500)
+    tls.stop()
+    tls.serve(Downgrading)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    tls.httpd.socket = context.wrap_socket(tls.httpd.socket, server_side=True)
+    ws = workspace(tmp_path)
+    try:
+        proc = run_hazrun(ws, "--cache-dir", str(tmp_path / "c"), "run", "build",
+                          env=env_for(f"https://127.0.0.1:{tls.port}/cache",
+                                      SSL_CERT_FILE=str(cert)))
+    finally:
+        tls.stop()
+        plain.stop()
+    assert proc.returncode == 0, proc.stderr
+    assert "GET bad answer (a redirect from https to plain http, not followed)" in proc.stderr
+    assert plain.requests == []

@@ -349,6 +349,12 @@ class HttpClient:
                 host, port = parts.hostname, parts.port  # a bad port raises
                 if parts.scheme not in ("http", "https") or not host:
                     raise RemoteError(method, "bad answer", "a redirect to a non-HTTP URL")
+                if self.scheme == "https" and parts.scheme == "http":
+                    # Whoever sits on the plain leg could hand over any
+                    # artifact (unsigned ones are taken on the transport's
+                    # word): not followed.
+                    raise RemoteError(method, "bad answer",
+                                      "a redirect from https to plain http, not followed")
                 conn = self._new(parts.scheme, host, port)
             except (ValueError, http.client.InvalidURL):  # '[::1', port 99999, a space in the host
                 # REMOTE-005: the server's answer is bad, as any other.
