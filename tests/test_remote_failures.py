@@ -50,6 +50,33 @@ def run_against(server, ws: Path, tmp_path: Path, *args: str, timeout: int = 90)
         server.stop()
 
 
+def redirecting(location) -> FixedStatusServer:
+    """A server answering every request with 302 to ``location(path)``."""
+    import http.server
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(302)
+            self.send_header("Location", location(self.path))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = do_HEAD = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = FixedStatusServer(500)
+    server.stop()
+    server.serve(Redirecting)
+    return server
+
+
 class Scenario:
     def __init__(self, kind: str):
         self.kind = kind
@@ -156,28 +183,7 @@ def test_remote_005_a_redirect_to_an_invalid_url_is_a_bad_answer(tmp_path, locat
     request slot, and once three had, the run waited for a slot for ever.
     It is a bad answer like any other: counted, warned once, the tasks
     stored locally."""
-    import http.server
-
-    class Redirecting(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_PUT = do_HEAD = _answer
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = FixedStatusServer(500)
-    server.stop()
-    server.serve(Redirecting)
+    server = redirecting(lambda path: location)
     ws = workspace(tmp_path)
     proc = run_against(server, ws, tmp_path, timeout=45)
     assert proc.returncode == 0, proc.stderr
@@ -544,7 +550,6 @@ def test_remote_005_a_redirect_from_https_to_http_is_not_followed(tmp_path):
     """Whoever sits on the plain leg could hand over any artifact, and an
     unsigned one is taken on the transport's word: the redirect is a bad
     answer, and the plain server is never asked."""
-    import http.server
     import shutil as _shutil
     import ssl
     import subprocess as sp
@@ -558,26 +563,7 @@ def test_remote_005_a_redirect_from_https_to_http_is_not_followed(tmp_path):
     plain = FixedStatusServer(404)
     target = plain.url()
 
-    class Downgrading(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            self.send_response(302)
-            self.send_header("Location", target + self.path)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_PUT = do_HEAD = _answer
-
-        def log_message(self, *args) -> None:
-            pass
-
-    tls = FixedStatusServer(500)
-    tls.stop()
-    tls.serve(Downgrading)
+    tls = redirecting(lambda path: target + path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     tls.httpd.socket = context.wrap_socket(tls.httpd.socket, server_side=True)
