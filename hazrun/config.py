@@ -468,8 +468,8 @@ def parse_toml(path: Path, root_for_messages: Optional[Path] = None) -> Dict[str
     try:
         with open(path, "rb") as f:
             data = f.read()
-        # A byte order mark (Windows editors write one) is no TOML, and
-        # invisible in the editor that put it there: passed over.
+        # CFG-001: a byte order mark (Windows editors write one) is no
+        # TOML, and invisible in the editor that put it there: passed over.
         text = data.decode("utf-8").removeprefix("\ufeff")
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -583,8 +583,8 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
 
 
 def _member_problem(pattern: str) -> Optional[str]:
-    """check_pattern's answer, with advice that fits a member (relative to
-    the root, never '$root/', never the root itself)."""
+    """CFG-002: check_pattern's answer, with advice that fits a member
+    (relative to the root, never '$root/', never the root itself)."""
     body = pattern[1:] if pattern.startswith("!") else pattern
     if body.startswith("/"):
         return ("absolute paths are not allowed; members are directories relative to "

@@ -276,8 +276,9 @@ def _literal(g: Glob) -> bool:
 
 
 def shared_files(a: GlobSet, b: GlobSet) -> Optional[str]:
-    """A root-relative path or pattern whose files both ``a`` and ``b``
-    certainly select, or None when no such overlap is certain.
+    """EXEC-020 before running: a root-relative path or pattern whose files
+    both ``a`` and ``b`` certainly select, or None when no such overlap is
+    certain.
 
     Certain means: the same pattern, a pattern inside another's
     ``dir/**``, or a wildcard-free path both select (excludes counted).

@@ -199,7 +199,6 @@ class BufferedOutput(RunObserver):
         self.console = prefixer.console
         self.errors_only = errors_only
         self.spools: Dict[Tuple[str, Stream], Any] = {}
-        self.spool_warned = False
 
     def task_output(self, label, stream, data):
         spool = self.spools.get((label, stream))
@@ -207,10 +206,9 @@ class BufferedOutput(RunObserver):
             from .spool import Spool  # buffered modes only
             spool = self.spools[(label, stream)] = Spool(SPOOL_MEMORY)
         spool.write(data)
-        if spool.problem is not None and not self.spool_warned:
+        if spool.problem is not None:
             from .spool import spool_warning
-            self.spool_warned = True
-            message = spool_warning(spool.problem)
+            message = spool_warning(spool.problem)  # None once told
             if message:
                 self.console.warning(message)
 
@@ -378,8 +376,8 @@ def _descriptor_named(path: str) -> Optional[int]:
 
 
 def summary_json_problem(path: str) -> Optional[str]:
-    """Why :func:`write_summary_json` could not write to ``path``, asked
-    before a run so that a typo costs no build; None if it can."""
+    """CLI-003: why :func:`write_summary_json` could not write to ``path``,
+    asked before a run so that a typo costs no build; None if it can."""
     if _descriptor_named(path) is not None:
         return None
     if os.path.isdir(path):

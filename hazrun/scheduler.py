@@ -221,7 +221,6 @@ class Scheduler:
         self.halted: Optional[ViolationKind] = None   # EXEC-019/020
         self._checks: Optional[RuntimeChecks] = None
         self._ignored: Dict[str, bool] = {}
-        self._spool_warned = False  # a full TMPDIR is told once a run
 
     # -- the main loop ----------------------------------------------------
     def run(self) -> RunOutcome:
@@ -576,7 +575,7 @@ class Scheduler:
         for stream in Stream:
             t.splitters[stream] = LineSplitter()
             if storing:
-                t.logs[stream] = _spool()
+                t.logs[stream] = Spool()
         try:
             t.child = self.procs.spawn(spec, lambda s, d: self._output(t, s, d),
                                        lambda c: self._child_done(t, c))
@@ -622,9 +621,8 @@ class Scheduler:
         log = t.logs.get(stream)
         if log is not None:
             log.write(data)
-            if log.problem is not None and not self._spool_warned:
-                self._spool_warned = True
-                message = spool_warning(log.problem)
+            if log.problem is not None:
+                message = spool_warning(log.problem)  # None once told
                 if message:
                     self._warn(message)
         lines = t.splitters[stream].feed(data)
@@ -1111,9 +1109,9 @@ class Scheduler:
         ('hevy'), and the tasks it meant run uncapped."""
         if not self.tag_caps:
             return
+        from .errors import did_you_mean
         carried = {tag for task in self.ws.graph.tasks.values() for tag in task.tags}
         for tag in sorted(set(self.tag_caps) - carried):
-            from .errors import did_you_mean
             where = "--tag-cap" if tag in self.options.tag_caps else "[workspace.tags]"
             self._warn(f"{where}: no task carries the tag '{tag}', so its cap limits "
                        f"nothing{did_you_mean(tag, sorted(carried))}")
@@ -1155,10 +1153,6 @@ class _Attempt:
         if self.error is not None:
             raise self.error
         return self.value
-
-
-def _spool() -> Spool:
-    return Spool()
 
 
 def _why(e: BaseException) -> str:

@@ -13,6 +13,8 @@ import io
 import os
 from typing import Optional
 
+from .fsutil import write_all
+
 SPOOL_MEMORY = 1 << 20
 
 
@@ -20,27 +22,22 @@ class Spool:
     """Written to, then read from the start: ``write`` ... ``seek(0)``,
     ``read``.  A context manager; ``close`` frees the file."""
 
-    def __init__(self, max_size: int = SPOOL_MEMORY, dir: Optional[str] = None):
+    def __init__(self, max_size: int = SPOOL_MEMORY):
         self.max_size = max_size
-        self.dir = dir
         self.problem: Optional[OSError] = None  # why bytes stayed in memory
         self._mem = io.BytesIO()
         self._file: Optional[io.FileIO] = None
-        self._size = 0  # bytes written to _file
 
     # -- writing ------------------------------------------------------------
     def write(self, data: bytes) -> int:
         if self._file is not None:
-            view = memoryview(data)
+            start = self._file.tell()
             try:
-                while view:
-                    n = self._file.write(view)
-                    self._size += n
-                    view = view[n:]
+                write_all(self._file.fileno(), data)
                 return len(data)
             except OSError as e:
-                self._to_memory(e)
-                data = bytes(view)
+                # What reached the file is read back; the rest follows it.
+                data = data[self._to_memory(e) - start:]
         self._mem.write(data)
         if self.problem is None and self._mem.tell() > self.max_size:
             self._to_file()
@@ -49,34 +46,31 @@ class Spool:
     def _to_file(self) -> None:
         import tempfile  # past the limit only: most output never gets here
         try:
-            f = tempfile.TemporaryFile(buffering=0, dir=self.dir)
+            f = tempfile.TemporaryFile(buffering=0)
         except OSError as e:
             self.problem = e
             return
-        view = self._mem.getbuffer()
         try:
-            while view:
-                n = f.write(view)
-                view = view[n:]
+            write_all(f.fileno(), self._mem.getvalue())
         except OSError as e:
             f.close()
             self.problem = e
             return
-        finally:
-            view.release()
-        self._file, self._size = f, self._mem.tell()
+        self._file = f
         self._mem = io.BytesIO()
 
-    def _to_memory(self, error: OSError) -> None:
+    def _to_memory(self, error: OSError) -> int:
         """Back to memory with what the file holds (reading a full disk
-        works), for good: the next spill would fail as this write did."""
+        works), for good: the next spill would fail as this write did.
+        Returns how many bytes that is."""
         f, self._file = self._file, None
         self.problem = error
         assert f is not None
         with f:
             f.seek(0)
-            self._mem = io.BytesIO(f.read(self._size))
-            self._mem.seek(0, os.SEEK_END)
+            self._mem = io.BytesIO(f.read())
+        self._mem.seek(0, os.SEEK_END)
+        return self._mem.tell()
 
     # -- reading ------------------------------------------------------------
     def _reader(self) -> io.RawIOBase:

@@ -130,7 +130,7 @@ def resolve_remote(config: Optional[RemoteCacheConfig], environ: Mapping[str, st
         where, chosen = ENV_URL, env(ENV_URL)
     if url is not None:
         where, chosen = "--remote-cache", url
-    # The variables are checked with or without a URL: a typo in a CI
+    # REMOTE-001: the variables are checked with or without a URL: a typo in a CI
     # setting ('maybe') is refused where it is made, not in the one job
     # that also sets the URL.
     protocol = toml.protocol
