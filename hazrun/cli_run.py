@@ -60,7 +60,9 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                         "buffered: each task's output in one block when it ends; "
                         "errors-only: only the blocks of failed tasks; none")
     p.add_argument("--no-prefix", action="store_true",
-                   help="do not prefix task output lines with [project:task]")
+                   help="do not prefix task output lines with [project:task]; "
+                        "a line longer than 64 KiB then passes through whole "
+                        "instead of in prefixed 64 KiB pieces")
     p.add_argument("--fail-fast", action="store_true",
                    help="at the first failure, stop the run: running tasks are "
                         "stopped, the rest cancelled")
@@ -175,7 +177,7 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
                          fail_fast=args.fail_fast, force=args.force,
                          no_cache=args.no_cache, grace=args.grace,
                          cache_dir=args.cache_dir, remote=_remote(args, ws),
-                         listing=listing)
+                         listing=listing, cut_lines=not args.no_prefix)
     if args.dry_run:
         from .cli_dryrun import dry_run
         return dry_run(ws, args, options, console)

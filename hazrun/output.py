@@ -32,7 +32,9 @@ class RunObserver:
 
     def task_output(self, label: str, stream: Stream, data: bytes) -> None:
         """Complete lines (each ends in ``\\n``) a task wrote, or replayed
-        from the cache for a hit."""
+        from the cache for a hit.  A line longer than 64 KiB comes in
+        pieces, each ended with a newline; with ``RunOptions.cut_lines``
+        False, without: then ``data`` may end mid-line."""
 
     def task_finished(self, result: TaskResult) -> None:
         """A task that was admitted reached its final state."""
@@ -88,26 +90,32 @@ class LineSplitter:
 
     ``feed`` returns the complete lines so far; a line longer than 64 KiB is
     cut into 64 KiB pieces, each then ended with a newline so every piece
-    gets its own prefix.  Bytes are never decoded.
+    gets its own prefix.  With ``cut=False`` (no prefix to give them) the
+    pieces go out as they are, without that newline, so the bytes pass
+    through unchanged: a 100 KB line of JSON stays one line.  Bytes are
+    never decoded.
     """
 
-    __slots__ = ("partial",)
+    __slots__ = ("partial", "cut")
 
-    def __init__(self) -> None:
+    def __init__(self, cut: bool = True) -> None:
         self.partial = b""
+        self.cut = cut
 
     def feed(self, data: bytes) -> bytes:
         buf = self.partial + data if self.partial else data
-        cut = buf.rfind(b"\n") + 1
-        complete, self.partial = buf[:cut], buf[cut:]
+        end = buf.rfind(b"\n") + 1
+        complete, self.partial = buf[:end], buf[end:]
         pieces = []
         # Cut only past 64 KiB, as _cap_lines does: a line of exactly 64 KiB
         # whose newline comes in a later read is still one line, so a run
         # and its replay from the cache (read in other sizes) print the same.
+        # What stays is never empty, so flush() still ends the line.
+        newline = b"\n" if self.cut else b""
         while len(self.partial) > MAX_LINE:
-            pieces.append(self.partial[:MAX_LINE] + b"\n")
+            pieces.append(self.partial[:MAX_LINE] + newline)
             self.partial = self.partial[MAX_LINE:]
-        if len(complete) > MAX_LINE:
+        if self.cut and len(complete) > MAX_LINE:
             complete = _cap_lines(complete)
         return complete + b"".join(pieces) if pieces else complete
 
@@ -225,7 +233,7 @@ class BufferedOutput(RunObserver):
                                              self._blocks(result.label, stream, spool))
 
     def _blocks(self, label: str, stream: Stream, spool: IO[bytes]) -> Iterator[bytes]:
-        splitter = LineSplitter()
+        splitter = LineSplitter(cut=self.prefixer.enabled)
         while True:
             chunk = spool.read(SPOOL_MEMORY)
             if not chunk:

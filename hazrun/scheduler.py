@@ -117,6 +117,9 @@ class RunOptions:
     pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds
     remote: Any = None                       # REMOTE-001: RemoteSettings; None: none
     listing: Any = None                      # CFG-006: a files.Listing started early
+    # EXEC-016: a line past 64 KiB reaches the observers in newline-ended
+    # pieces (each gets its prefix); False (--no-prefix): unchanged bytes.
+    cut_lines: bool = True
 
 
 def available_cpus() -> int:
@@ -543,7 +546,7 @@ class Scheduler:
         # EXEC-017: a hit prints what the original run printed, through the
         # same observers as a fresh run, streamed in bounded pieces.
         for stream, log in ((Stream.STDOUT, restored.stdout), (Stream.STDERR, restored.stderr)):
-            splitter = LineSplitter()
+            splitter = LineSplitter(self.options.cut_lines)
             while True:
                 chunk = log.read(1 << 20)
                 if not chunk:
@@ -573,7 +576,7 @@ class Scheduler:
         t.phase = Phase.RUNNING
         storing = self.keyed and self.cache.write and t.task.cache and t.key is not None
         for stream in Stream:
-            t.splitters[stream] = LineSplitter()
+            t.splitters[stream] = LineSplitter(self.options.cut_lines)
             if storing:
                 t.logs[stream] = Spool()
         try:

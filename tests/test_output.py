@@ -30,6 +30,23 @@ def test_exec_017_a_run_and_its_replay_cut_lines_alike(length, ending):
         assert lines[0] == b"x" * MAX_LINE  # not cut: it fits
 
 
+@pytest.mark.parametrize("length", [0, 1, MAX_LINE, MAX_LINE + 1, 2 * MAX_LINE, 3 * MAX_LINE - 7])
+@pytest.mark.parametrize("ending", [b"\n", b"", b"\nnext\n"])
+def test_exec_016_uncut_lines_keep_every_byte(length, ending):
+    """--no-prefix (cut=False): a long line's pieces get no newline, so the
+    bytes come out as they went in, in every read size; an unterminated
+    last line still gets one at the end, and no piece outgrows 64 KiB."""
+    data = b"x" * length + ending
+    for chunk in (1000, MAX_LINE, MAX_LINE + 1, 1 << 20):
+        s = LineSplitter(cut=False)
+        fed = []
+        for i in range(0, len(data), chunk):
+            fed.append(s.feed(data[i:i + chunk]))
+            assert len(s.partial) <= MAX_LINE  # memory stays bounded
+        out = b"".join(fed) + s.flush()
+        assert out == (data if not data or data.endswith(b"\n") else data + b"\n"), chunk
+
+
 # --------------------------------------------------------------------------
 # EXEC-017 with nowhere to spool: a task's output past 1 MiB goes to a
 # temporary file; a TMPDIR that cannot take it raised out of the event

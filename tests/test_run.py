@@ -439,6 +439,37 @@ def test_exec_016_long_lines_in_64k_pieces(make_ws):
     assert sizes == [65536, 65536, 150000 - 2 * 65536]
 
 
+# A task printing a long line: a 200,001-byte line of JSON with its newline
+# (written in several reads' worth), then one with none at the very end.
+_LONG_LINE_TASK = ("import json, sys\n"
+                   "sys.stdout.write(json.dumps({'k': 'v' * 200000}) + '\\n')\n"
+                   "sys.stdout.write('tail' * 40000)\n")
+
+
+@pytest.mark.parametrize("mode", ["live", "buffered"])
+def test_exec_016_no_prefix_passes_long_lines_through_whole(make_ws, mode):
+    """EXEC-016 with --no-prefix: pieces of a line longer than 64 KiB had a
+    newline each, for a prefix that was not there, so `hazrun run gen
+    --no-prefix > out.json` saved invalid JSON.  Now the bytes come out as
+    written (the unterminated last line gets its newline), live, buffered
+    and replayed from the cache alike."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.gen]\n'
+                              f'cmd = {json.dumps([sys.executable, "gen.py"])}\n'
+                              'inputs = ["gen.py"]\n',
+                  "gen.py": _LONG_LINE_TASK})
+    expected = json.dumps({"k": "v" * 200000}) + "\n" + "tail" * 40000 + "\n"
+    for run in ("fresh", "replayed"):
+        proc = run_hazrun(ws, "run", "gen", "--no-prefix", "--output", mode)
+        assert proc.returncode == 0, proc.stderr
+        assert ("restored" in proc.stderr or "1 cached" in proc.stderr) == (run == "replayed"), proc.stderr
+        assert proc.stdout == expected, (run, len(proc.stdout), proc.stdout.count("\n"))
+        json.loads(proc.stdout.splitlines()[0])
+    # With the prefix, the same line still comes in prefixed 64 KiB pieces.
+    proc = run_hazrun(ws, "run", "gen", "--output", mode)
+    sizes = [len(l) - len("[root:gen] ") for l in proc.stdout.splitlines()]
+    assert sizes[:4] == [65536, 65536, 65536, len(expected.splitlines()[0]) - 3 * 65536]
+
+
 @pytest.mark.timeout(180)
 def test_exec_003_50mb_beside_small_writers(make_ws, tmp_path):
     """A child writing 50 MB never blocks; every byte arrives; every output
