@@ -4,7 +4,10 @@ N independent one-task projects, side by side in the same run (issue 3).
 
     python3 scripts/bench_run.py [--n 1000] [--repeat 3] [--cmd copy|true]
 
-Prints the median wall time of each runner and its ratio to `make -j2`.
+Prints the median wall time of each runner, its ratio to `make -j2`, and
+its ratio to the "python floor": scripts/floor_runner.py, which starts
+tasks as hazrun does and does nothing else.  On a small VM that floor
+moves with the machine's load; hazrun's ratio to it is its own overhead.
 """
 from __future__ import annotations
 
@@ -90,6 +93,10 @@ def main() -> None:
     runners = {
         "xargs -P2": ["sh", "-c", f"xargs -P2 -I{{}} sh -c 'cd {{}} && {cmd}' < dirs.txt"],
         "make -j2": ["make", "-s", "-j2"],
+        # The floor for any Python runner on this machine: hazrun's way of
+        # starting a task and nothing else (scripts/floor_runner.py).
+        "python floor": [sys.executable, str(REPO / "scripts" / "floor_runner.py"),
+                         "2", "dirs.txt", cmd],
         "hazrun -j2": [sys.executable, "-m", "hazrun", "run", "build", "-j2",
                        "--no-cache", "--output", "none"],
     }
@@ -105,12 +112,15 @@ def main() -> None:
                 clean(root)
                 times[name].append(timed(argv, root, env))
     base = statistics.median(times["make -j2"])
+    floor = statistics.median(times["python floor"])
     print(f"N = {args.n} independent tasks, cmd = {cmd!r}, median of {args.repeat} "
           "(hazrun's workspace snapshot warm)")
-    print(f"{'runner':<14} {'median s':>9} {'per task ms':>12} {'vs make -j2':>12}")
+    print(f"{'runner':<14} {'median s':>9} {'per task ms':>12} {'vs make -j2':>12} "
+          f"{'vs floor':>9}")
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"{name:<14} {m:9.3f} {1000 * m / args.n:12.2f} {m / base:11.2f}x")
+        print(f"{name:<14} {m:9.3f} {1000 * m / args.n:12.2f} {m / base:11.2f}x "
+              f"{m / floor:8.2f}x")
 
 
 if __name__ == "__main__":
