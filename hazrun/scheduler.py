@@ -122,6 +122,33 @@ class RunOptions:
     cut_lines: bool = True
 
 
+class _Interleaving:
+    """How a task's stdout and stderr reads alternated, for a hit to replay
+    them in that order (EXEC-017; Manifest.order): byte counts, stdout
+    first.  Past ``cap`` counts the record stops; a replay then gives the
+    rest of stdout, then the rest of stderr."""
+
+    __slots__ = ("runs", "cap")
+
+    def __init__(self, cap: int):
+        self.runs: List[int] = []
+        self.cap = cap
+
+    def note(self, stream: Stream, n: int) -> None:
+        runs = self.runs
+        index = 0 if stream is Stream.STDOUT else 1
+        if self.cap < 0:
+            return  # stopped
+        if runs and (len(runs) - 1) % 2 == index:
+            runs[-1] += n
+            return
+        new = [n] if runs or index == 0 else [0, n]  # stdout first
+        if len(runs) + len(new) > self.cap:
+            self.cap = -1
+        else:
+            runs += new
+
+
 def available_cpus() -> int:
     """EXEC-004: CPUs this process may run on."""
     try:
@@ -147,6 +174,7 @@ class _Task:
     started: float = 0.0
     splitters: Dict[Stream, LineSplitter] = field(default_factory=dict)
     logs: Dict[Stream, Any] = field(default_factory=dict)
+    order: Optional["_Interleaving"] = None   # with logs: how they interleaved
     timer: Optional[Timer] = None
     timed_out: bool = False
     stopped: bool = False       # terminated by cancellation (EXEC-014)
@@ -544,19 +572,10 @@ class Scheduler:
                 self._acquire_then_spawn(t)
             return
         # EXEC-017: a hit prints what the original run printed, through the
-        # same observers as a fresh run, streamed in bounded pieces.
-        for stream, log in ((Stream.STDOUT, restored.stdout), (Stream.STDERR, restored.stderr)):
-            splitter = LineSplitter(self.options.cut_lines)
-            while True:
-                chunk = log.read(1 << 20)
-                if not chunk:
-                    break
-                lines = splitter.feed(chunk)
-                if lines:
-                    self.observer.task_output(t.label, stream, lines)
-            rest = splitter.flush()
-            if rest:
-                self.observer.task_output(t.label, stream, rest)
+        # same observers as a fresh run, streamed in bounded pieces, its
+        # stdout and stderr interleaved as the run read them (what a
+        # terminal or a 2>&1 log showed).
+        self._replay(t, restored)
         restored.close()
         t.stream_hash = self._handed_on(t, restored.materialised.stream_hash)
         self._check_outputs(t, restored.materialised.root_paths(t.rel_dir))
@@ -564,6 +583,31 @@ class Scheduler:
         self._final(t, TaskResult(t.label, TaskState.CACHED, key=self._key_hex(t),
                                   duration_s=time.monotonic() - t.started,
                                   saved_s=restored.duration_s))
+
+    def _replay(self, t: _Task, restored: Any) -> None:
+        logs = {Stream.STDOUT: restored.stdout, Stream.STDERR: restored.stderr}
+        splitters = {stream: LineSplitter(self.options.cut_lines) for stream in Stream}
+
+        def play(stream: Stream, size: Optional[int]) -> None:
+            """``size`` bytes of a log (None: the rest)."""
+            while size is None or size > 0:
+                chunk = logs[stream].read(1 << 20 if size is None else min(size, 1 << 20))
+                if not chunk:
+                    break  # as many as Manifest.order's check let through
+                if size is not None:
+                    size -= len(chunk)
+                lines = splitters[stream].feed(chunk)
+                if lines:
+                    self.observer.task_output(t.label, stream, lines)
+
+        for i, size in enumerate(restored.order):
+            play(Stream.STDERR if i % 2 else Stream.STDOUT, size)
+        for stream in Stream:
+            play(stream, None)
+        for stream in Stream:
+            rest = splitters[stream].flush()
+            if rest:
+                self.observer.task_output(t.label, stream, rest)
 
     def _spawn(self, t: _Task) -> None:
         spec = SpawnSpec(t.task.cmd, t.cwd, self._task_env(t), self.options.pass_fds)
@@ -579,6 +623,9 @@ class Scheduler:
             t.splitters[stream] = LineSplitter(self.options.cut_lines)
             if storing:
                 t.logs[stream] = Spool()
+        if storing:
+            from .cache.model import MAX_RUNS
+            t.order = _Interleaving(MAX_RUNS)
         try:
             t.child = self.procs.spawn(spec, lambda s, d: self._output(t, s, d),
                                        lambda c: self._child_done(t, c))
@@ -624,6 +671,7 @@ class Scheduler:
         log = t.logs.get(stream)
         if log is not None:
             log.write(data)
+            t.order.note(stream, len(data))
             if log.problem is not None:
                 message = spool_warning(log.problem)  # None once told
                 if message:
@@ -733,7 +781,7 @@ class Scheduler:
                     log.seek(0)
                 staged = self.cache.stage(t.label, t.key, materialised,
                                           t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
-                                          duration)
+                                          duration, t.order.runs)
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
         return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,

@@ -380,6 +380,26 @@ def test_cache_004_manifest_from_disk_naming_parent_path_is_rejected(root):
     assert not (root.parent / "x").exists()
 
 
+@pytest.mark.parametrize("order", [[999], [0, 1], [-1], [1.5], "12", [True], [0] * 4097])
+def test_cache_003_an_order_its_logs_cannot_account_for_is_no_entry(root, order):
+    """Manifest.order (EXEC-017's interleaved replay): counts past a log's
+    size, or that are no counts, make the entry corrupt, not a replay that
+    reads short or a crash."""
+    with open_cache(root) as c:
+        key, _ = store_build(c)  # stdout "built\n" (6 bytes), empty stderr
+        f = entry_file(c, key)
+        data = json.loads(f.read_text())
+        assert data["stdout"]["size"] < 999 and data["stderr"]["size"] == 0
+        data["order"] = order
+        f.write_text(json.dumps(data))
+        assert c.lookup(key) is None
+        assert any("bad order" in w for w in c.take_warnings())
+        # What it can account for is read back as written.
+        data["order"] = [2, 0, 4]
+        f.write_text(json.dumps(data))
+        assert c.lookup(key).order == (2, 0, 4)
+
+
 @pytest.mark.parametrize("field, value", [("duration_s", "Infinity"), ("duration_s", "NaN"),
                                           ("duration_s", "-1"), ("created", "Infinity")])
 def test_cache_003_a_manifest_with_a_number_that_is_not_finite_is_no_entry(root, field, value):
@@ -915,3 +935,18 @@ def test_cache_004_a_manifest_path_with_a_nul_is_named_for_what_it_is():
     assert path_problem("") == "an empty path"
     assert path_problem("out/a\0b") == "path 'out/a\\x00b' holds a NUL character"
     assert path_problem("out/ok") is None
+
+
+def test_cache_003_order_round_trips_and_is_left_out_when_empty(root):
+    with open_cache(root) as c:
+        build_outputs(root)
+        key = c.compute_key("a:build", {})
+        c.store("a:build", key, c.collect_outputs("a:build"), b"o1\no2\n", b"e1\n", 1.0,
+                order=(3, 3, 3))
+        assert c.lookup(key).order == (3, 3, 3)
+        restored = c.restore("a:build", c.lookup(key))
+        assert restored.order == (3, 3, 3)
+        restored.close()
+        c.store("a:build", key, c.collect_outputs("a:build"), b"o1\n", b"", 1.0)
+        assert "order" not in json.loads(entry_file(c, key).read_text())
+        assert c.lookup(key).order == ()

@@ -112,3 +112,103 @@ def test_exec_017_a_hit_replays_a_big_log_with_no_room_for_it(make_ws):
     assert again.returncode == 0, again.stderr
     assert "1 cached" in again.stderr, again.stderr
     assert again.stdout.splitlines() == _expected_lines()
+
+
+# --------------------------------------------------------------------------
+# EXEC-017: a hit replays stdout and stderr interleaved as the run read them.
+# The task writes to one stream, then waits until hazrun has read it (the
+# pipe is empty) before it writes to the other, so the order is certain.
+
+ALTERNATE = r'''
+import fcntl, os, struct, sys, termios, time
+def drained(fd):
+    while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]:
+        time.sleep(0.002)
+for i in range(int(sys.argv[1])):
+    fd = 1 if i % 3 != 1 else 2
+    os.write(fd, (("out" if fd == 1 else "err") + str(i) + "\n").encode())
+    drained(fd)
+os.write(1, b"no newline")
+'''
+
+
+def _alternating_ws(make_ws, count):
+    import json
+    import sys
+    return make_ws({"haz.toml": "[workspace]\n[tasks.t]\ncmd = "
+                    + json.dumps([sys.executable, "alt.py", str(count)])
+                    + '\ninputs = ["alt.py"]\n',
+                    "alt.py": ALTERNATE})
+
+
+def _expected_order(count):
+    return [("out" if i % 3 != 1 else "err") + str(i) for i in range(count)] + ["no newline"]
+
+
+def test_exec_017_a_hit_replays_stdout_and_stderr_in_the_order_they_came(make_ws):
+    """With 2>&1 (a CI log, a terminal), a hit printed all of stdout, then
+    all of stderr: the replay of a test run that warned between its lines
+    read differently from the run itself."""
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    ws = _alternating_ws(make_ws, 9)
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    for run in ("fresh", "hit"):
+        proc = subprocess.run([sys.executable, "-m", "hazrun", "-C", str(ws), "run", "t"],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=60)
+        text = proc.stdout.decode()
+        assert proc.returncode == 0, text
+        assert ("1 cached" in text) == (run == "hit"), text
+        lines = [l[len("[root:t] "):] for l in text.splitlines() if l.startswith("[root:t] ")]
+        assert lines == _expected_order(9), (run, text)
+
+
+def test_exec_017_past_the_recorded_switches_the_rest_replays_stdout_then_stderr(
+        make_ws, monkeypatch):
+    """Manifest.order is capped (MAX_RUNS): a task switching streams more
+    often replays the switches recorded, then the rest of stdout, then the
+    rest of stderr; not a byte is lost."""
+    import hazrun
+    import hazrun.cache.model
+    monkeypatch.setattr(hazrun.cache.model, "MAX_RUNS", 4)
+    ws = _alternating_ws(make_ws, 9)
+
+    class Lines(hazrun.RunObserver):
+        def __init__(self):
+            self.lines = []
+
+        def task_output(self, label, stream, data):
+            self.lines += [(stream.value, l) for l in data.decode().splitlines()]
+
+    runs = []
+    for _ in range(2):
+        seen = Lines()
+        outcome = hazrun.run_graph(hazrun.load_workspace(ws), ["t"], seen, hazrun.RunOptions())
+        runs.append((outcome.results["root:t"].state.value, seen.lines))
+    (fresh_state, fresh), (hit_state, hit) = runs
+    assert (fresh_state, hit_state) == ("succeeded", "cached")
+    assert [l for _, l in fresh] == _expected_order(9)
+    # Recorded: out0 | err1 | out2 out3 | err4; then stdout's rest, stderr's
+    # rest, and last the unterminated line, ended as in the run (EXEC-016).
+    assert [l for _, l in hit] == ["out0", "err1", "out2", "out3", "err4",
+                                   "out5", "out6", "out8", "err7", "no newline"]
+    assert sorted(hit) == sorted(fresh)
+
+
+def test_cache_003_interleaving_record_stops_at_its_cap():
+    from hazrun.process import Stream
+    from hazrun.scheduler import _Interleaving
+    rec = _Interleaving(cap=4)
+    rec.note(Stream.STDERR, 5)        # stderr first: an empty stdout run before it
+    rec.note(Stream.STDERR, 1)
+    rec.note(Stream.STDOUT, 7)
+    assert rec.runs == [0, 6, 7]
+    rec.note(Stream.STDERR, 2)
+    assert rec.runs == [0, 6, 7, 2]
+    rec.note(Stream.STDOUT, 3)        # a fifth count: the record stops here
+    rec.note(Stream.STDERR, 4)        # and stays stopped, for either stream
+    assert rec.runs == [0, 6, 7, 2]

@@ -528,7 +528,7 @@ class Cache:
         self._store.touch(manifest.key)
         materialised = Materialised.of(manifest.outputs)
         self._note_produced(materialised.root_paths(project.rel_dir))
-        return Restored(materialised, stdout, stderr, manifest.duration_s)
+        return Restored(materialised, stdout, stderr, manifest.duration_s, manifest.order)
 
     # -- after a fresh success (CACHE-002/003/005) -------------------------------
 
@@ -557,20 +557,23 @@ class Cache:
         return materialised
 
     def store(self, label: str, key: KeyInfo, materialised: Materialised,
-              stdout: Log, stderr: Log, duration_s: float) -> bool:
+              stdout: Log, stderr: Log, duration_s: float,
+              order: Sequence[int] = ()) -> bool:
         """Store a fresh success under ``key``; raises StoreError.  A no-op
         (False) with write=False or for a task with ``cache = false``.  Logs
         are read from their start.  :meth:`stage` then :meth:`commit`."""
-        staged = self.stage(label, key, materialised, stdout, stderr, duration_s)
+        staged = self.stage(label, key, materialised, stdout, stderr, duration_s, order)
         return staged is not None and self.commit(staged)
 
     def stage(self, label: str, key: KeyInfo, materialised: Materialised,
-              stdout: Log, stderr: Log, duration_s: float) -> Optional["StagedEntry"]:
+              stdout: Log, stderr: Log, duration_s: float,
+              order: Sequence[int] = ()) -> Optional["StagedEntry"]:
         """The first half of a store: copy the outputs and logs into the
         store's tmp/, verified against the digests the key was built from.
         Once staged, the task's files may change (a successor may run) and
-        the entry is still the one of this run.  None: nothing to store
-        (see :meth:`store`); raises StoreError."""
+        the entry is still the one of this run.  ``order``: how the logs
+        interleaved (Manifest.order).  None: nothing to store (see
+        :meth:`store`); raises StoreError."""
         if not self.write or not self.workspace.task(label).cache:
             return None
         if key.label != label:
@@ -603,7 +606,7 @@ class Cache:
             raise
         manifest = Manifest(label=label, key=key.key, duration_s=float(duration_s),
                             stdout=refs[0], stderr=refs[1], outputs=materialised.outputs,
-                            created=time.time())
+                            created=time.time(), order=tuple(order))
         return StagedEntry(manifest, tuple(blobs.values()))
 
     def commit(self, staged: "StagedEntry") -> bool:

@@ -20,6 +20,12 @@ from ..values import record, value
 # hazrun never trusts what an older one wrote (STYLE 9).
 FORMAT_VERSION = 1
 
+# Manifest.order holds at most this many byte counts: a task that switches
+# between stdout and stderr more often than that replays the rest of its
+# stdout, then the rest of its stderr.  (An optional field: entries without
+# it read as before, and an older hazrun ignores it, so the version stays.)
+MAX_RUNS = 4096
+
 
 class CacheError(Exception):
     """Base of the cache's errors.
@@ -176,6 +182,10 @@ class Manifest:
     stderr: LogRef
     outputs: Tuple[OutputEntry, ...]
     created: float = 0.0           # seconds since the epoch
+    # How the two logs interleaved as the run read them: alternating byte
+    # counts, stdout first (output.Interleaving); () for "stdout, then
+    # stderr", as entries stored before it was recorded replay.
+    order: Tuple[int, ...] = ()
 
     def blobs(self) -> Dict[str, int]:
         """Every blob the entry names, its outputs' and its two logs':
@@ -199,6 +209,7 @@ class Restored:
     stdout: IO[bytes]
     stderr: IO[bytes]
     duration_s: float
+    order: Tuple[int, ...] = ()    # Manifest.order
 
     def close(self) -> None:
         self.stdout.close()
