@@ -140,9 +140,18 @@ def _nested_files(directory: Path) -> List[str]:
     return files if files is not None else _walk_files(directory)
 
 
-def _walk_files(root: Path) -> List[str]:
+def _walk_files(root: Path, unreadable: Optional[List[Tuple[str, str]]] = None) -> List[str]:
+    """Every file under ``root``, root-relative.  ``unreadable`` gets the
+    directories that could not be listed, with the reason: their files are
+    no input of any task, which the run must say (CFG-006)."""
+    def skipped(e: OSError) -> None:
+        if unreadable is not None and e.filename is not None:
+            rel = os.path.relpath(e.filename, root).replace(os.sep, "/")
+            unreadable.append(("" if rel == "." else rel,
+                               (e.strerror or str(e)).lower()))
+
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=skipped):
         dirnames[:] = [d for d in dirnames if d not in NEVER
                        and not os.path.islink(os.path.join(dirpath, d))]
         rel_dir = os.path.relpath(dirpath, root)
@@ -156,15 +165,18 @@ def _walk_files(root: Path) -> List[str]:
     return out
 
 
-def list_workspace_files(root: Path, ahead: Optional[Listing] = None) -> List[str]:
+def list_workspace_files(root: Path, ahead: Optional[Listing] = None,
+                         unreadable: Optional[List[Tuple[str, str]]] = None) -> List[str]:
     """Every candidate input file of the workspace, root-relative, sorted;
-    from ``ahead`` when it was started at the root."""
+    from ``ahead`` when it was started at the root.  Outside git,
+    ``unreadable`` gets the directories the walk could not list (see
+    :func:`_walk_files`)."""
     if ahead is not None and ahead.covers(root):
         files = ahead.files(root)  # None: git gave none there, nor would now
     else:
         files = _git_files(root)
     if files is None:
-        files = _walk_files(root)
+        files = _walk_files(root, unreadable)
     # A restore killed half way leaves a temp file beside an output: an
     # input of every task reading that directory, each would miss.
     return sorted({f for f in files

@@ -376,3 +376,41 @@ def test_cfg_006_whole_directory_patterns_select_what_matching_each_file_selects
         assert globs.select(files) == expected, patterns
     assert GlobSet.compile(("src/**",), "p/a").includes[0].whole
     assert not GlobSet.compile(("src/*.c",), "p/a").includes[0].whole
+
+
+def test_cfg_006_a_directory_that_cannot_be_read_is_told_where_inputs_may_be(make_ws):
+    """Outside git the walk passed over a directory it could not list: its
+    files were no input, and an edit there replayed the old result without
+    a word.  Now each task whose inputs may lie there is told, once a run;
+    a task whose inputs are elsewhere is not.  (As root, hazrun runs without
+    the capabilities that read any directory.)"""
+    import sys
+    from conftest import REPO
+    root = make_ws({  # outside git: pytest's tmp_path
+        "haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+        "p/a/haz.toml": '[tasks.build]\ncmd = "true"\n',
+        "p/a/src/private/key.c": "x\n",
+        "p/b/haz.toml": '[tasks.build]\ncmd = "true"\ninputs = ["docs/**"]\n',
+        "p/b/docs/x.md": "x\n",
+    })
+    private = root / "p/a/src/private"
+    private.chmod(0)
+    argv = [sys.executable, "-m", "hazrun", "-C", str(root), "run", "build"]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    try:
+        for _ in range(2):  # told again by the next run: nothing changed
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+            assert proc.returncode == 0, proc.stderr
+            told = [l for l in proc.stderr.splitlines() if "cannot read directory" in l]
+            assert told == ["hazrun: warning: a:build: cannot read directory 'p/a/src/private' "
+                            "(permission denied): its files are not inputs, so edits there do "
+                            "not make the task run again"], proc.stderr
+    finally:
+        private.chmod(0o755)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and "cannot read" not in proc.stderr, proc.stderr

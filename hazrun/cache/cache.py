@@ -115,6 +115,8 @@ class Cache:
         self._warnings: List[str] = []
         self._told_empty: Set[str] = set()  # labels whose empty inputs were told
         self._told_pending: List[str] = []   # ... in warnings not yet taken
+        # Directories the listing could not read, with why (CFG-006).
+        self._unreadable: List[Tuple[str, str]] = []
         self._fetched: Set[str] = set()  # keys downloaded from the remote cache
         # Warn of input patterns that select nothing (off for --dry-run:
         # the outputs of dependencies it would restore are not there).
@@ -167,7 +169,9 @@ class Cache:
         if self._listing is None:
             with self._listing_lock:
                 if self._listing is None:
-                    listing = _files.list_workspace_files(self.root, self._ahead)
+                    unreadable: List[Tuple[str, str]] = []
+                    listing = _files.list_workspace_files(self.root, self._ahead, unreadable)
+                    self._unreadable = sorted(unreadable)
                     if self._own_prefix is not None:
                         listing = self._not_the_cache(listing)
                     listing_set = frozenset(listing)
@@ -348,7 +352,29 @@ class Cache:
                 self._tell_empty("[workspace] inputs", ws_globs, ws_inputs, None, quick)
             if input_globs is not None:
                 self._tell_empty(label, input_globs, inputs, output_globs, quick)
+        if self._unreadable:
+            self._tell_unreadable(label, input_globs, project.rel_dir)
         return KeyInfo(label, key, parts)
+
+    def _tell_unreadable(self, label: str, globs: Optional[GlobSet], rel_dir: str) -> None:
+        """Warn, once a run, of a directory that could not be listed where
+        the task's inputs may be (CFG-006): its files are none of them, so
+        no edit there makes the task run again."""
+        whose = label + " (unreadable)"
+        if whose in self._told_empty:
+            return
+        tops = ([g.prefix for g in globs.includes] if globs is not None
+                else [rel_dir + "/" if rel_dir else ""])
+        told = [f"cannot read directory '{d or '.'}' ({why}): its files are not inputs, so "
+                "edits there do not make the task run again"
+                for d, why in self._unreadable
+                if any((d + "/").startswith(t) or t.startswith(d + "/") for t in tops)]
+        with self._lock:
+            if not told or whose in self._told_empty:
+                return
+            self._told_empty.add(whose)
+            self._told_pending.append(whose)
+            self._warnings += [f"{label}: {m}" for m in told]
 
     def _tell_empty(self, whose: str, globs: GlobSet, chosen: List[str],
                     outputs: Optional[GlobSet], quick: bool = False) -> None:
