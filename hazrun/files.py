@@ -43,14 +43,17 @@ class Listing:
         self.directory = os.path.realpath(directory)
         self._proc: Optional[subprocess.Popen] = None
         self._out = b""
+        self._err = b""
         self._reader: Optional[threading.Thread] = None
         git = shutil.which("git")
         if git is None:
             return
         try:
+            # LC_ALL=C: its warnings are read (_unreadable), in English.
             self._proc = subprocess.Popen(
                 [git, *_GIT_LS], cwd=self.directory, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=dict(os.environ, LC_ALL="C"))
         except OSError:
             return
         # Read as git writes: a listing longer than a pipe holds would
@@ -60,29 +63,35 @@ class Listing:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        self._out = self._proc.stdout.read()
-        self._proc.wait()
+        assert self._proc is not None
+        self._out, self._err = self._proc.communicate()
 
     def covers(self, root: Path) -> bool:
         """Whether it was started at ``root`` (so it is the listing git
         gives there, or that git gives none)."""
         return os.path.realpath(root) == self.directory
 
-    def files(self, root: Path) -> Optional[List[str]]:
-        """The listing, if it was taken at ``root`` in a git work tree."""
+    def files(self, root: Path, unreadable: Optional[List[Tuple[str, str]]] = None
+              ) -> Optional[List[str]]:
+        """The listing, if it was taken at ``root`` in a git work tree.
+        ``unreadable`` gets the untracked directories git could not list."""
         if self._reader is None or not self.covers(root):
             return None
         self._reader.join()
         if self._proc is None or self._proc.returncode != 0:
             return None
         files, nested = _parse_git(self._out)
+        if unreadable is not None:
+            unreadable += _unreadable(self._err, self.directory)
         # CFG-006: a repository inside the workspace's, a submodule or a
         # project cloned there, is one entry to git ('p/a' or 'p/a/'): its
         # files are listed apart, or it would have none and its cache hits
         # would never go stale.
         for rel in nested:
-            files.extend(f"{rel}/{f}" for f in _nested_files(Path(root) / rel))
+            inner: List[Tuple[str, str]] = []
+            files.extend(f"{rel}/{f}" for f in _nested_files(Path(root) / rel, inner))
+            if unreadable is not None:
+                unreadable += [(f"{rel}/{d}" if d else rel, why) for d, why in inner]
         return files
 
     def close(self) -> None:
@@ -92,15 +101,49 @@ class Listing:
                 self._proc.kill()
             if self._reader is not None:
                 self._reader.join()
-            self._proc.stdout.close()  # type: ignore[union-attr]
             self._proc.wait()
 
 
-def _git_files(root: Path) -> Optional[List[str]]:
+def _unreadable(stderr: bytes, directory: str) -> List[Tuple[str, str]]:
+    """The directories ``git ls-files -o`` in ``directory`` passed over,
+    from its warnings ("warning: could not open directory 'p/x/':
+    Permission denied"), relative to ``directory``: git names them from
+    the top of the work tree, which may be above it."""
+    found = []
+    prefix: Optional[str] = None
+    for line in os.fsdecode(stderr).splitlines():
+        head, _, rest = line.partition("could not open directory '")
+        path, quote, why = rest.rpartition("': ")
+        if not (head.startswith("warning: ") and quote):
+            continue
+        if prefix is None:
+            prefix = _work_tree_prefix(directory)
+        path = path.rstrip("/")
+        if path.startswith(prefix):  # else outside this directory
+            found.append((path[len(prefix):], why.strip().lower()))
+    return found
+
+
+def _work_tree_prefix(directory: str) -> str:
+    """``directory`` relative to the top of its git work tree, with a
+    trailing '/' ('' at the top), as ``git rev-parse --show-prefix``
+    says, found as git finds the top: the nearest '.git' above."""
+    top = directory
+    while not os.path.lexists(os.path.join(top, ".git")):
+        parent = os.path.dirname(top)
+        if parent == top:
+            return ""
+        top = parent
+    rel = os.path.relpath(directory, top)
+    return "" if rel == "." else rel.replace(os.sep, "/") + "/"
+
+
+def _git_files(root: Path, unreadable: Optional[List[Tuple[str, str]]] = None
+               ) -> Optional[List[str]]:
     """The listing from git, taken now; None outside a git work tree."""
     listing = Listing(root)
     try:
-        return listing.files(root)
+        return listing.files(root, unreadable)
     finally:
         listing.close()
 
@@ -130,14 +173,14 @@ def _parse_git(stdout: bytes) -> Tuple[List[str], List[str]]:
     return out, nested
 
 
-def _nested_files(directory: Path) -> List[str]:
+def _nested_files(directory: Path, unreadable: List[Tuple[str, str]]) -> List[str]:
     """The files of a repository inside the workspace's, relative to it:
     listed by its own git, so that its .gitignore holds; walked if git
     cannot list it.  A submodule not checked out (no .git) has none."""
     if not os.path.lexists(directory / ".git"):
         return []
-    files = _git_files(directory)
-    return files if files is not None else _walk_files(directory)
+    files = _git_files(directory, unreadable)
+    return files if files is not None else _walk_files(directory, unreadable)
 
 
 def _walk_files(root: Path, unreadable: Optional[List[Tuple[str, str]]] = None) -> List[str]:
@@ -168,13 +211,13 @@ def _walk_files(root: Path, unreadable: Optional[List[Tuple[str, str]]] = None) 
 def list_workspace_files(root: Path, ahead: Optional[Listing] = None,
                          unreadable: Optional[List[Tuple[str, str]]] = None) -> List[str]:
     """Every candidate input file of the workspace, root-relative, sorted;
-    from ``ahead`` when it was started at the root.  Outside git,
-    ``unreadable`` gets the directories the walk could not list (see
-    :func:`_walk_files`)."""
+    from ``ahead`` when it was started at the root.  ``unreadable`` gets
+    the directories that could not be listed, with why (CFG-006)."""
     if ahead is not None and ahead.covers(root):
-        files = ahead.files(root)  # None: git gave none there, nor would now
+        # None: git gave none there, nor would now
+        files = ahead.files(root, unreadable)
     else:
-        files = _git_files(root)
+        files = _git_files(root, unreadable)
     if files is None:
         files = _walk_files(root, unreadable)
     # A restore killed half way leaves a temp file beside an output: an

@@ -378,14 +378,20 @@ def test_cfg_006_whole_directory_patterns_select_what_matching_each_file_selects
     assert not GlobSet.compile(("src/*.c",), "p/a").includes[0].whole
 
 
-def test_cfg_006_a_directory_that_cannot_be_read_is_told_where_inputs_may_be(make_ws):
-    """Outside git the walk passed over a directory it could not list: its
-    files were no input, and an edit there replayed the old result without
-    a word.  Now each task whose inputs may lie there is told, once a run;
-    a task whose inputs are elsewhere is not.  (As root, hazrun runs without
-    the capabilities that read any directory.)"""
+@pytest.mark.parametrize("in_git", [False, True])
+def test_cfg_006_a_directory_that_cannot_be_read_is_told_where_inputs_may_be(
+        make_ws, tmp_path, in_git):
+    """The walk (outside git) and git (an untracked directory) passed over a
+    directory they could not list: its files were no input, and an edit
+    there replayed the old result without a word.  Now each task whose
+    inputs may lie there is told, once a run; a task whose inputs are
+    elsewhere is not.  The git case has the workspace below the top of the
+    repository, where git names the directory from the top.  (As root,
+    hazrun runs without the capabilities that read any directory.)"""
     import sys
     from conftest import REPO
+    if in_git and not HAS_GIT:
+        pytest.skip("git not installed")
     root = make_ws({  # outside git: pytest's tmp_path
         "haz.toml": '[workspace]\nmembers = ["p/*"]\n',
         "p/a/haz.toml": '[tasks.build]\ncmd = "true"\n',
@@ -394,6 +400,10 @@ def test_cfg_006_a_directory_that_cannot_be_read_is_told_where_inputs_may_be(mak
         "p/b/docs/x.md": "x\n",
     })
     private = root / "p/a/src/private"
+    if in_git:
+        git_init(tmp_path)
+        git(tmp_path, "add", "ws/haz.toml", "ws/p/a/haz.toml", "ws/p/b")
+        git(tmp_path, "commit", "-q", "-m", "init")
     private.chmod(0)
     argv = [sys.executable, "-m", "hazrun", "-C", str(root), "run", "build"]
     if os.geteuid() == 0:
