@@ -6,7 +6,7 @@ import select
 import stat
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Optional
+from typing import IO, Any, Callable, Dict, Optional, Tuple
 
 from .fsutil import write_all
 from .values import record
@@ -60,6 +60,10 @@ class Console:
         # is): a signal handler asks stalled() whether to end it.
         self.write_began: Optional[float] = None
         self._writer = 0  # the thread writing
+        # A line left open by a write that did not end it (a long line's
+        # piece under --no-prefix): the file it is open in, and its owner.
+        self._open_line: Optional[Tuple[Any, str]] = None
+        self._files: Dict[int, Any] = {}
 
     def _progressed(self) -> None:
         self.write_began = time.monotonic()  # a reader took some: not stalled
@@ -79,10 +83,15 @@ class Console:
         return cls(getattr(stdout, "buffer", stdout), getattr(stderr, "buffer", stderr),
                    color_enabled(mode, stdout), color_enabled(mode, stderr))
 
-    def write(self, stream: IO[bytes], data: bytes) -> None:
-        self.write_block(stream, (data,))
+    def write(self, stream: IO[bytes], data: bytes, owner: Optional[str] = None) -> None:
+        """``owner``: who writes ``data`` if it may end mid-line (a task's
+        stream under --no-prefix, EXEC-016).  A line left open stays open
+        for its owner; anyone else writing to that file first ends it, so a
+        stderr line or another task's never lands inside it."""
+        self.write_block(stream, (data,), owner, not data or data.endswith(b"\n"))
 
-    def write_block(self, stream: IO[bytes], chunks) -> None:
+    def write_block(self, stream: IO[bytes], chunks, owner: Optional[str] = None,
+                    ends_line: bool = True) -> None:
         """Write every chunk with no other write in between (EXEC-016/017).
 
         A reader that went away (``hazrun run | head``), a full disk or a
@@ -97,6 +106,8 @@ class Console:
             self.write_began = time.monotonic()
             try:
                 fd = self._fd(stream)
+                if self._open_line is not None or not ends_line:
+                    chunks = self._mind_open_line(stream, chunks, owner, ends_line)
                 if fd is None:
                     for chunk in chunks:
                         stream.write(chunk)
@@ -124,6 +135,36 @@ class Console:
         if failed is not None and stream is self.out:
             self.warning(f"cannot write to stdout ({failed.strerror or failed}); "
                          "what follows for it is dropped")
+
+    def _mind_open_line(self, stream: IO[bytes], chunks, owner: Optional[str],
+                        ends_line: bool):
+        """The chunks to write, after a newline if they would go inside a
+        line someone else left open in the same file; and who leaves one
+        open now."""
+        file = self._file(stream)
+        if self._open_line is not None:
+            open_file, opener = self._open_line
+            if open_file == file and opener != owner:
+                chunks = (b"\n", *chunks)
+                self._open_line = None
+        if not ends_line and owner is not None:
+            self._open_line = (file, owner)
+        elif self._open_line is not None and self._open_line[0] == file:
+            self._open_line = None  # its owner ended it
+        return chunks
+
+    def _file(self, stream: IO[bytes]) -> Any:
+        """What the stream writes to: stdout and stderr are one file with
+        2>&1 and on a terminal."""
+        found = self._files.get(id(stream))
+        if found is None:
+            try:
+                st = os.fstat(stream.fileno())
+                found = (st.st_dev, st.st_ino)
+            except (AttributeError, OSError, ValueError):
+                found = id(stream)
+            self._files[id(stream)] = found
+        return found
 
     def _fd(self, stream: IO[bytes]) -> Optional[int]:
         """The stream's descriptor, written with os.write: a pipe left

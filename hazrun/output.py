@@ -170,13 +170,16 @@ class Prefixer:
         return found
 
     def format(self, label: str, stream: Stream, data: bytes) -> bytes:
-        """Prefix every line of ``data`` (complete lines)."""
+        """Prefix every line of ``data``; a piece of a line it ends with
+        (a splitter that does not cut, RunObserver.task_output) is ended,
+        since what follows it gets a prefix of its own."""
         colour = self.console.color_out if stream is Stream.STDOUT else self.console.color_err
         prefix = self.prefix(label, colour)
         if not prefix:
             return data
         lines = data.split(b"\n")
-        lines.pop()  # data ends with a newline
+        if not lines[-1]:
+            lines.pop()  # data ends with a newline
         return prefix + (b"\n" + prefix).join(lines) + b"\n"
 
     def target(self, stream: Stream) -> IO[bytes]:
@@ -191,8 +194,11 @@ class LiveOutput(RunObserver):
         self.console = prefixer.console
 
     def task_output(self, label, stream, data):
+        # Without a prefix, a long line's pieces may end mid-line; the
+        # console keeps other writers out of it (EXEC-016).
+        owner = None if self.prefixer.enabled else f"{label} {stream.value}"
         self.console.write(self.prefixer.target(stream),
-                           self.prefixer.format(label, stream, data))
+                           self.prefixer.format(label, stream, data), owner)
 
 
 class BufferedOutput(RunObserver):

@@ -779,9 +779,12 @@ class Scheduler:
             try:
                 for log in t.logs.values():
                     log.seek(0)
+                # Two counts or fewer say "stdout, then stderr", which is
+                # what an entry without them replays.
+                runs = t.order.runs if len(t.order.runs) > 2 else ()
                 staged = self.cache.stage(t.label, t.key, materialised,
                                           t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
-                                          duration, t.order.runs)
+                                          duration, runs)
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
         return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,
@@ -1177,6 +1180,7 @@ class Scheduler:
         for log in t.logs.values():
             log.close()
         t.logs = {}
+        t.order = None
 
 
 class _NoCache:

@@ -14,6 +14,7 @@ Exits 1 if a command failed.
 """
 import os
 import selectors
+import shlex
 import sys
 
 
@@ -30,7 +31,7 @@ def main() -> int:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.posix_spawn(
-            "/bin/sh", ["/bin/sh", "-c", f"cd -- {root}/{d} || exit 126; {cmd}"],
+            "/bin/sh", ["/bin/sh", "-c", f"cd -- {shlex.quote(root + '/' + d)} || exit 126; {cmd}"],
             dict(os.environ, HAZ_PROJECT=d), setsid=True,
             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
                           (os.POSIX_SPAWN_DUP2, out_w, 1),

@@ -380,7 +380,7 @@ def test_cache_004_manifest_from_disk_naming_parent_path_is_rejected(root):
     assert not (root.parent / "x").exists()
 
 
-@pytest.mark.parametrize("order", [[999], [0, 1], [-1], [1.5], "12", [True], [0] * 4097])
+@pytest.mark.parametrize("order", [[999], [0, 1], [-1], [1.5], "12", [True], [7, 0, 7]])
 def test_cache_003_an_order_its_logs_cannot_account_for_is_no_entry(root, order):
     """Manifest.order (EXEC-017's interleaved replay): counts past a log's
     size, or that are no counts, make the entry corrupt, not a replay that
@@ -394,10 +394,12 @@ def test_cache_003_an_order_its_logs_cannot_account_for_is_no_entry(root, order)
         f.write_text(json.dumps(data))
         assert c.lookup(key) is None
         assert any("bad order" in w for w in c.take_warnings())
-        # What it can account for is read back as written.
-        data["order"] = [2, 0, 4]
-        f.write_text(json.dumps(data))
-        assert c.lookup(key).order == (2, 0, 4)
+        # What it can account for is read back as written, however long
+        # (a later hazrun may record more switches than this one).
+        for good in ([2, 0, 4], [0] * 5000 + [6]):
+            data["order"] = good
+            f.write_text(json.dumps(data))
+            assert c.lookup(key).order == tuple(good)
 
 
 @pytest.mark.parametrize("field, value", [("duration_s", "Infinity"), ("duration_s", "NaN"),

@@ -165,6 +165,9 @@ def test_exec_017_a_hit_replays_stdout_and_stderr_in_the_order_they_came(make_ws
         assert ("1 cached" in text) == (run == "hit"), text
         lines = [l[len("[root:t] "):] for l in text.splitlines() if l.startswith("[root:t] ")]
         assert lines == _expected_order(9), (run, text)
+    import json
+    entries = list((ws / ".haz" / "cache" / "entries").rglob("*.json"))
+    assert [len(json.loads(e.read_text())["order"]) for e in entries] == [7]
 
 
 def test_exec_017_past_the_recorded_switches_the_rest_replays_stdout_then_stderr(
@@ -212,3 +215,16 @@ def test_cache_003_interleaving_record_stops_at_its_cap():
     rec.note(Stream.STDOUT, 3)        # a fifth count: the record stops here
     rec.note(Stream.STDERR, 4)        # and stays stopped, for either stream
     assert rec.runs == [0, 6, 7, 2]
+
+
+def test_exec_016_a_prefix_ends_a_piece_given_without_its_newline():
+    """RunObserver.task_output may end mid-line (RunOptions.cut_lines off):
+    a prefixing writer ends such a piece, as the next write gets a prefix
+    of its own, instead of dropping it."""
+    from hazrun.console import Console
+    from hazrun.output import Prefixer
+    from hazrun.process import Stream
+    import io
+    prefixer = Prefixer(Console(io.BytesIO(), io.BytesIO()))
+    assert prefixer.format("a:b", Stream.STDOUT, b"x\ny") == b"[a:b] x\n[a:b] y\n"
+    assert prefixer.format("a:b", Stream.STDOUT, b"x\n") == b"[a:b] x\n"

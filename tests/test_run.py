@@ -464,10 +464,49 @@ def test_exec_016_no_prefix_passes_long_lines_through_whole(make_ws, mode):
         assert ("restored" in proc.stderr or "1 cached" in proc.stderr) == (run == "replayed"), proc.stderr
         assert proc.stdout == expected, (run, len(proc.stdout), proc.stdout.count("\n"))
         json.loads(proc.stdout.splitlines()[0])
+    # stdout alone: the entry needs no Manifest.order to replay it so.
+    entries = list((ws / ".haz" / "cache" / "entries").rglob("*.json"))
+    assert entries and all("order" not in json.loads(e.read_text()) for e in entries)
     # With the prefix, the same line still comes in prefixed 64 KiB pieces.
     proc = run_hazrun(ws, "run", "gen", "--output", mode)
     sizes = [len(l) - len("[root:gen] ") for l in proc.stdout.splitlines()]
     assert sizes[:4] == [65536, 65536, 65536, len(expected.splitlines()[0]) - 3 * 65536]
+
+
+_INTERRUPTED_LINE_TASK = r"""
+import fcntl, os, struct, termios, time
+def write(fd, data):
+    os.write(fd, data)
+    while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]:
+        time.sleep(0.002)  # until hazrun has read it: the order is certain
+write(1, b"a" * 80000)
+write(2, b"err0\n")
+write(1, b"tail\n")
+"""
+
+
+def test_exec_016_no_prefix_keeps_other_lines_out_of_a_long_line(make_ws, tmp_path):
+    """--no-prefix passes a long line's 64 KiB pieces through unchanged; a
+    stderr line (or another task's) written while that line is open used to
+    land inside it on a terminal or with 2>&1.  It now goes on a line of its
+    own there, and stdout saved alone keeps every byte."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
+                              f'cmd = {json.dumps([sys.executable, "t.py"])}\n',
+                  "t.py": _INTERRUPTED_LINE_TASK})
+    argv = [sys.executable, "-m", "hazrun", "-C", str(ws), "run", "t", "--no-prefix",
+            "--no-cache"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    both = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=60)
+    assert both.returncode == 0, both.stdout[-2000:]
+    lines = both.stdout.split(b"\n")
+    assert lines[:3] == [b"a" * 65536, b"err0", b"a" * (80000 - 65536) + b"tail"], \
+        [l[:20] + b"..%d" % len(l) for l in lines[:4]]
+    apart = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=60)
+    assert apart.stdout == b"a" * 80000 + b"tail\n"
+    assert apart.stderr.startswith(b"err0\n")
 
 
 @pytest.mark.timeout(180)
