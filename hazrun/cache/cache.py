@@ -369,12 +369,7 @@ class Cache:
                 "edits there do not make the task run again"
                 for d, why in self._unreadable
                 if any((d + "/").startswith(t) or t.startswith(d + "/") for t in tops)]
-        with self._lock:
-            if not told or whose in self._told_empty:
-                return
-            self._told_empty.add(whose)
-            self._told_pending.append(whose)
-            self._warnings += [f"{label}: {m}" for m in told]
+        self._tell_once(whose, [f"{label}: {m}" for m in told])
 
     def _tell_empty(self, whose: str, globs: GlobSet, chosen: List[str],
                     outputs: Optional[GlobSet], quick: bool = False) -> None:
@@ -401,12 +396,17 @@ class Cache:
                 why = self._never_input(g.rooted, path, outputs, quick)
                 if why:
                     told.append(f"'{g.text}' selects no file: {why}")
+        self._tell_once(whose, [f"{whose}: inputs pattern {m}" for m in told])
+
+    def _tell_once(self, whose: str, messages: List[str]) -> None:
+        """Warn with ``messages`` unless ``whose`` was told this run; the
+        mark goes with them if they are thrown away (discard_warnings)."""
         with self._lock:
-            if not told or whose in self._told_empty:
+            if not messages or whose in self._told_empty:
                 return
             self._told_empty.add(whose)
             self._told_pending.append(whose)
-            self._warnings += [f"{whose}: inputs pattern {m}" for m in told]
+            self._warnings += messages
 
     def _never_input(self, rel: str, path: Path, outputs: Optional[GlobSet],
                      quick: bool = False) -> Optional[str]:
