@@ -6,7 +6,7 @@ import select
 import stat
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Optional
 
 from .fsutil import write_all
 from .values import record
@@ -60,9 +60,9 @@ class Console:
         # is): a signal handler asks stalled() whether to end it.
         self.write_began: Optional[float] = None
         self._writer = 0  # the thread writing
-        # A line left open by a write that did not end it (a long line's
-        # piece under --no-prefix): the file it is open in, and its owner.
-        self._open_line: Optional[Tuple[Any, str]] = None
+        # Lines left open by writes that did not end them (a long line's
+        # piece under --no-prefix): file -> the owner of its open line.
+        self._open_lines: Dict[Any, str] = {}
         self._files: Dict[int, Any] = {}
 
     def _progressed(self) -> None:
@@ -106,7 +106,7 @@ class Console:
             self.write_began = time.monotonic()
             try:
                 fd = self._fd(stream)
-                if self._open_line is not None or not ends_line:
+                if self._open_lines or not ends_line:
                     chunks = self._mind_open_line(stream, chunks, owner, ends_line)
                 if fd is None:
                     for chunk in chunks:
@@ -142,15 +142,11 @@ class Console:
         line someone else left open in the same file; and who leaves one
         open now."""
         file = self._file(stream)
-        if self._open_line is not None:
-            open_file, opener = self._open_line
-            if open_file == file and opener != owner:
-                chunks = (b"\n", *chunks)
-                self._open_line = None
+        opener = self._open_lines.pop(file, None)
+        if opener is not None and opener != owner:
+            chunks = (b"\n", *chunks)
         if not ends_line and owner is not None:
-            self._open_line = (file, owner)
-        elif self._open_line is not None and self._open_line[0] == file:
-            self._open_line = None  # its owner ended it
+            self._open_lines[file] = owner
         return chunks
 
     def _file(self, stream: IO[bytes]) -> Any:

@@ -11,6 +11,7 @@ prefixes, so selection costs what the matched directories hold.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -118,24 +119,26 @@ def _unreadable(stderr: bytes, directory: str) -> List[Tuple[str, str]]:
             continue
         if prefix is None:
             prefix = _work_tree_prefix(directory)
-        path = path.rstrip("/")
+        path = path.rstrip("/") + "/"
+        if path == "./":
+            path = ""  # the top itself, in a bare listing
         if path.startswith(prefix):  # else outside this directory
-            found.append((path[len(prefix):], why.strip().lower()))
+            found.append((path[len(prefix):].rstrip("/"), why.strip().lower()))
     return found
 
 
 def _work_tree_prefix(directory: str) -> str:
     """``directory`` relative to the top of its git work tree, with a
-    trailing '/' ('' at the top), as ``git rev-parse --show-prefix``
-    says, found as git finds the top: the nearest '.git' above."""
-    top = directory
-    while not os.path.lexists(os.path.join(top, ".git")):
-        parent = os.path.dirname(top)
-        if parent == top:
-            return ""
-        top = parent
-    rel = os.path.relpath(directory, top)
-    return "" if rel == "." else rel.replace(os.sep, "/") + "/"
+    trailing '/' ('' at the top): ``git rev-parse --show-prefix``, which
+    knows GIT_DIR and GIT_WORK_TREE (asked only when git warned)."""
+    git = shutil.which("git")
+    try:
+        proc = subprocess.run([git or "git", "rev-parse", "--show-prefix"], cwd=directory,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, check=False)
+    except OSError:
+        return ""
+    return os.fsdecode(proc.stdout).strip("\n") if proc.returncode == 0 else ""
 
 
 def _git_files(root: Path, unreadable: Optional[List[Tuple[str, str]]] = None
@@ -188,6 +191,8 @@ def _walk_files(root: Path, unreadable: Optional[List[Tuple[str, str]]] = None) 
     directories that could not be listed, with the reason: their files are
     no input of any task, which the run must say (CFG-006)."""
     def skipped(e: OSError) -> None:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return  # gone while walked: nothing there to be an input
         if unreadable is not None and e.filename is not None:
             rel = os.path.relpath(e.filename, root).replace(os.sep, "/")
             unreadable.append(("" if rel == "." else rel,

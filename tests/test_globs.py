@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
@@ -378,49 +380,106 @@ def test_cfg_006_whole_directory_patterns_select_what_matching_each_file_selects
     assert not GlobSet.compile(("src/*.c",), "p/a").includes[0].whole
 
 
+def _hazrun_unprivileged(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """hazrun on ``root``; as root, without the capabilities that read any
+    directory, so a mode 000 directory is unreadable to it as to a user."""
+    import sys
+    from conftest import REPO
+    argv = [sys.executable, "-m", "hazrun", "-C", str(root), *args]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def _told_unreadable(stderr: str) -> Dict[str, str]:
+    """directory -> the task named, from 'cannot read directory' warnings."""
+    found = re.findall(r"hazrun: warning: cannot read directory '([^']*)' \(permission "
+                       r"denied\): its files are inputs of no task \((\S+) would read "
+                       r"them\), so edits there make no task run again", stderr)
+    assert len(found) == stderr.count("cannot read directory"), stderr
+    return dict(found)
+
+
 @pytest.mark.parametrize("in_git", [False, True])
 def test_cfg_006_a_directory_that_cannot_be_read_is_told_where_inputs_may_be(
         make_ws, tmp_path, in_git):
     """The walk (outside git) and git (an untracked directory) passed over a
     directory they could not list: its files were no input, and an edit
-    there replayed the old result without a word.  Now each task whose
-    inputs may lie there is told, once a run; a task whose inputs are
-    elsewhere is not.  The git case has the workspace below the top of the
-    repository, where git names the directory from the top.  (As root,
-    hazrun runs without the capabilities that read any directory.)"""
-    import sys
-    from conftest import REPO
+    there replayed the old result without a word.  Now it is told, once a
+    run, where some task's inputs may lie, and not where none can: under an
+    exclude, below the depth a pattern reaches, in the task's own outputs.
+    The git case has the workspace below the top of the repository, where
+    git names the directory from the top."""
     if in_git and not HAS_GIT:
         pytest.skip("git not installed")
     root = make_ws({  # outside git: pytest's tmp_path
-        "haz.toml": '[workspace]\nmembers = ["p/*"]\n',
-        "p/a/haz.toml": '[tasks.build]\ncmd = "true"\n',
+        "haz.toml": '[workspace]\nmembers = ["p/*"]\ninputs = ["shared/**"]\n',
+        "shared/sec/x": "x\n",
+        "p/a/haz.toml": '[tasks.build]\ncmd = "true"\n'
+                        '[tasks.lint]\ncmd = "true"\ninputs = ["src/**", "!src/private/**"]\n',
         "p/a/src/private/key.c": "x\n",
-        "p/b/haz.toml": '[tasks.build]\ncmd = "true"\ninputs = ["docs/**"]\n',
+        "p/b/haz.toml": '[tasks.build]\ncmd = "true"\ninputs = ["docs/*.md"]\n',
         "p/b/docs/x.md": "x\n",
+        "p/b/docs/old/y.md": "x\n",
+        "p/c/haz.toml": '[tasks.build]\ncmd = "mkdir -p out/d"\noutputs = ["out/**"]\n',
+        "p/c/out/d/z": "x\n",
     })
-    private = root / "p/a/src/private"
+    unreadable = [root / d for d in ("p/a/src/private", "shared/sec", "p/b/docs/old",
+                                     "p/c/out/d")]
     if in_git:
         git_init(tmp_path)
-        git(tmp_path, "add", "ws/haz.toml", "ws/p/a/haz.toml", "ws/p/b")
+        git(tmp_path, "add", "ws/haz.toml", "ws/p/a/haz.toml", "ws/p/b/haz.toml",
+            "ws/p/b/docs/x.md", "ws/p/c/haz.toml")
         git(tmp_path, "commit", "-q", "-m", "init")
-    private.chmod(0)
-    argv = [sys.executable, "-m", "hazrun", "-C", str(root), "run", "build"]
-    if os.geteuid() == 0:
-        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
-    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
-    env.pop("MAKEFLAGS", None)
+    for d in unreadable:
+        d.chmod(0)
     try:
         for _ in range(2):  # told again by the next run: nothing changed
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL)
+            proc = _hazrun_unprivileged(root, "run", "build", "lint")
             assert proc.returncode == 0, proc.stderr
-            told = [l for l in proc.stderr.splitlines() if "cannot read directory" in l]
-            assert told == ["hazrun: warning: a:build: cannot read directory 'p/a/src/private' "
-                            "(permission denied): its files are not inputs, so edits there do "
-                            "not make the task run again"], proc.stderr
+            told = _told_unreadable(proc.stderr)
+            assert told.keys() == {"p/a/src/private", "shared/sec"}, proc.stderr
+            assert told["p/a/src/private"] == "a:build"  # not a:lint, which excludes it
     finally:
-        private.chmod(0o755)
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+        for d in unreadable:
+            d.chmod(0o755)
+    proc = _hazrun_unprivileged(root, "run", "build", "lint")
     assert proc.returncode == 0 and "cannot read" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("in_git", [False, True])
+def test_cfg_006_a_workspace_root_that_cannot_be_listed_is_told(make_ws, tmp_path, in_git):
+    """Every task's inputs may lie under the root: the warning names '.'
+    (git names the workspace from the top of the repository above it)."""
+    if in_git and not HAS_GIT:
+        pytest.skip("git not installed")
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+                    "p/a/haz.toml": '[tasks.build]\ncmd = "true"\n',
+                    "p/a/x.c": "x\n"})
+    if in_git:
+        git_init(tmp_path)
+        git(tmp_path, "add", "ws/haz.toml", "ws/p/a/haz.toml")
+        git(tmp_path, "commit", "-q", "-m", "init")
+    assert _hazrun_unprivileged(root, "run", "build").returncode == 0  # makes .haz/
+    root.chmod(0o111)
+    try:
+        proc = _hazrun_unprivileged(root, "run", "build")
+    finally:
+        root.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    assert _told_unreadable(proc.stderr) == {".": "a:build"}, proc.stderr
+    assert "git ignores" not in proc.stderr
+
+
+def test_cfg_006_a_directory_gone_while_walked_is_not_called_unreadable(tmp_path):
+    """os.walk reports a directory removed under it (ENOENT) as it reports
+    one it may not read: only the second holds files that are no input."""
+    from hazrun.files import _walk_files
+    unreadable = []
+    assert _walk_files(tmp_path / "gone", unreadable) == []
+    assert unreadable == []
+    (tmp_path / "here").mkdir()
+    assert _walk_files(tmp_path / "here" / "file-not-dir", unreadable) == [] and not unreadable

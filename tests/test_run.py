@@ -509,6 +509,44 @@ def test_exec_016_no_prefix_keeps_other_lines_out_of_a_long_line(make_ws, tmp_pa
     assert apart.stderr.startswith(b"err0\n")
 
 
+_STEP_TASK = r"""
+import fcntl, os, struct, sys, termios, time
+me, fd, data, after, then = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def wait(name):
+    while name != "-" and not os.path.exists(os.path.join(os.environ["HAZ_ROOT"], name)):
+        time.sleep(0.005)
+wait(after)
+os.write(fd, (data[0] * int(data[1:]) if data[1:].isdigit() else data).encode())
+while struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]:
+    time.sleep(0.002)  # hazrun has read it
+open(os.path.join(os.environ["HAZ_ROOT"], me), "w").close()
+wait(then)
+os.write(fd, b"\n")
+"""
+
+
+def test_exec_016_no_prefix_open_lines_in_two_files_are_both_kept(make_ws):
+    """A long line open on stdout and another on stderr, stdout and stderr
+    to separate files: the console kept only the last line opened, so a
+    third task's stdout line landed inside the first."""
+    def task(name, fd, data, after, then):
+        argv = [sys.executable, "step.py", name, str(fd), data, after, then]
+        return f"[tasks.{name}]\ncmd = {json.dumps(argv)}\n"
+    ws = make_ws({"haz.toml": "[workspace]\n" + task("a", 1, "a80000", "-", "c")
+                  + task("b", 2, "b80000", "a", "c") + task("c", 1, "C-LINE\n", "b", "-"),
+                  "step.py": _STEP_TASK})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "hazrun", "-C", str(ws), "run", "a", "b", "c",
+                           "-j3", "--no-prefix", "--no-cache"], env=env, capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.split(b"\n")
+    assert b"C-LINE" in out, [l[:10] + b"..%d" % len(l) for l in out]
+    assert b"".join(l for l in out if l != b"C-LINE") == b"a" * 80000
+    assert proc.stderr.startswith(b"b" * 80000 + b"\n")  # its own file: whole
+
+
 @pytest.mark.timeout(180)
 def test_exec_003_50mb_beside_small_writers(make_ws, tmp_path):
     """A child writing 50 MB never blocks; every byte arrives; every output

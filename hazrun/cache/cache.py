@@ -73,6 +73,32 @@ def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None
     return Path(root) / HAZ_DIR / "cache"
 
 
+def _may_hold(d: str, globs: Optional[GlobSet], rel_dir: str,
+              outputs: Optional[GlobSet]) -> bool:
+    """Whether files under the root-relative directory ``d`` ('' the root)
+    could be inputs selected by ``globs`` (None: the project at
+    ``rel_dir``'s every file), given the task's ``outputs``."""
+    inside = d + "/" if d else ""
+    probe = inside + "\0"  # a file anywhere below d, named like no other
+    if outputs and outputs.match(probe):
+        return False  # all of it is the task's own output
+    if globs is None:
+        top = rel_dir + "/" if rel_dir else ""
+        return inside.startswith(top) or top.startswith(inside)
+    if any(g.match(probe) for g in globs.excludes):
+        return False  # 'src/private/**' left out as a whole
+    for g in globs.includes:
+        if g.prefix.startswith(inside):
+            return True  # the pattern starts inside d (or d holds its start)
+        if inside.startswith(g.prefix):
+            rest = g.rooted[len(g.prefix):]
+            # A pattern with no '**' reaches a fixed depth below its prefix;
+            # a file under d lies deeper than d.
+            if "**" in rest or inside[len(g.prefix):].count("/") <= rest.count("/"):
+                return True
+    return False
+
+
 class Cache:
     """See the module docstring.  ``read=False`` never looks up (--force,
     --no-cache); ``write=False`` never stores (--no-cache).  ``remote`` (a
@@ -175,7 +201,9 @@ class Cache:
                     if self._own_prefix is not None:
                         listing = self._not_the_cache(listing)
                     listing_set = frozenset(listing)
-                    if "haz.toml" not in listing_set and (self.root / "haz.toml").is_file():
+                    root_unread = any(not d for d, _ in self._unreadable)
+                    if ("haz.toml" not in listing_set and not root_unread
+                            and (self.root / "haz.toml").is_file()):
                         # CFG-006 to the letter, and a trap: a repository
                         # around the workspace (a home directory's dotfiles,
                         # '*' in its .gitignore) ignores its files, so none
@@ -353,23 +381,25 @@ class Cache:
             if input_globs is not None:
                 self._tell_empty(label, input_globs, inputs, output_globs, quick)
         if self._unreadable:
-            self._tell_unreadable(label, input_globs, project.rel_dir)
+            self._tell_unreadable(label, input_globs, project.rel_dir, output_globs)
+            if ws_globs is not None:
+                self._tell_unreadable(label, ws_globs, "", None)
         return KeyInfo(label, key, parts)
 
-    def _tell_unreadable(self, label: str, globs: Optional[GlobSet], rel_dir: str) -> None:
-        """Warn, once a run, of a directory that could not be listed where
-        the task's inputs may be (CFG-006): its files are none of them, so
-        no edit there makes the task run again."""
-        whose = label + " (unreadable)"
-        if whose in self._told_empty:
-            return
-        tops = ([g.prefix for g in globs.includes] if globs is not None
-                else [rel_dir + "/" if rel_dir else ""])
-        told = [f"cannot read directory '{d or '.'}' ({why}): its files are not inputs, so "
-                "edits there do not make the task run again"
-                for d, why in self._unreadable
-                if any((d + "/").startswith(t) or t.startswith(d + "/") for t in tops)]
-        self._tell_once(whose, [f"{label}: {m}" for m in told])
+    def _tell_unreadable(self, label: str, globs: Optional[GlobSet], rel_dir: str,
+                         outputs: Optional[GlobSet]) -> None:
+        """Warn, once a run for each, of a directory that could not be
+        listed where ``label``'s inputs may be (CFG-006): its files are no
+        task's inputs, so no edit there makes one run again."""
+        for d, why in self._unreadable:
+            whose = "unreadable " + d
+            if whose in self._told_empty or not _may_hold(d, globs, rel_dir, outputs):
+                continue
+            if self._own_prefix and (d + "/").startswith(self._own_prefix):
+                continue  # the cache's own directory: never an input
+            self._tell_once(whose, [
+                f"cannot read directory '{d or '.'}' ({why}): its files are inputs of no "
+                f"task ({label} would read them), so edits there make no task run again"])
 
     def _tell_empty(self, whose: str, globs: GlobSet, chosen: List[str],
                     outputs: Optional[GlobSet], quick: bool = False) -> None:
