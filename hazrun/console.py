@@ -1,6 +1,7 @@
 """hazrun's own messages to the terminal, and the colour decision (CLI-000/001)."""
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import stat
@@ -144,7 +145,7 @@ class Console:
         file = self._file(stream)
         opener = self._open_lines.pop(file, None)
         if opener is not None and opener != owner:
-            chunks = (b"\n", *chunks)
+            chunks = itertools.chain((b"\n",), chunks)  # a block's may be a generator
         if not ends_line and owner is not None:
             self._open_lines[file] = owner
         return chunks
