@@ -866,6 +866,10 @@ class Scheduler:
         t.phase = Phase.FINAL
         t.result = result
         self.unfinished -= 1
+        # Its process and line splitters are of no more use: 10,000 tasks
+        # kept 13 MB of them to the end of the run.
+        t.child = None
+        t.splitters = {}
         # What follows from a final state (reports, the cascade, released
         # successors, which may be final at once) is queued, not recursed
         # into: a failure above a chain of thousands of tasks would
