@@ -129,7 +129,7 @@ class Console:
                 # has no reader (and saying so could block on it too), nor
                 # has the other stream where it is the same pipe (2>&1).
                 for s in (self.out, self.err):
-                    if s is stream or _same_file(s, stream):
+                    if s is not None and self._file(s) == self._file(stream):
                         self.closed.add(id(s))
             finally:
                 self.write_began = None
@@ -208,15 +208,6 @@ class WriteInterrupted(Exception):
     """Raised by a signal handler into a write that stalled (EXEC-012):
     Python retries a write a signal interrupted, so without it Ctrl-C
     waited for the reader (for ever, for a paused pager)."""
-
-
-def _same_file(a: Any, b: Any) -> bool:
-    """Whether two streams write to one file or pipe (``2>&1``)."""
-    try:
-        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
-    except (AttributeError, OSError, ValueError):
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def write_lines(fd: int, data: bytes,

@@ -148,6 +148,11 @@ class _Interleaving:
         else:
             runs += new
 
+    def stored(self) -> List[int]:
+        """What Manifest.order keeps: nothing where two counts or fewer say
+        "stdout, then stderr", which an entry without them replays."""
+        return self.runs if len(self.runs) > 2 else []
+
 
 def available_cpus() -> int:
     """EXEC-004: CPUs this process may run on."""
@@ -779,12 +784,9 @@ class Scheduler:
             try:
                 for log in t.logs.values():
                     log.seek(0)
-                # Two counts or fewer say "stdout, then stderr", which is
-                # what an entry without them replays.
-                runs = t.order.runs if len(t.order.runs) > 2 else ()
                 staged = self.cache.stage(t.label, t.key, materialised,
                                           t.logs[Stream.STDOUT], t.logs[Stream.STDERR],
-                                          duration, runs)
+                                          duration, t.order.stored())
             except Exception as e:  # StoreError: read-only, disk full ...
                 warning = f"{t.label}: not stored in the cache ({_why(e)})"
         return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,

@@ -197,7 +197,10 @@ class Cache:
                 if self._listing is None:
                     unreadable: List[Tuple[str, str]] = []
                     listing = _files.list_workspace_files(self.root, self._ahead, unreadable)
-                    self._unreadable = sorted(unreadable)
+                    # The cache's own directory is never an input (CFG-006).
+                    own = self._own_prefix
+                    self._unreadable = sorted(u for u in unreadable
+                                              if not (own and (u[0] + "/").startswith(own)))
                     if self._own_prefix is not None:
                         listing = self._not_the_cache(listing)
                     listing_set = frozenset(listing)
@@ -395,8 +398,6 @@ class Cache:
             whose = "unreadable " + d
             if whose in self._told_empty or not _may_hold(d, globs, rel_dir, outputs):
                 continue
-            if self._own_prefix and (d + "/").startswith(self._own_prefix):
-                continue  # the cache's own directory: never an input
             self._tell_once(whose, [
                 f"cannot read directory '{d or '.'}' ({why}): its files are inputs of no "
                 f"task ({label} would read them), so edits there make no task run again"])

@@ -183,7 +183,7 @@ class Manifest:
     outputs: Tuple[OutputEntry, ...]
     created: float = 0.0           # seconds since the epoch
     # How the two logs interleaved as the run read them: alternating byte
-    # counts, stdout first (output.Interleaving); () for "stdout, then
+    # counts, stdout first (scheduler._Interleaving); () for "stdout, then
     # stderr", as entries stored before it was recorded replay.
     order: Tuple[int, ...] = ()
 

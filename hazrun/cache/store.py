@@ -757,7 +757,7 @@ def decode_manifest(data: bytes) -> Manifest:
 
 
 def _order(v: Any, stdout_size: int, stderr_size: int) -> Tuple[int, ...]:
-    """Manifest.order: byte counts that the logs' sizes can account for
+    """CACHE-003's Manifest.order: byte counts that the logs' sizes can account for
     (a replay reads exactly that many bytes of each log, in turn).  Not
     held to MAX_RUNS: a hazrun that records more writes entries this one
     replays, not ones it calls corrupt and both keep replacing."""
