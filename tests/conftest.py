@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -12,6 +13,14 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A suite started in the background by a shell without job control (``pytest
+# &`` in a script) inherits SIGINT ignored, and so would every hazrun it
+# starts: hazrun keeps an ignored SIGINT ignored, as make does, and the
+# tests of Ctrl-C would wait for a run that never stops.  They test hazrun
+# as a terminal starts it; the one test of the ignored case ignores it itself.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
