@@ -174,6 +174,17 @@ def test_cli_002_records_written_again_when_they_are_lost(root):
     assert "nothing changed" in explain(root)[0]
 
 
+def test_cli_002_a_record_lost_is_written_again_by_a_run_that_changed_nothing(root):
+    """A run keeps no record for a key that is the recorded one; where that
+    record's pack is lost or cut short, it must keep one all the same."""
+    recorded(root)
+    for f in (root / ".haz/explain").iterdir():
+        if f.suffix == ".pack":
+            f.write_bytes(f.read_bytes()[:-1])
+    recorded(root)  # the same key, its record unreadable
+    assert "nothing changed" in explain(root)[0]
+
+
 @pytest.mark.parametrize("which", ["pack", "index", "both"])
 def test_cli_002_corrupt_record_is_no_record(root, which):
     recorded(root)
@@ -201,13 +212,13 @@ def test_cli_002_runs_saving_at_once_keep_each_others_records(tmp_path):
     the other one's index names."""
     import threading
 
-    from hazrun.cache.explain import RecordStore
+    from hazrun.cache.explain import RecordStore, encode
 
     directory = tmp_path / "explain"
     directory.mkdir()
 
     def rec(label, key):
-        return (key, lambda: {"format": 1, "label": label, "key": key})
+        return (key, lambda: encode({"format": 1, "label": label, "key": key}))
 
     RecordStore(directory).save({f"t{i}": rec(f"t{i}", "k0") for i in range(100)})
     stale = RecordStore(directory)

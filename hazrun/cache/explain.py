@@ -65,6 +65,12 @@ def compact(label: str, key: str, parts: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
+def encode(record: Dict[str, Any]) -> bytes:
+    """A record as a pack holds it: a run keeps the records it will write
+    in this form, a third of their size as objects."""
+    return canonical(record)
+
+
 INDEX = "index.json"
 LOCK = "lock"
 PACK_SUFFIX = ".pack"
@@ -81,6 +87,7 @@ class RecordStore:
         self._lock = threading.Lock()
         self._index: Optional[Dict[str, Any]] = None
         self._packs: Dict[str, Dict[str, Any]] = {}
+        self._intact: Dict[str, bool] = {}   # pack -> of the size the index says
 
     def index(self) -> Dict[str, Any]:
         """``{"records": {label: [key, pack]}, "packs": {pack: [count, size]}}``;
@@ -89,6 +96,21 @@ class RecordStore:
             if self._index is None:
                 self._index = _read_index(self.directory / INDEX)
             return self._index
+
+    def recorded_key(self, label: str) -> Optional[str]:
+        """The key of ``label``'s last record, if its pack is intact as
+        :meth:`save` will judge it: a record lost is written again."""
+        index = self.index()
+        entry = index["records"].get(label)
+        if entry is None:
+            return None
+        with self._lock:
+            intact = self._intact.get(entry[1])
+        if intact is None:
+            intact = _size(self.directory / entry[1]) == index["packs"][entry[1]][1]
+            with self._lock:
+                self._intact[entry[1]] = intact
+        return entry[0] if intact else None
 
     def _pack(self, name: str) -> Dict[str, Any]:
         with self._lock:
@@ -109,12 +131,16 @@ class RecordStore:
             return None
         return rec
 
-    def save(self, records: Mapping[str, Tuple[str, Callable[[], Dict[str, Any]]]],
+    def save(self, records: Mapping[str, Tuple[str, Callable[[], Optional[bytes]]]],
              stopping: Optional[Callable[[], bool]] = None) -> None:
         """Record ``label -> (key, make_record)`` for this run's labels:
         one new pack with the records whose key is not the recorded one,
         plus the live records of packs that are mostly superseded; then the
         index; then packs nothing refers to are removed.  Raises OSError.
+
+        ``make_record()`` gives the record as :func:`encode` makes it, or None where
+        none was kept (its key was the recorded one when the run began): the
+        label keeps the record the index names.
 
         Under a lock, from the index as it is on disk then: two runs of one
         workspace saving at once each keep the other's records.
@@ -128,7 +154,7 @@ class RecordStore:
             os.close(fd)  # and with it the lock
 
     def _save(self, index: Dict[str, Any],
-              records: Mapping[str, Tuple[str, Callable[[], Dict[str, Any]]]]) -> None:
+              records: Mapping[str, Tuple[str, Callable[[], Optional[bytes]]]]) -> None:
         try:
             present = set(os.listdir(self.directory))
         except OSError:
@@ -138,11 +164,14 @@ class RecordStore:
         intact = {pack for pack, (_, size) in index["packs"].items()
                   if pack in present and _size(self.directory / pack) == size}
         old = {label: entry for label, entry in index["records"].items() if entry[1] in intact}
-        new: Dict[str, Dict[str, Any]] = {}
+        # label -> (key, encoded record)
+        new: Dict[str, Tuple[str, bytes]] = {}
         for label, (key, make) in records.items():
             entry = old.get(label)
             if entry is None or entry[0] != key:
-                new[label] = make()
+                data = make()
+                if data is not None:
+                    new[label] = (key, data)
         live: Dict[str, int] = {}
         for label, entry in old.items():
             if label not in new:
@@ -156,7 +185,7 @@ class RecordStore:
                 if entry[1] in fold and label not in new:
                     rec = self._pack(entry[1]).get(label)
                     if isinstance(rec, dict) and rec.get("key") == entry[0]:
-                        new[label] = rec
+                        new[label] = (entry[0], encode(rec))
         elif len(old) == len(index["records"]):
             return  # nothing changed since the last run: nothing to write
         entries = {label: entry for label, entry in old.items() if label not in new}
@@ -165,11 +194,14 @@ class RecordStore:
         # its size.
         counts = {entry[1]: index["packs"][entry[1]] for entry in entries.values()}
         if new:
-            data = zlib.compress(canonical({"format": FORMAT_VERSION, "records": new}), 6)
+            # canonical({"format": ..., "records": {...}}), put together from
+            # records encoded one by one: never all of them as objects at once.
+            body = b",".join(canonical(label) + b":" + new[label][1] for label in sorted(new))
+            data = zlib.compress(b'{"format":%d,"records":{%s}}' % (FORMAT_VERSION, body), 6)
             name = blake3.blake3(data).hexdigest()[:32] + PACK_SUFFIX
             atomic_write(self.directory / name, data, fsync=False)
-            for label, rec in new.items():
-                entries[label] = [rec["key"], name]
+            for label, (key, _) in new.items():
+                entries[label] = [key, name]
             counts[name] = [len(new), len(data)]
         index = {"records": entries, "packs": counts}
         atomic_write(self.directory / INDEX,
