@@ -174,13 +174,27 @@ def test_cli_002_records_written_again_when_they_are_lost(root):
     assert "nothing changed" in explain(root)[0]
 
 
-def test_cli_002_a_record_lost_is_written_again_by_a_run_that_changed_nothing(root):
+@pytest.mark.parametrize("damage", ["cut short", "a byte changed", "gone"])
+def test_cli_002_a_record_damaged_before_a_run_that_changed_nothing_is_written_again(
+        root, damage):
     """A run keeps no record for a key that is the recorded one; where that
-    record's pack is lost or cut short, it must keep one all the same."""
+    record's pack was damaged before the run, it must keep one all the same,
+    even where the pack's size is still the one the index says."""
     recorded(root)
+    index = root / ".haz/explain/index.json"
     for f in (root / ".haz/explain").iterdir():
         if f.suffix == ".pack":
-            f.write_bytes(f.read_bytes()[:-1])
+            data = f.read_bytes()
+            if damage == "cut short":
+                f.write_bytes(data[:-1])
+            elif damage == "a byte changed":
+                f.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+            else:
+                f.unlink()
+                # An index that says the pack it names has no size at all.
+                obj = json.loads(index.read_text())
+                obj["packs"] = {f.name: [1, -1]}
+                index.write_text(json.dumps(obj))
     recorded(root)  # the same key, its record unreadable
     assert "nothing changed" in explain(root)[0]
 

@@ -98,8 +98,9 @@ class RecordStore:
             return self._index
 
     def recorded_key(self, label: str) -> Optional[str]:
-        """The key of ``label``'s last record, if its pack is intact as
-        :meth:`save` will judge it: a record lost is written again."""
+        """The key of ``label``'s last record, if its pack is intact: a run
+        keeps a new record only for a key that is not this one, so a record
+        that cannot be read must not count as recorded."""
         index = self.index()
         entry = index["records"].get(label)
         if entry is None:
@@ -107,7 +108,7 @@ class RecordStore:
         with self._lock:
             intact = self._intact.get(entry[1])
         if intact is None:
-            intact = _size(self.directory / entry[1]) == index["packs"][entry[1]][1]
+            intact = _intact(self.directory / entry[1], index["packs"][entry[1]][1])
             with self._lock:
                 self._intact[entry[1]] = intact
         return entry[0] if intact else None
@@ -134,13 +135,16 @@ class RecordStore:
     def save(self, records: Mapping[str, Tuple[str, Callable[[], Optional[bytes]]]],
              stopping: Optional[Callable[[], bool]] = None) -> None:
         """Record ``label -> (key, make_record)`` for this run's labels:
-        one new pack with the records whose key is not the recorded one,
+        one new pack with the records the run kept (see below),
         plus the live records of packs that are mostly superseded; then the
         index; then packs nothing refers to are removed.  Raises OSError.
 
-        ``make_record()`` gives the record as :func:`encode` makes it, or None where
-        none was kept (its key was the recorded one when the run began): the
-        label keeps the record the index names.
+        ``make_record()`` gives the record as :func:`encode` makes it, or
+        None where the run kept none: its key was the recorded one, in an
+        intact pack, when the run first asked (:meth:`recorded_key`).  Such
+        a label keeps whatever record the index names now: another run's,
+        if one saved meanwhile (a valid record of that run), or none, if
+        the pack was removed meanwhile (its next run writes it again).
 
         Under a lock, from the index as it is on disk then: two runs of one
         workspace saving at once each keep the other's records.
@@ -164,14 +168,14 @@ class RecordStore:
         intact = {pack for pack, (_, size) in index["packs"].items()
                   if pack in present and _size(self.directory / pack) == size}
         old = {label: entry for label, entry in index["records"].items() if entry[1] in intact}
-        # label -> (key, encoded record)
+        # label -> (key, encoded record): every record the run kept, also
+        # one whose key the index names, where the run found its pack
+        # damaged (a byte changed in place leaves the size as it was).
         new: Dict[str, Tuple[str, bytes]] = {}
         for label, (key, make) in records.items():
-            entry = old.get(label)
-            if entry is None or entry[0] != key:
-                data = make()
-                if data is not None:
-                    new[label] = (key, data)
+            data = make()
+            if data is not None:
+                new[label] = (key, data)
         live: Dict[str, int] = {}
         for label, entry in old.items():
             if label not in new:
@@ -241,6 +245,16 @@ def _read_index(path: Path) -> Dict[str, Any]:
                     and all(isinstance(x, str) for x in entry) and entry[1] in packs},
         "packs": packs,
     }
+
+
+def _intact(path: Path, size: int) -> bool:
+    """Whether a pack is the one its name and the index's size say: a pack
+    is named by its content's digest, so a byte changed in place shows."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return len(data) == size and path.name == blake3.blake3(data).hexdigest()[:32] + PACK_SUFFIX
 
 
 def _size(path: Path) -> int:
