@@ -293,6 +293,60 @@ def test_cache_007_refuses_a_directory_that_is_not_a_cache(tmp_path):
     assert (tmp_path / "home" / "blobs" / "precious").exists()
 
 
+def _one_task_workspace(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "p" / "a").mkdir(parents=True)
+    (ws / "haz.toml").write_text('[workspace]\nmembers = ["p/*"]\n')
+    (ws / "p" / "a" / "haz.toml").write_text(
+        '[tasks.build]\ncmd = "mkdir -p out && echo x > out/x"\noutputs = ["out/**"]\n')
+    return ws
+
+
+@pytest.mark.parametrize("contents", ["user files", "another tool's tag"])
+def test_cache_007_a_run_never_makes_a_cache_of_a_directory_holding_files(
+        tmp_path, hazrun_env, contents):
+    """``cache clean`` deletes what a tagged directory holds: a run given a
+    directory with someone's files in it must refuse it, not tag it (a
+    later clean removed the user's files)."""
+    ws = _one_task_workspace(tmp_path)
+    target = tmp_path / "mine"
+    (target / "blobs").mkdir(parents=True)
+    (target / "blobs" / "precious").write_text("mine")
+    if contents == "another tool's tag":
+        (target / "CACHEDIR.TAG").write_bytes(b"Signature: 8a477f597d28d172789f06886806bc55\n")
+    for how in (["--cache-dir", str(target)], []):
+        env = dict(hazrun_env, HAZ_CACHE_DIR=str(target)) if not how else hazrun_env
+        p = run([*how, "run", "build"], ws, env)
+        assert p.returncode == 2, p.stderr
+        assert f"cache directory {target} holds files and is not a hazrun cache" in p.stderr
+        assert "Traceback" not in p.stderr
+    assert not (ws / "p" / "a" / "out").exists()  # refused before anything ran
+    assert sorted(os.listdir(target)) == (["CACHEDIR.TAG", "blobs"] if "tag" in contents
+                                          else ["blobs"])
+    p = run(["cache", "clean", "--cache-dir", str(target)], ws, hazrun_env)
+    assert p.returncode == 2
+    assert (target / "blobs" / "precious").read_text() == "mine"
+
+
+@pytest.mark.parametrize("contents", ["new", "empty", "an interrupted start's layout"])
+def test_cache_007_a_run_makes_a_cache_of_a_new_or_empty_directory(
+        tmp_path, hazrun_env, contents):
+    ws = _one_task_workspace(tmp_path)
+    target = tmp_path / "cache"
+    if contents != "new":
+        target.mkdir()
+    if contents == "an interrupted start's layout":
+        for d in ("entries", "blobs", "tmp"):
+            (target / d).mkdir()
+        (target / "lock").write_bytes(b"")
+        (target / "CACHEDIR.TAG.part-123.456").write_bytes(b"Signature")
+    p = run(["--cache-dir", str(target), "run", "build"], ws, hazrun_env)
+    assert p.returncode == 0, p.stderr
+    assert info(target).entries == 1
+    p = run(["--cache-dir", str(target), "run", "build"], ws, hazrun_env)
+    assert p.returncode == 0 and "1 cached" in p.stderr
+
+
 def run(args, cwd, env):
     return subprocess.run(hazrun_cmd(*args), cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=60)
@@ -305,7 +359,7 @@ def test_cache_007_command_info_prune_clean(populated, hazrun_env):
     assert f"path: {cache_dir}" in p.stdout and "entries: 3" in p.stdout
     p = run(["cache", "prune", "--max-size", "250K"], root, hazrun_env)
     assert p.returncode == 0, p.stderr
-    assert "pruned 1 entries" in p.stdout and present(cache_dir, keys) == ["mid", "new"]
+    assert "pruned 1 entry (" in p.stdout and present(cache_dir, keys) == ["mid", "new"]
     p = run(["-C", str(root), "cache", "clean"], "/", hazrun_env)
     assert p.returncode == 0, p.stderr
     assert "removed 2 entries" in p.stdout and present(cache_dir, keys) == []

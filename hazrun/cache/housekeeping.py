@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import UsageError
 from ..values import record, value
-from .store import CACHEDIR_TAG, CorruptManifest, Store, decode_manifest, sweep_dead_writers
+from .store import (CorruptManifest, Store, decode_manifest, is_hazrun_cache,
+                    sweep_dead_writers)
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*\Z", re.I)
@@ -68,22 +69,11 @@ class PruneResult:
     bytes: int        # left
 
 
-def _is_hazrun_cache(path: Path) -> bool:
-    """The tag hazrun writes: the standard signature, which every tool's
-    cache directory carries (cargo's target/ ...), and hazrun's own line."""
-    try:
-        with open(path / "CACHEDIR.TAG", "rb") as f:
-            head = f.read(len(CACHEDIR_TAG))
-    except OSError:
-        return False
-    return head == CACHEDIR_TAG[:len(head)] and len(head) == len(CACHEDIR_TAG)
-
-
 def _check(path: Path) -> bool:
     """False if there is no cache; UsageError if it is not one of ours."""
     if not path.exists():
         return False
-    if not path.is_dir() or not _is_hazrun_cache(path):
+    if not path.is_dir() or not is_hazrun_cache(path):
         raise UsageError(f"{path} is not a hazrun cache directory (it has no "
                          "CACHEDIR.TAG written by hazrun); leaving it alone")
     return True

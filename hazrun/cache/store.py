@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import (IO, Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
                     Union)
 
+from ..errors import UsageError
 from ..fsutil import wait_flock, write_all
 from ..values import value
 from .hashing import CHUNK, _buffer, hash_bytes, hash_file, new_hasher
@@ -120,18 +121,51 @@ class Store:
         assert is_digest(digest), f"internal error: bad digest {digest!r}"
         return f"{self._blobs_s}{digest[:2]}/{digest[2:]}"
 
+    def check_adoptable(self) -> None:
+        """Raise UsageError unless the directory is hazrun's cache or may
+        become one: absent, empty, or holding only the empty layout a start
+        interrupted before its tag left.  ``hazrun cache clean`` deletes
+        what a directory carrying hazrun's tag holds, so a run must never
+        tag one that holds anything else (``--cache-dir ~/build``)."""
+        if is_hazrun_cache(self.path):
+            return
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            # Absent, or unusable (a file, no permission): a store there
+            # fails, and that is a warning, not a reason not to run.
+            return
+        for name in names:
+            p = self.path / name
+            if (name == "lock" or name.startswith(_TAG_PART)) and p.is_file() \
+                    and not p.is_symlink():
+                continue
+            if name in ("entries", "blobs", "tmp") and p.is_dir() and not p.is_symlink() \
+                    and not os.listdir(p):
+                continue
+            raise UsageError(
+                f"cache directory {self.path} holds files and is not a hazrun cache "
+                "(it has no CACHEDIR.TAG written by hazrun); give --cache-dir or "
+                "HAZ_CACHE_DIR a new or empty directory: 'hazrun cache clean' "
+                "deletes what a cache directory holds")
+
     def ensure(self) -> None:
-        """Create the directory layout (once per Store)."""
+        """Create the directory layout (once per Store): the tag first, so
+        a directory with hazrun's layout and no tag was never hazrun's."""
         if self._ready:
             return
         with self._ready_lock:
             if self._ready:
                 return
-            for d in (self.entries, self.blobs, self.tmp):
-                d.mkdir(parents=True, exist_ok=True)
             tag = self.path / "CACHEDIR.TAG"
             if not tag.exists():
-                self._publish(self._write_tmp(CACHEDIR_TAG), tag)
+                self.path.mkdir(parents=True, exist_ok=True)
+                part = self.path / f"{_TAG_PART}{os.getpid()}.{threading.get_ident()}"
+                with open(part, "wb") as f:
+                    f.write(CACHEDIR_TAG)
+                self._publish(part, tag)
+            for d in (self.entries, self.blobs, self.tmp):
+                d.mkdir(parents=True, exist_ok=True)
             self._ready = True
 
     def lock(self, exclusive: bool) -> ContextManager[None]:
@@ -595,6 +629,22 @@ _TMP_NAME = re.compile(r"\.?(\d+)-(?:([0-9a-f]{12})-)?[0-9a-f]+(\.tmp|\.owner\.n
 def _let_go(fd: int, path: str) -> None:
     _unlink(path)  # first: a sweep must never lock a file still in use
     os.close(fd)
+
+
+# The tag as it is written, before its rename; a crash may leave one.
+_TAG_PART = "CACHEDIR.TAG.part-"
+
+
+def is_hazrun_cache(path: Path) -> bool:
+    """Whether ``path`` carries the tag hazrun writes: the standard
+    signature, which every tool's cache directory carries (cargo's target/
+    ...), and hazrun's own line."""
+    try:
+        with open(path / "CACHEDIR.TAG", "rb") as f:
+            head = f.read(len(CACHEDIR_TAG))
+    except OSError:
+        return False
+    return head == CACHEDIR_TAG[:len(head)] and len(head) == len(CACHEDIR_TAG)
 
 
 def sweep_dead_writers(tmp: Union[str, Path]) -> Tuple[int, List[Tuple[str, Optional[int]]]]:
