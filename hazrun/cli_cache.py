@@ -61,13 +61,13 @@ def cmd_cache(args: argparse.Namespace, console: Console) -> int:
             max_size = None if args.max_size is None else parse_size(args.max_size)
             max_age = None if args.max_age is None else parse_age(args.max_age)
             r = prune(path, max_size=max_size, max_age=max_age)
-            console.print(f"pruned {r.removed_entries} entries "
+            console.print(f"pruned {_entries(r.removed_entries)} "
                           f"({format_size(r.removed_bytes)}); {r.entries} left "
                           f"({format_size(r.bytes)}) in {path}")
             return 0
         if args.cache_command == "clean":
             r = clean(path)
-            console.print(f"removed {r.removed_entries} entries "
+            console.print(f"removed {_entries(r.removed_entries)} "
                           f"({format_size(r.removed_bytes)}) from {path}")
             return 0
     except OSError as e:
@@ -86,3 +86,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
     from .cache import resolve_cache_dir
     root, _data = find_root(Path(args.directory) if args.directory else Path.cwd())
     return resolve_cache_dir(root)
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"

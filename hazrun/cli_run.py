@@ -50,7 +50,9 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                 "failed; 2 usage or configuration error; 3 a runtime invariant "
                 "(output overlap, runtime cycle) was violated; 130/143 "
                 "interrupted by SIGINT/SIGTERM.")
-    p.add_argument("targets", nargs="+", metavar="TARGET",
+    # "*", not "+": with none, argparse's "the following arguments are
+    # required: TARGET" would not say what a target is.
+    p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="'task' (that task in every project) or 'project:task'")
     p.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
                    help="run at most N tasks at once (default: [workspace] "
@@ -114,6 +116,10 @@ def _observers(args: argparse.Namespace, console: Console):
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if not args.targets:
+        raise UsageError("name at least one target: 'build' (the build task of every "
+                         "project that has one) or 'project:task'; 'hazrun list' shows "
+                         "the tasks")
     if args.force and args.no_cache:
         raise UsageError("--force and --no-cache contradict each other: --force "
                          "stores results, --no-cache does not; choose one")

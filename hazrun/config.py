@@ -515,7 +515,8 @@ def _search_root(start: Path, known: Optional[Known] = None
     """
     start = start.resolve()
     if not start.is_dir():
-        raise NoWorkspaceError(str(start), " (it is not a directory)")
+        raise NoWorkspaceError(str(start), " (it is not a directory)" if start.exists()
+                               else " (there is no such directory)")
     broken: List[Tuple[Path, ConfigError]] = []
     misshapen: Optional[str] = None  # a 'workspace' key that is no table
     for directory in (start, *start.parents):

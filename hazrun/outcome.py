@@ -72,6 +72,13 @@ class Violation:
     tasks: Tuple[str, ...]
     path: str
 
+    def describe(self) -> str:
+        """In words: the two tasks of an overlap, or a cycle's whole loop
+        back to its first task, and the file."""
+        if self.kind is ViolationKind.OUTPUT_OVERLAP:
+            return f"{self.path} is an output of both {self.tasks[0]} and {self.tasks[1]}"
+        return f"{' -> '.join(self.tasks + self.tasks[:1])} (closed by {self.path})"
+
 
 @record
 class RunOutcome:

@@ -46,6 +46,12 @@ class RunObserver:
     def warning(self, message: str) -> None:
         """Something the user should know that does not fail the run."""
 
+    def run_stopping(self, running: Sequence[str], grace_s: float, fail_fast: bool) -> None:
+        """The run is being cancelled (EXEC-012/014), by a signal or
+        ``cancel()``, or after a failure under ``fail_fast``: ``running``
+        were sent SIGTERM and get SIGKILL after at most ``grace_s``
+        seconds."""
+
     def run_finished(self, outcome: RunOutcome) -> None:
         """Every task is final and every process is gone."""
 
@@ -79,6 +85,10 @@ class Observers(RunObserver):
     def warning(self, message):
         for o in self.observers:
             o.warning(message)
+
+    def run_stopping(self, running, grace_s, fail_fast):
+        for o in self.observers:
+            o.run_stopping(running, grace_s, fail_fast)
 
     def run_finished(self, outcome):
         for o in self.observers:
@@ -270,8 +280,10 @@ def _describe_end(result: TaskResult) -> str:
         return "stopped" + (f" by {result.signal}" if result.signal else "")
     if cause is Cause.NOT_STARTED:
         return "not started"
-    if cause in (Cause.RUNTIME_CYCLE, Cause.OUTPUT_OVERLAP):
-        return f"run stopped by a {cause.value.replace('_', ' ')}"
+    if cause is Cause.RUNTIME_CYCLE:
+        return "run stopped by a runtime cycle"
+    if cause is Cause.OUTPUT_OVERLAP:
+        return "run stopped by an output overlap"
     return result.state.value
 
 
@@ -297,6 +309,17 @@ class StatusLines(RunObserver):
     def warning(self, message):
         self.console.warning(message)
 
+    def run_stopping(self, running, grace_s, fail_fast):
+        # Said at once: a task that ignores SIGTERM keeps the run for its
+        # whole grace, which without a word looks like a hang.
+        names = ", ".join(running[:5]) + (f" and {len(running) - 5} more"
+                                          if len(running) > 5 else "")
+        when = f"SIGKILL after {grace_s:g} s"
+        if not fail_fast:
+            when += ", or at once on a second Ctrl-C"
+        self.console.message(f"hazrun: {'--fail-fast: ' if fail_fast else ''}stopping "
+                             f"{names} (SIGTERM now, {when})")
+
 
 def format_summary(outcome: RunOutcome, colour: bool = False) -> List[str]:
     """CLI-001: counts per state, wall time, time saved, each failure."""
@@ -317,8 +340,7 @@ def format_summary(outcome: RunOutcome, colour: bool = False) -> List[str]:
         if r.state is TaskState.FAILED:
             lines.append(f"hazrun:   failed: {r.label} ({_describe_end(r)})")
     for v in outcome.violations:
-        lines.append(f"hazrun:   {v.kind.value.replace('_', ' ')}: "
-                     f"{' -> '.join(v.tasks)} ({v.path})")
+        lines.append(f"hazrun:   {v.kind.value.replace('_', ' ')}: {v.describe()}")
     if outcome.remote is not None:
         lines.append(format_remote(outcome.remote))
     return lines

@@ -969,10 +969,16 @@ class Scheduler:
         for t in self._take_pending():
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                       key=self._key_hex(t)), started=False)
+        stopping = []
         for t in self.tasks.values():
             if t.phase is Phase.RUNNING and t.child is not None and t.child.running:
                 t.stopped = True
                 t.child.terminate(self._grace(t))
+                stopping.append(t)
+        if stopping and not self.token.forced:
+            self.observer.run_stopping([t.label for t in sorted(stopping)],
+                                       max(self._grace(t) for t in stopping),
+                                       fail_fast=not self.token.cancelled)
 
     def _take_pending(self) -> List[_Task]:
         """Empty the ready heap, the tag-parked and the mutex waiters; return
@@ -1111,13 +1117,13 @@ class Scheduler:
         """EXEC-019/020: record it, stop admitting, skip what has not
         started; for a runtime cycle, also stop the tasks in flight."""
         self.violations.append(violation)
-        what = " -> ".join(violation.tasks + ((violation.tasks[0],) if terminate else ()))
         if violation.kind is ViolationKind.OUTPUT_OVERLAP:
-            self._warn(f"output overlap: {violation.tasks[0]} and {violation.tasks[1]} "
-                       f"both write {violation.path}; the run stops admitting tasks")
+            # The claim map knows which outputs matched each task's globs
+            # once it ran, not which one wrote the file.
+            self._warn(f"output overlap: {violation.describe()} (the outputs of each match "
+                       "it once it ran); the run stops admitting tasks")
         else:
-            self._warn(f"runtime cycle: {what} (closed by {violation.path}); "
-                       "the run stops")
+            self._warn(f"runtime cycle: {violation.describe()}; the run stops")
         if self.halted is None:
             self.halted = violation.kind
             cause = Cause(violation.kind.value)

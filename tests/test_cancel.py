@@ -178,9 +178,12 @@ def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
         assert proc.poll() is None, "the TERM-ignoring task was not given its grace"
         proc.send_signal(signal.SIGINT)
         # Far less than the 60 s grace: the second signal kills at once.
-        proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 130
         assert all(gone(p) for p in recorded)
+        # The grace is not a silent wait: said once, at the first signal.
+        assert err.decode().count("hazrun: stopping b:run (SIGTERM now, SIGKILL after "
+                                  "60 s, or at once on a second Ctrl-C)\n") == 1, err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -239,6 +242,8 @@ def test_exec_018_a_timeout_and_grace_meaning_never(make_ws, tmp_path):
     proc = run_hazrun(ws, "run", "run", "--no-cache", "--fail-fast", "-j2", timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "b:run failed: exit code 3" in proc.stderr
+    assert ("hazrun: --fail-fast: stopping a:run (SIGTERM now, SIGKILL after 1e+10 s)"
+            in proc.stderr), proc.stderr
 
 
 @pytest.mark.parametrize("grace, why", [

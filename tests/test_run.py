@@ -701,6 +701,13 @@ def test_exec_021_usage_errors_exit_2(make_ws):
     assert "did you mean 'build'" in proc.stderr
     proc = run_hazrun(ws, "run", "build", "-j", "0")
     assert proc.returncode == 2
+    # No target: what a target is, not argparse's "arguments are required".
+    proc = run_hazrun(ws, "run", "--no-cache")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("hazrun: error: name at least one target: 'build'")
+    # -C a directory that does not exist: said so.
+    proc = run_hazrun(ws / "nowhere", "list")
+    assert proc.returncode == 2 and "(there is no such directory)" in proc.stderr
 
 
 def test_cli_relative_paths_are_taken_from_dash_c(make_ws, tmp_path):
