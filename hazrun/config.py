@@ -8,6 +8,7 @@ by :mod:`hazrun.graph`, which reports into the same problem list.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import re
@@ -164,13 +165,41 @@ def _type_name(value: Any) -> str:
                 type(value), type(value).__name__)
 
 
+def _got(v: Any) -> str:
+    """What a refused value is, and the value itself where it is short
+    (CFG-005: the message names the value at fault), in TOML's spelling."""
+    name = _type_name(v)
+    if isinstance(v, (list, dict)):
+        return name
+    if isinstance(v, bool):
+        text = "true" if v else "false"
+    elif isinstance(v, str):
+        text = json.dumps(v, ensure_ascii=False)
+    else:
+        text = repr(v)
+    return f"{name} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def _quoted_number(v: Any) -> str:
+    """A hint for a number written as a string (timeout = "10")."""
+    try:
+        if isinstance(v, str) and math.isfinite(float(v)):
+            return "; write it without the quotes"
+    except ValueError:
+        pass
+    return ""
+
+
 def _string(v: Any) -> str:
     if not isinstance(v, str):
-        raise _Bad(f"must be a string, got {_type_name(v)}")
+        raise _Bad(f"must be a string, got {_got(v)}")
     return v
 
 
 def _string_list(v: Any) -> Tuple[str, ...]:
+    if isinstance(v, str):
+        raise _Bad(f"must be an array of strings, got {_got(v)}; write "
+                   f"[{json.dumps(v, ensure_ascii=False)}]")
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _Bad(f"must be an array of strings, got {_describe(v)}")
     return tuple(v)
@@ -180,8 +209,8 @@ def _describe(v: Any) -> str:
     if isinstance(v, list):
         bad = [x for x in v if not isinstance(x, str)]
         if bad:
-            return f"an array holding {_type_name(bad[0])} ({bad[0]!r})"
-    return _type_name(v)
+            return f"an array holding {_got(bad[0])}"
+    return _got(v)
 
 
 def _cmd(v: Any) -> Union[str, Tuple[str, ...]]:
@@ -218,13 +247,14 @@ def _tag_names(v: Any) -> Tuple[str, ...]:
 
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise _Bad(f"must be true or false, got {_type_name(v)}")
+        hint = "; write it without the quotes" if v in ("true", "false") else ""
+        raise _Bad(f"must be true or false, got {_got(v)}{hint}")
     return v
 
 
 def _seconds(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _Bad(f"must be a number of seconds, got {_type_name(v)}")
+        raise _Bad(f"must be a number of seconds, got {_got(v)}{_quoted_number(v)}")
     if not math.isfinite(v):  # TOML has inf and nan; a deadline cannot
         raise _Bad(f"must be a finite number of seconds, got {v}")
     if v < 0:
@@ -235,7 +265,7 @@ def _seconds(v: Any) -> float:
 def _positive_seconds(v: Any) -> float:
     s = _seconds(v)
     if s == 0:
-        raise _Bad("must be greater than 0")
+        raise _Bad(f"must be greater than 0, got {v:g}")
     return s
 
 
@@ -300,7 +330,7 @@ def without_credentials(url: str) -> str:
 
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _Bad(f"must be an integer, got {_type_name(v)}")
+        raise _Bad(f"must be an integer, got {_got(v)}{_quoted_number(v)}")
     if v < 1:
         raise _Bad(f"must be at least 1, got {v}")
     return v
@@ -339,7 +369,7 @@ def _mutex(item: Any) -> MutexSpec:
             raise _Bad("each mutex table needs name = \"...\"")
     else:
         raise _Bad("entries must be \"name\" or {name = \"...\", "
-                   f"mode = \"shared\"|\"exclusive\"}}, got {_type_name(item)}")
+                   f"mode = \"shared\"|\"exclusive\"}}, got {_got(item)}")
     if not name:
         raise _Bad("mutex names must not be empty")
     if mode not in ("shared", "exclusive"):
@@ -438,7 +468,11 @@ class _Reader:
               schema: Mapping[str, Callable[[Any], Any]]) -> Dict[str, Any]:
         """Check ``data`` against ``schema``; return the converted keys."""
         if not isinstance(data, dict):
-            self.problem(file, where, f"must be a table, got {_type_name(data)}")
+            hint = ""
+            if where.startswith("[tasks.") and isinstance(data, str):
+                # [tasks] build = "make": a task is a table of its own.
+                hint = f"; write {where} with cmd = {json.dumps(data, ensure_ascii=False)}"
+            self.problem(file, where, f"must be a table, got {_got(data)}{hint}")
             return {}
         out: Dict[str, Any] = {}
         for key, raw in data.items():
@@ -537,6 +571,14 @@ def _search_root(start: Path, known: Optional[Known] = None
             workspace = data.get("workspace")
             if isinstance(workspace, dict):
                 return directory, data, [d for d, _ in broken]
+            if workspace is None and misshapen is None:
+                # [workspaces], [Workspace]: most likely the root, misspelt.
+                for key, table in data.items():
+                    if isinstance(table, dict) and key not in ("project", "tasks") \
+                            and did_you_mean(key, ["workspace"]):
+                        misshapen = (f" ({candidate} has a [{key}] table: did you "
+                                     "mean [workspace]?)")
+                        break
             if workspace is not None and misshapen is None:
                 what = ("an array of tables ([[workspace]])" if isinstance(workspace, list)
                         and all(isinstance(w, dict) for w in workspace)

@@ -99,11 +99,21 @@ class TaskGraph:
         unknown: List[str] = []
         for target in targets:
             if ":" in target:
+                project, _, name = target.partition(":")
+                projects = {label.partition(":")[0] for label in self.tasks}
                 if target in self.tasks:
                     chosen.append(target)
+                elif not project or not name:
+                    unknown.append(f"unknown target '{target}': a target is 'task' or "
+                                   "'project:task'")
+                elif project not in projects:
+                    # Said as such: a did-you-mean over labels proposed
+                    # another project's task of the same name.
+                    unknown.append(f"unknown target '{target}': no project '{project}'"
+                                   + did_you_mean(project, projects))
                 else:
-                    unknown.append(f"unknown target '{target}'"
-                                   + did_you_mean(target, self.tasks))
+                    unknown.append(f"unknown target '{target}': project '{project}' has "
+                                   f"no task '{name}'" + did_you_mean(target, self.tasks))
             elif target in by_name:
                 chosen.extend(by_name[target])
             else:

@@ -1107,9 +1107,13 @@ class Scheduler:
         # the tasks in flight (EXEC-019), which an overlap alone does not.
         cycle, races = checks.add_outputs(t.label, paths, self._is_input_candidate)
         for race in races:
+            narrow = ""
+            if self.tasks[race.reader].task.inputs is None:
+                narrow = (f", or give {race.reader} inputs (it has none, so every file "
+                          "of its project is one)")
             self._warn(f"{race.writer} writes {race.path}, an input of {race.reader}, "
                        "but neither depends on the other: the result depends on timing; "
-                       f"add \"{race.writer}\" to the deps of {race.reader}")
+                       f"add \"{race.writer}\" to the deps of {race.reader}{narrow}")
         if cycle is not None:
             self._violation(cycle, terminate=True)
 

@@ -192,7 +192,7 @@ def test_cli_errors_are_prefixed_lines_on_stderr(make_ws, hazrun_env):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
         "hazrun: error: p/a/haz.toml: [tasks.a] key 'cmd': must be a string (run by "
-        "/bin/sh -c) or a non-empty array of strings (run directly), got an integer",
+        "/bin/sh -c) or a non-empty array of strings (run directly), got an integer (1)",
         "hazrun: error: p/a/haz.toml: [tasks.b]: has neither 'cmd' nor 'deps'; give it "
         "a command to run, or deps to group",
         "hazrun: error: p/b/haz.toml: [tasks.c] key 'deps': 'a:z': project 'a' has no "

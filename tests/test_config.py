@@ -121,6 +121,15 @@ def test_cfg_001_a_workspace_key_that_is_no_table_is_named(tmp_path, text, what)
             f"[workspace], got {what}") in str(info.value)
 
 
+@pytest.mark.parametrize("table", ["workspaces", "Workspace", "worksapce"])
+def test_cfg_001_a_misspelt_workspace_table_is_named(tmp_path, table):
+    (tmp_path / "haz.toml").write_text(f'[{table}]\nmembers = ["p/*"]\n')
+    with pytest.raises(NoWorkspaceError) as info:
+        load_workspace(tmp_path)
+    assert (f"{tmp_path.resolve() / 'haz.toml'} has a [{table}] table: did you mean "
+            "[workspace]?") in str(info.value)
+
+
 def test_cfg_001_no_root_cli_exit_2_names_directory(tmp_path, hazrun_env):
     start = tmp_path / "empty"
     start.mkdir()
@@ -432,8 +441,8 @@ TASK_TYPE_ERRORS = [
     ('cmd = []', "key 'cmd': must be a string"),
     ('cmd = ["ok", 1]', "key 'cmd': must be a string"),
     ('cmd = "  "', "key 'cmd': must not be empty"),
-    ('cmd = "x"\ndeps = "build"', "key 'deps': must be an array of strings, got a string"),
-    ('cmd = "x"\ndeps = [1]', "key 'deps': must be an array of strings, got an array holding an integer"),
+    ('cmd = "x"\ndeps = "build"', "key 'deps': must be an array of strings, got a string (\"build\"); write [\"build\"]"),
+    ('cmd = "x"\ndeps = [1]', "key 'deps': must be an array of strings, got an array holding an integer (1)"),
     ('cmd = "x"\nafter = "build"', "key 'after': must be an array of strings"),
     ('cmd = "x"\ninputs = "src/**"', "key 'inputs': must be an array of strings"),
     ('cmd = "x"\noutputs = [true]', "key 'outputs': must be an array of strings"),
@@ -448,17 +457,20 @@ TASK_TYPE_ERRORS = [
     ('cmd = "x"\nmutex = [{nmae = "db"}]', "unknown key 'nmae' in a mutex table (did you mean 'name'?)"),
     ('cmd = "x"\nmutex = [{mode = "shared"}]', "each mutex table needs name"),
     ('cmd = "x"\nmutex = ["db", "db"]', "mutex 'db' is listed twice"),
-    ('cmd = "x"\ncache = "no"', "key 'cache': must be true or false, got a string"),
-    ('cmd = "x"\ntimeout = "5"', "key 'timeout': must be a number of seconds, got a string"),
-    ('cmd = "x"\ntimeout = true', "key 'timeout': must be a number of seconds, got a boolean"),
-    ('cmd = "x"\ntimeout = 0', "key 'timeout': must be greater than 0"),
+    ('cmd = "x"\ncache = "no"', "key 'cache': must be true or false, got a string (\"no\")"),
+    ('cmd = "x"\ncache = "false"', "key 'cache': must be true or false, got a string "
+                                "(\"false\"); write it without the quotes"),
+    ('cmd = "x"\ntimeout = "5"', "key 'timeout': must be a number of seconds, got a string (\"5\"); "
+                                "write it without the quotes"),
+    ('cmd = "x"\ntimeout = true', "key 'timeout': must be a number of seconds, got a boolean (true)"),
+    ('cmd = "x"\ntimeout = 0', "key 'timeout': must be greater than 0, got 0"),
     ('cmd = "x"\ntimeout = -1', "key 'timeout': must not be negative"),
     ('cmd = "x"\ntimeout = nan', "key 'timeout': must be a finite number of seconds, got nan"),
     ('cmd = "x"\ntimeout = inf', "key 'timeout': must be a finite number of seconds, got inf"),
     ('cmd = "x"\ngrace = -0.5', "key 'grace': must not be negative"),
     ('cmd = "x"\ngrace = -inf', "key 'grace': must be a finite number of seconds"),
     ('cmd = "x"\ngrace = [1]', "key 'grace': must be a number of seconds, got an array"),
-    ('cmd = "x"\ndescription = 7', "key 'description': must be a string, got an integer"),
+    ('cmd = "x"\ndescription = 7', "key 'description': must be a string, got an integer (7)"),
 ]
 
 
@@ -475,8 +487,9 @@ def test_cfg_003_task_key_type_checks(make_ws, body, expected):
 WORKSPACE_TYPE_ERRORS = [
     ('members = "packages/*"', "[workspace] key 'members': must be an array of strings"),
     ("concurrency = 0", "[workspace] key 'concurrency': must be at least 1"),
-    ('concurrency = "4"', "[workspace] key 'concurrency': must be an integer, got a string"),
-    ("concurrency = 2.5", "[workspace] key 'concurrency': must be an integer, got a number"),
+    ('concurrency = "4"', "[workspace] key 'concurrency': must be an integer, got a string "
+                          "(\"4\"); write it without the quotes"),
+    ("concurrency = 2.5", "[workspace] key 'concurrency': must be an integer, got a number (2.5)"),
     ('env = ["A-B"]', "[workspace] key 'env': 'A-B' is not an environment variable name"),
     ("inputs = [1]", "[workspace] key 'inputs': must be an array of strings"),
     ('grace = "10s"', "[workspace] key 'grace': must be a number of seconds"),
@@ -510,9 +523,9 @@ def test_cfg_003_remote_cache_token_is_an_error_and_not_echoed(make_ws):
 @pytest.mark.parametrize("body, expected", [
     ('[project]\nname = 1\n[tasks.t]\ncmd = "x"', "[project] key 'name': must be a string"),
     ('[project]\ndeps = "b"\n[tasks.t]\ncmd = "x"', "[project] key 'deps': must be an array of strings"),
-    ('project = 1\n[tasks.t]\ncmd = "x"', "[project]: must be a table, got an integer"),
+    ('project = 1\n[tasks.t]\ncmd = "x"', "[project]: must be a table, got an integer (1)"),
     ('tasks = 1', "[tasks]: must be a table, got an integer"),
-    ('[tasks]\nt = "echo"', "[tasks.t]: must be a table, got a string"),
+    ('[tasks]\nt = "echo"', "[tasks.t]: must be a table, got a string (\"echo\"); write [tasks.t] with cmd = \"echo\""),
 ])
 def test_cfg_003_project_and_table_type_checks(make_ws, body, expected):
     msg = config_error(one_project(make_ws, body + "\n"))

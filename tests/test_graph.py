@@ -451,8 +451,14 @@ def test_graph_004_soft_edges_order_tasks_that_are_in_the_run(target_ws):
 @pytest.mark.parametrize("targets, expected", [
     (["biuld"], "unknown target 'biuld': no project has a task of that name "
                 "(did you mean 'build'?)"),
-    (["app:tset"], "unknown target 'app:tset' (did you mean 'app:test'?)"),
-    (["ap:build"], "unknown target 'ap:build' (did you mean 'app:build'?)"),
+    (["app:tset"], "unknown target 'app:tset': project 'app' has no task 'tset' "
+                   "(did you mean 'app:test'?)"),
+    # A project that does not exist is said as such, not answered with
+    # another project's task of the same name.
+    (["ap:build"], "unknown target 'ap:build': no project 'ap' (did you mean 'app'?)"),
+    (["zzz:build"], "unknown target 'zzz:build': no project 'zzz' (hazrun list"),
+    ([":build"], "unknown target ':build': a target is 'task' or 'project:task'"),
+    (["app:"], "unknown target 'app:': a target is 'task' or 'project:task'"),
     (["qqqq"], "unknown target 'qqqq': no project has a task of that name (hazrun list"),
 ])
 def test_graph_004_unknown_target_did_you_mean(target_ws, targets, expected):

@@ -314,7 +314,20 @@ def test_exec_019_race_warning(make_ws):
     line = warning[0]
     assert line.startswith("hazrun: warning: ")
     assert "w:gen" in line and "r:use" in line and "p/w/out/data.txt" in line
-    assert 'add "w:gen" to the deps of r:use' in line
+    assert line.endswith('add "w:gen" to the deps of r:use')  # r:use has inputs
+
+
+def test_exec_019_race_with_a_reader_without_inputs_suggests_giving_it_some(make_ws):
+    """A task with no inputs reads every file of its project: a sibling's
+    outputs too, which the user more often means to leave out than to
+    order after."""
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/r/haz.toml": ('[tasks.gen]\ncmd = "mkdir -p out; echo d > out/d.txt"\n'
+                                   'outputs = ["out/**"]\n[tasks.use]\ncmd = "true"\n')})
+    proc = run_hazrun(ws, "run", "gen", "use", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert ('add "r:gen" to the deps of r:use, or give r:use inputs (it has none, so '
+            "every file of its project is one)") in proc.stderr
 
 
 def test_exec_019_no_race_warning_when_ordered(make_ws):

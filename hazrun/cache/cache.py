@@ -515,7 +515,7 @@ class Cache:
         for digest, size in self._blobs_to_read(manifest, label):
             if self._store.blob_size(digest) != size:
                 self._warn(f"{who}ignoring incomplete cache entry {k[:12]}: blob "
-                           f"{digest[:12]} is missing or truncated")
+                           f"{digest[:12]} is missing or not of its recorded size")
                 return None
         return manifest
 
