@@ -1174,7 +1174,7 @@ class Scheduler:
             if a in self.tasks or b in self.tasks:
                 self._warn(f"{a} and {b} both declare outputs selecting '{where}': a "
                            "cache hit of either restores its own copy of files the other "
-                           "makes (EXEC-020); give each task outputs of its own")
+                           "makes; give each task outputs of its own")
 
     def _warn_idle_caps(self) -> None:
         """EXEC-005: a cap on a tag no task carries limits nothing: a typo

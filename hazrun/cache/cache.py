@@ -456,7 +456,7 @@ class Cache:
         if quick:
             raise WouldBlock(rel)
         if rel in _files.git_ignored(self.root, [rel]):
-            return "git ignores it, and what git ignores is never an input (CFG-006)"
+            return "git ignores it, and what git ignores is never an input"
         return None
 
     def _task_parts(self, label: str) -> Tuple[_key.Static, Optional[GlobSet], GlobSet]:
