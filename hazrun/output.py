@@ -46,6 +46,10 @@ class RunObserver:
     def warning(self, message: str) -> None:
         """Something the user should know that does not fail the run."""
 
+    def error(self, message: str) -> None:
+        """Something that fails the run without being a task's failure: a
+        runtime invariant broken (EXEC-019/020, exit status 3)."""
+
     def run_stopping(self, running: Sequence[str], grace_s: float, fail_fast: bool) -> None:
         """The run is being cancelled (EXEC-012/014), by a signal or
         ``cancel()``, or after a failure under ``fail_fast``: ``running``
@@ -85,6 +89,10 @@ class Observers(RunObserver):
     def warning(self, message):
         for o in self.observers:
             o.warning(message)
+
+    def error(self, message):
+        for o in self.observers:
+            o.error(message)
 
     def run_stopping(self, running, grace_s, fail_fast):
         for o in self.observers:
@@ -308,6 +316,9 @@ class StatusLines(RunObserver):
 
     def warning(self, message):
         self.console.warning(message)
+
+    def error(self, message):
+        self.console.error(message)
 
     def run_stopping(self, running, grace_s, fail_fast):
         # Said at once: a task that ignores SIGTERM keeps the run for its

@@ -1124,10 +1124,11 @@ class Scheduler:
         if violation.kind is ViolationKind.OUTPUT_OVERLAP:
             # The claim map knows which outputs matched each task's globs
             # once it ran, not which one wrote the file.
-            self._warn(f"output overlap: {violation.describe()} (the outputs of each match "
-                       "it once it ran); the run stops admitting tasks")
+            # CLI-000: an error, as it fails the run (exit status 3).
+            self.observer.error(f"output overlap: {violation.describe()} (the outputs of "
+                                "each match it once it ran); the run stops admitting tasks")
         else:
-            self._warn(f"runtime cycle: {violation.describe()}; the run stops")
+            self.observer.error(f"runtime cycle: {violation.describe()}; the run stops")
         if self.halted is None:
             self.halted = violation.kind
             cause = Cause(violation.kind.value)

@@ -117,7 +117,7 @@ def test_exec_020_output_overlap(make_ws, tmp_path):
         assert tasks[label]["upstream"] is None
     spans = intervals(log)
     assert "late" not in spans and "after" not in spans
-    assert ("hazrun: warning: output overlap: p/x/out/f is an output of both x:w1 and "
+    assert ("hazrun: error: output overlap: p/x/out/f is an output of both x:w1 and "
             "x:w2 (the outputs of each match it once it ran)") in err
     assert "hazrun: x:late skipped: run stopped by an output overlap" in err
     # The summary names both tasks, not an edge between them.
@@ -259,7 +259,7 @@ def test_exec_019_runtime_cycle(make_ws, tmp_path):
     spans = intervals(log)
     assert "z" not in spans and "after" not in spans
     assert "end slow" not in log.read_text()
-    assert ("hazrun: warning: runtime cycle: b:build -> a:build -> b:build "
+    assert ("hazrun: error: runtime cycle: b:build -> a:build -> b:build "
             "(closed by p/b/out/gen.txt)") in err
     # The summary shows the whole loop too.
     assert ("hazrun:   runtime cycle: b:build -> a:build -> b:build "
