@@ -293,12 +293,12 @@ def test_cache_007_refuses_a_directory_that_is_not_a_cache(tmp_path):
     assert (tmp_path / "home" / "blobs" / "precious").exists()
 
 
-def _one_task_workspace(tmp_path):
+def _one_task_workspace(tmp_path, task='cmd = "mkdir -p out && echo x > out/x"\n'
+                                       'outputs = ["out/**"]\n'):
     ws = tmp_path / "ws"
     (ws / "p" / "a").mkdir(parents=True)
     (ws / "haz.toml").write_text('[workspace]\nmembers = ["p/*"]\n')
-    (ws / "p" / "a" / "haz.toml").write_text(
-        '[tasks.build]\ncmd = "mkdir -p out && echo x > out/x"\noutputs = ["out/**"]\n')
+    (ws / "p" / "a" / "haz.toml").write_text(f'[tasks.build]\n{task}')
     return ws
 
 
@@ -345,6 +345,56 @@ def test_cache_007_a_run_makes_a_cache_of_a_new_or_empty_directory(
     assert info(target).entries == 1
     p = run(["--cache-dir", str(target), "run", "build"], ws, hazrun_env)
     assert p.returncode == 0 and "1 cached" in p.stderr
+
+
+def test_cache_007_a_cache_tagged_by_another_run_meanwhile_is_not_refused(tmp_path, monkeypatch):
+    """Two runs start on one new shared directory: the second finds no tag,
+    then lists what the first wrote meanwhile (its tag, or its tag's part
+    file renamed away since).  The moment is forced here: between the two
+    steps, the other run's whole start-up happens, on the real directory."""
+    from hazrun.cache import store as store_module
+    shared = tmp_path / "shared"
+    first_look = store_module.is_hazrun_cache
+    looks = []
+
+    def look_while_another_run_starts(path):
+        found = first_look(path)
+        if not looks:
+            store_module.Store(shared).ensure()  # the other run
+        looks.append(found)
+        return found
+
+    monkeypatch.setattr(store_module, "is_hazrun_cache", look_while_another_run_starts)
+    store_module.Store(shared).check_adoptable()  # no UsageError
+    assert looks[0] is False and (shared / "CACHEDIR.TAG").is_file()
+
+
+def test_cache_007_a_default_cache_dir_linked_elsewhere_is_checked_too(tmp_path, hazrun_env):
+    """.haz/cache is hazrun's own, unless it is a link to a directory of
+    the user's: then it is checked as --cache-dir is."""
+    ws = _one_task_workspace(tmp_path)
+    mine = tmp_path / "mine"
+    (mine / "blobs").mkdir(parents=True)
+    (mine / "blobs" / "precious").write_text("mine")
+    (ws / ".haz").mkdir()
+    (ws / ".haz" / "cache").symlink_to(mine)
+    p = run(["run", "build"], ws, hazrun_env)
+    assert p.returncode == 2 and "holds files and is not a hazrun cache" in p.stderr
+    assert sorted(os.listdir(mine)) == ["blobs"]
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="util-linux prlimit not installed")
+def test_cache_007_a_tag_that_cannot_be_written_leaves_no_part_behind(tmp_path, hazrun_env):
+    """A file size limit of 0 (as a full disk or a quota would): the run
+    goes on without the cache, and the tag's part file is not left."""
+    ws = _one_task_workspace(tmp_path, 'cmd = "true"\n')  # it writes no file itself
+    target = tmp_path / "cache"
+    p = subprocess.run(["prlimit", "--fsize=0", *hazrun_cmd("--cache-dir", str(target),
+                                                             "run", "build")],
+                       cwd=ws, env=hazrun_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and "not stored in the cache" in p.stderr, p.stderr
+    assert [n for n in os.listdir(target) if n.startswith("CACHEDIR.TAG")] == []
 
 
 def run(args, cwd, env):

@@ -121,8 +121,9 @@ class Cache:
             real[len(self.root_real) + 1:] + "/"
             if real.startswith(self.root_real.rstrip("/") + "/") else None)
         self._store = Store(self.path)
-        if self.path != self.root / HAZ_DIR / "cache":
-            # A directory the user named may hold anything; .haz/ is ours.
+        if real != os.path.join(self.root_real, HAZ_DIR, "cache"):
+            # A directory the user named may hold anything; .haz/ is ours,
+            # unless .haz/cache is a link to somewhere else.
             self._store.check_adoptable()
         self.read = read
         self.write = write

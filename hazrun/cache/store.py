@@ -143,6 +143,8 @@ class Store:
             if name in ("entries", "blobs", "tmp") and p.is_dir() and not p.is_symlink() \
                     and not os.listdir(p):
                 continue
+            if is_hazrun_cache(self.path):
+                return  # another hazrun tagged it meanwhile (its part file is gone)
             raise UsageError(
                 f"cache directory {self.path} holds files and is not a hazrun cache "
                 "(it has no CACHEDIR.TAG written by hazrun); give --cache-dir or "
@@ -161,8 +163,12 @@ class Store:
             if not tag.exists():
                 self.path.mkdir(parents=True, exist_ok=True)
                 part = self.path / f"{_TAG_PART}{os.getpid()}.{threading.get_ident()}"
-                with open(part, "wb") as f:
-                    f.write(CACHEDIR_TAG)
+                try:
+                    with open(part, "wb") as f:
+                        f.write(CACHEDIR_TAG)
+                except BaseException:
+                    _unlink(part)  # a full disk, a quota: no part left behind
+                    raise
                 self._publish(part, tag)
             for d in (self.entries, self.blobs, self.tmp):
                 d.mkdir(parents=True, exist_ok=True)
