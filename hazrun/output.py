@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import zlib
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -48,59 +49,41 @@ class RunObserver:
 
     def error(self, message: str) -> None:
         """Something that fails the run without being a task's failure: a
-        runtime invariant broken (EXEC-019/020, exit status 3)."""
+        runtime invariant broken (EXEC-019/020, exit status 3).  By default
+        passed to :meth:`warning`, which observers written before this
+        event existed define."""
+        self.warning(message)
 
-    def run_stopping(self, running: Sequence[str], grace_s: float, fail_fast: bool) -> None:
-        """The run is being cancelled (EXEC-012/014), by a signal or
-        ``cancel()``, or after a failure under ``fail_fast``: ``running``
-        were sent SIGTERM and get SIGKILL after at most ``grace_s``
-        seconds."""
+    def run_stopping(self, running: Sequence[str], grace_s: float, fail_fast: bool,
+                     signum: Optional[int]) -> None:
+        """The run is being cancelled (EXEC-012/014): after a failure under
+        ``fail_fast``, else by the signal ``signum`` (None: ``cancel()``).
+        ``running`` were sent SIGTERM now, and get SIGKILL within
+        ``grace_s`` seconds, or at once on the next cancellation."""
 
     def run_finished(self, outcome: RunOutcome) -> None:
         """Every task is final and every process is gone."""
 
 
 class Observers(RunObserver):
-    """Fans each event out to several observers, in order."""
+    """Fans each event out to several observers, in order.  Its methods are
+    made below from RunObserver's, so no event can be left out of it."""
 
     def __init__(self, observers: Iterable[RunObserver]):
         self.observers = list(observers)
 
-    def run_started(self, order):
-        for o in self.observers:
-            o.run_started(order)
 
-    def task_started(self, label):
+def _fan_out(event: str):
+    def method(self: Observers, *args: Any, **kwargs: Any) -> None:
         for o in self.observers:
-            o.task_started(label)
+            getattr(o, event)(*args, **kwargs)
+    method.__name__ = event
+    method.__qualname__ = f"Observers.{event}"
+    return method
 
-    def task_output(self, label, stream, data):
-        for o in self.observers:
-            o.task_output(label, stream, data)
 
-    def task_finished(self, result):
-        for o in self.observers:
-            o.task_finished(result)
-
-    def task_skipped(self, result):
-        for o in self.observers:
-            o.task_skipped(result)
-
-    def warning(self, message):
-        for o in self.observers:
-            o.warning(message)
-
-    def error(self, message):
-        for o in self.observers:
-            o.error(message)
-
-    def run_stopping(self, running, grace_s, fail_fast):
-        for o in self.observers:
-            o.run_stopping(running, grace_s, fail_fast)
-
-    def run_finished(self, outcome):
-        for o in self.observers:
-            o.run_finished(outcome)
+for _event in [name for name in vars(RunObserver) if not name.startswith("_")]:
+    setattr(Observers, _event, _fan_out(_event))
 
 
 class LineSplitter:
@@ -320,16 +303,21 @@ class StatusLines(RunObserver):
     def error(self, message):
         self.console.error(message)
 
-    def run_stopping(self, running, grace_s, fail_fast):
+    def run_stopping(self, running, grace_s, fail_fast, signum):
         # Said at once: a task that ignores SIGTERM keeps the run for its
         # whole grace, which without a word looks like a hang.
         names = ", ".join(running[:5]) + (f" and {len(running) - 5} more"
                                           if len(running) > 5 else "")
-        when = f"SIGKILL after {grace_s:g} s"
-        if not fail_fast:
-            when += ", or at once on a second Ctrl-C"
+        if fail_fast:
+            sooner = ", or at once on Ctrl-C"
+        elif signum == signal.SIGINT:
+            sooner = ", or at once on a second Ctrl-C"
+        elif signum is not None:
+            sooner = ", or at once on a second signal"
+        else:
+            sooner = ""
         self.console.message(f"hazrun: {'--fail-fast: ' if fail_fast else ''}stopping "
-                             f"{names} (SIGTERM now, {when})")
+                             f"{names} (SIGTERM now, SIGKILL within {grace_s:g} s{sooner})")
 
 
 def format_summary(outcome: RunOutcome, colour: bool = False) -> List[str]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Ma
 from .cache.outputs import TooMany, find_outputs
 from .config import TaskDef
 from .files import git_ignored, task_input_globs, task_output_globs
+from .globs import GlobSet
 from .invariants import RuntimeChecks
 from .mutex import MutexTable, blocks, must_not_overtake
 from .exit_code import signal_name
@@ -237,6 +238,7 @@ class Scheduler:
         self._after_admit: Deque[Callable[[], None]] = collections.deque()
         self.pending_pool = 0
         self.cancelling = False
+        self._cancel_seen = False   # the token's cancellation acted on
         self.violations: List[Violation] = []
         self.keyed = not options.no_cache
         self._would_block: Any = ()  # isinstance(x, ()) is never true
@@ -951,11 +953,16 @@ class Scheduler:
 
     # -- cancellation (EXEC-012..015) ----------------------------------------
     def _check_cancel(self) -> None:
-        if self.token.cancelled and not self.cancelling:
+        if self.token.cancelled and not self._cancel_seen:
+            self._cancel_seen = True
             # REMOTE-006: Ctrl-C abandons downloads and uploads at once.
             cancel = getattr(self.cache, "cancel", None)
             if cancel is not None:
                 cancel()
+            if self.cancelling:
+                # --fail-fast was stopping the run already: this is the
+                # second request to stop, and it skips the grace (EXEC-014).
+                self.procs.kill_all()
             self._start_cancel()
         if self.token.forced:
             self.procs.kill_all()  # EXEC-014: a second signal skips the grace
@@ -973,12 +980,13 @@ class Scheduler:
         for t in self.tasks.values():
             if t.phase is Phase.RUNNING and t.child is not None and t.child.running:
                 t.stopped = True
+                if not t.child.terminating:  # a timeout's SIGTERM went out already
+                    stopping.append(t)
                 t.child.terminate(self._grace(t))
-                stopping.append(t)
         if stopping and not self.token.forced:
             self.observer.run_stopping([t.label for t in sorted(stopping)],
                                        max(self._grace(t) for t in stopping),
-                                       fail_fast=not self.token.cancelled)
+                                       not self.token.cancelled, self.token.signal)
 
     def _take_pending(self) -> List[_Task]:
         """Empty the ready heap, the tag-parked and the mutex waiters; return
@@ -1108,7 +1116,13 @@ class Scheduler:
         cycle, races = checks.add_outputs(t.label, paths, self._is_input_candidate)
         for race in races:
             narrow = ""
-            if self.tasks[race.reader].task.inputs is None:
+            reader = self.tasks[race.reader]
+            if reader.task.inputs is None and race.path.startswith(
+                    reader.rel_dir + "/" if reader.rel_dir else "") and not (
+                    self.ws.settings.inputs
+                    and GlobSet.compile(self.ws.settings.inputs).match(race.path)):
+                # An input as one of the project's files, not through the
+                # [workspace] inputs, which a task's own inputs do not change.
                 narrow = (f", or give {race.reader} inputs (it has none, so every file "
                           "of its project is one)")
             self._warn(f"{race.writer} writes {race.path}, an input of {race.reader}, "
@@ -1254,12 +1268,13 @@ def run_graph(workspace: Workspace, targets: Iterable[str], observer: Optional[R
     dependencies; return the outcome.  Never prints: events go to
     ``observer``.  ``cancel`` stops the run from another thread.
 
-    Raises :class:`hazrun.errors.UsageError` for unknown targets and for
-    ``options`` the command line would refuse.
+    Raises :class:`hazrun.errors.UsageError` for unknown targets, for
+    ``options`` the command line would refuse, and for a cache directory
+    that holds files but is not hazrun's.
     """
     options = options or RunOptions()
     _check_options(options)
-    labels = workspace.graph.select(list(targets))
+    labels = workspace.graph.select(list(targets), workspace.projects)
     if cache is None and options.no_cache:
         cache = _NoCache()
     elif cache is None:

@@ -182,8 +182,44 @@ def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
         assert proc.returncode == 130
         assert all(gone(p) for p in recorded)
         # The grace is not a silent wait: said once, at the first signal.
-        assert err.decode().count("hazrun: stopping b:run (SIGTERM now, SIGKILL after "
+        assert err.decode().count("hazrun: stopping b:run (SIGTERM now, SIGKILL within "
                                   "60 s, or at once on a second Ctrl-C)\n") == 1, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(recorded)
+
+
+@pytest.mark.parametrize("first", ["--fail-fast", "SIGTERM"])
+def test_exec_014_a_signal_while_stopping_skips_the_grace(make_ws, tmp_path, first):
+    """The run is already stopping, after a failure under --fail-fast or a
+    SIGTERM: the next signal is the second request and kills at once, as
+    the message about the stop says."""
+    pids, log = tmp_path / "pids", tmp_path / "log"
+    pids.mkdir()
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "trap \'echo term >> {log}\' TERM; '
+                                  f'echo $$ > {pids}/a.pid; while true; do sleep 0.1; done"\n',
+                  "p/b/haz.toml": f'[tasks.run]\ncmd = "while [ ! -s {pids}/a.pid ]; do '
+                                  'sleep 0.05; done; exit 4"\n'})
+    args = ["--fail-fast"] if first == "--fail-fast" else []
+    proc = start_hazrun(ws, "run", "run", "-j2", "--grace", "60", "--no-cache", *args)
+    recorded = []
+    try:
+        wait_for(lambda: (pids / "a.pid").exists() and (pids / "a.pid").read_text().strip())
+        recorded = read_pids(pids)
+        if first == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: log.exists() and "term" in log.read_text(), what="a:run's SIGTERM")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)  # far less than the 60 s grace
+        err = err.decode()
+        assert proc.returncode == (130 if first == "--fail-fast" else 143), err
+        assert all(gone(p) for p in recorded)
+        sooner = "on Ctrl-C" if first == "--fail-fast" else "on a second signal"
+        assert f"stopping a:run (SIGTERM now, SIGKILL within 60 s, or at once {sooner})" \
+            in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -242,8 +278,8 @@ def test_exec_018_a_timeout_and_grace_meaning_never(make_ws, tmp_path):
     proc = run_hazrun(ws, "run", "run", "--no-cache", "--fail-fast", "-j2", timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "b:run failed: exit code 3" in proc.stderr
-    assert ("hazrun: --fail-fast: stopping a:run (SIGTERM now, SIGKILL after 1e+10 s)"
-            in proc.stderr), proc.stderr
+    assert ("hazrun: --fail-fast: stopping a:run (SIGTERM now, SIGKILL within 1e+10 s, "
+            "or at once on Ctrl-C)" in proc.stderr), proc.stderr
 
 
 @pytest.mark.parametrize("grace, why", [

@@ -98,3 +98,22 @@ def test_cli_004_load_workspace_of_a_path_with_a_nul_is_no_workspace():
     import pytest
     with pytest.raises(hazrun.NoWorkspaceError, match="cannot hold a NUL"):
         hazrun.load_workspace("/tmp/a\0b")
+
+
+def test_cli_004_an_observer_of_warnings_alone_hears_of_a_runtime_violation(make_ws):
+    """A violation is reported through error(), an event younger than the
+    observers written against warning(): by default error() passes it there."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["p/*"]\n',
+                  "p/a/haz.toml": ('[tasks.w1]\ncmd = "mkdir -p out; echo 1 > out/f"\n'
+                                   'outputs = ["out/**"]\n[tasks.w2]\ncmd = "mkdir -p out; '
+                                   'echo 2 > out/f"\noutputs = ["out/**"]\ndeps = ["w1"]\n')})
+    heard = []
+
+    class Log(hazrun.RunObserver):
+        def warning(self, message):
+            heard.append(message)
+
+    outcome = hazrun.run_graph(hazrun.load_workspace(ws), ["a:w2"], Log(),
+                               hazrun.RunOptions(no_cache=True))
+    assert outcome.violations
+    assert [m for m in heard if m.startswith("output overlap: p/a/out/f")], heard
