@@ -21,7 +21,7 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
     from .cache import Cache, Materialised
     from .cache.model import passed_on
 
-    labels = ws.graph.select(args.targets)
+    labels = ws.graph.select(args.targets, ws.projects)
     order = ws.graph.canonical_order(labels)
     # The remote cache too (REMOTE-003): on a build server most hits are
     # its.  A remote hit is downloaded into the local store, as the run

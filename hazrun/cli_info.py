@@ -56,7 +56,7 @@ def cmd_graph(args: argparse.Namespace, console: Console) -> int:
     """The graph in canonical order, as text or Graphviz dot."""
     ws = _load(args, console)
     graph = ws.graph
-    nodes = graph.select(args.targets) if args.targets else None
+    nodes = graph.select(args.targets, ws.projects) if args.targets else None
     order = graph.canonical_order(nodes)
     chosen = set(order)
     if args.dot:

@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     if args.dry_run:
         from .cli_dryrun import dry_run
         return dry_run(ws, args, options, console)
-    ws.graph.select(args.targets)  # unknown targets: exit 2 before anything
+    ws.graph.select(args.targets, ws.projects)  # unknown targets: exit 2 before anything
     token = CancelToken()
     client, server = _jobserver(args, ws, options, console)
 

@@ -160,9 +160,11 @@ class _Bad(Exception):
 
 
 def _type_name(value: Any) -> str:
+    # TOML's dates and times by their class names: no datetime import.
     return {bool: "a boolean", int: "an integer", float: "a number",
             str: "a string", list: "an array", dict: "a table"}.get(
-                type(value), type(value).__name__)
+                type(value), {"date": "a date", "time": "a time", "datetime": "a date-time"}.get(
+                    type(value).__name__, type(value).__name__))
 
 
 def _got(v: Any) -> str:
@@ -175,15 +177,18 @@ def _got(v: Any) -> str:
         text = "true" if v else "false"
     elif isinstance(v, str):
         text = json.dumps(v, ensure_ascii=False)
+    elif hasattr(v, "isoformat"):  # TOML's dates and times
+        text = v.isoformat()
     else:
         text = repr(v)
     return f"{name} ({text if len(text) <= 40 else text[:37] + '...'})"
 
 
-def _quoted_number(v: Any) -> str:
-    """A hint for a number written as a string (timeout = "10")."""
+def _quoted_number(v: Any, integer: bool = False) -> str:
+    """A hint for a number written as a string (timeout = "10"); for an
+    integer key, only where the string is one."""
     try:
-        if isinstance(v, str) and math.isfinite(float(v)):
+        if isinstance(v, str) and math.isfinite(int(v) if integer else float(v)):
             return "; write it without the quotes"
     except ValueError:
         pass
@@ -198,8 +203,11 @@ def _string(v: Any) -> str:
 
 def _string_list(v: Any) -> Tuple[str, ...]:
     if isinstance(v, str):
-        raise _Bad(f"must be an array of strings, got {_got(v)}; write "
-                   f"[{json.dumps(v, ensure_ascii=False)}]")
+        # tags = "heavy, gpu" meant two tags.
+        items = [part.strip() for part in v.split(",")] if "," in v else [v]
+        array = "[" + ", ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
+        hint = f"; write {array}" if len(array) <= 60 else "; write it as an array: [\"...\"]"
+        raise _Bad(f"must be an array of strings, got {_got(v)}{hint}")
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _Bad(f"must be an array of strings, got {_describe(v)}")
     return tuple(v)
@@ -330,7 +338,7 @@ def without_credentials(url: str) -> str:
 
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _Bad(f"must be an integer, got {_got(v)}{_quoted_number(v)}")
+        raise _Bad(f"must be an integer, got {_got(v)}{_quoted_number(v, integer=True)}")
     if v < 1:
         raise _Bad(f"must be at least 1, got {v}")
     return v
@@ -471,7 +479,11 @@ class _Reader:
             hint = ""
             if where.startswith("[tasks.") and isinstance(data, str):
                 # [tasks] build = "make": a task is a table of its own.
-                hint = f"; write {where} with cmd = {json.dumps(data, ensure_ascii=False)}"
+                name = where[len("[tasks."):-1]
+                if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # not a bare TOML key
+                    name = json.dumps(name, ensure_ascii=False)
+                hint = (f"; write [tasks.{name}] with cmd = "
+                        f"{json.dumps(data, ensure_ascii=False)}")
             self.problem(file, where, f"must be a table, got {_got(data)}{hint}")
             return {}
         out: Dict[str, Any] = {}

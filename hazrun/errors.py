@@ -11,11 +11,12 @@ from typing import Iterable, List, Optional, Sequence
 from .values import value
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return `` (did you mean 'x'?)`` for the closest choice, or ``''``."""
+def did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """Return `` (did you mean 'x'?)`` for the closest choice, or ``''``;
+    the choice shown after ``prefix``."""
     import difflib  # only on an error: kept off the start-up path
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 class HazError(Exception):

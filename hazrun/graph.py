@@ -90,8 +90,10 @@ class TaskGraph:
             stack.extend(self.hard_preds[label])
         return seen
 
-    def select(self, targets: Sequence[str]) -> Set[str]:
-        """GRAPH-004: resolve ``task`` / ``project:task`` targets to a run's set."""
+    def select(self, targets: Sequence[str], projects: Iterable[str] = ()) -> Set[str]:
+        """GRAPH-004: resolve ``task`` / ``project:task`` targets to a run's set.
+        ``projects``: every project's name, those without tasks too (for the
+        message about a target naming one)."""
         by_name: Dict[str, List[str]] = {}
         for label, task in self.tasks.items():
             by_name.setdefault(task.name, []).append(label)
@@ -100,20 +102,29 @@ class TaskGraph:
         for target in targets:
             if ":" in target:
                 project, _, name = target.partition(":")
-                projects = {label.partition(":")[0] for label in self.tasks}
                 if target in self.tasks:
                     chosen.append(target)
-                elif not project or not name:
+                    continue
+                names = [label.partition(":")[2] for label in self.tasks
+                         if label.partition(":")[0] == project]
+                known = {label.partition(":")[0] for label in self.tasks} | set(projects)
+                if not project or not name:
                     unknown.append(f"unknown target '{target}': a target is 'task' or "
                                    "'project:task'")
-                elif project not in projects:
+                elif project not in known:
                     # Said as such: a did-you-mean over labels proposed
                     # another project's task of the same name.
                     unknown.append(f"unknown target '{target}': no project '{project}'"
-                                   + did_you_mean(project, projects))
+                                   + did_you_mean(project, known))
+                elif not names:
+                    unknown.append(f"unknown target '{target}': project '{project}' "
+                                   "has no tasks")
                 else:
+                    # Over the project's task names: whole labels share the
+                    # project's prefix, which made any name look close.
                     unknown.append(f"unknown target '{target}': project '{project}' has "
-                                   f"no task '{name}'" + did_you_mean(target, self.tasks))
+                                   f"no task '{name}'"
+                                   + did_you_mean(name, names, prefix=f"{project}:"))
             elif target in by_name:
                 chosen.extend(by_name[target])
             else:

@@ -470,6 +470,10 @@ TASK_TYPE_ERRORS = [
     ('cmd = "x"\ngrace = -0.5', "key 'grace': must not be negative"),
     ('cmd = "x"\ngrace = -inf', "key 'grace': must be a finite number of seconds"),
     ('cmd = "x"\ngrace = [1]', "key 'grace': must be a number of seconds, got an array"),
+    ('cmd = "x"\ntimeout = 00:10:00', "key 'timeout': must be a number of seconds, got a time "
+                                      "(00:10:00)"),
+    ('cmd = "x"\ntags = "heavy, gpu"', "key 'tags': must be an array of strings, got a string "
+                                       "(\"heavy, gpu\"); write [\"heavy\", \"gpu\"]"),
     ('cmd = "x"\ndescription = 7', "key 'description': must be a string, got an integer (7)"),
 ]
 
@@ -512,6 +516,13 @@ def test_cfg_003_workspace_key_type_checks(make_ws, line, expected):
     assert msg == f"haz.toml: {expected}" or msg.startswith(f"haz.toml: {expected}"), msg
 
 
+def test_cfg_003_no_quotes_hint_where_it_would_not_help(make_ws):
+    """concurrency = "1.5" without its quotes is still no integer."""
+    msg = config_error(make_ws({"haz.toml": '[workspace]\nconcurrency = "1.5"\n'}))
+    assert msg == ("haz.toml: [workspace] key 'concurrency': must be an integer, got a "
+                   "string (\"1.5\")"), msg
+
+
 def test_cfg_003_remote_cache_token_is_an_error_and_not_echoed(make_ws):
     root = make_ws({"haz.toml": '[workspace.remote_cache]\nurl = "http://c"\n'
                                 'token = "s3cr3t-value"\n'})
@@ -526,6 +537,8 @@ def test_cfg_003_remote_cache_token_is_an_error_and_not_echoed(make_ws):
     ('project = 1\n[tasks.t]\ncmd = "x"', "[project]: must be a table, got an integer (1)"),
     ('tasks = 1', "[tasks]: must be a table, got an integer"),
     ('[tasks]\nt = "echo"', "[tasks.t]: must be a table, got a string (\"echo\"); write [tasks.t] with cmd = \"echo\""),
+    ('[tasks]\n"docs.html" = "make docs"', "[tasks.docs.html]: must be a table, got a string "
+     "(\"make docs\"); write [tasks.\"docs.html\"] with cmd = \"make docs\""),
 ])
 def test_cfg_003_project_and_table_type_checks(make_ws, body, expected):
     msg = config_error(one_project(make_ws, body + "\n"))

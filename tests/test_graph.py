@@ -468,6 +468,22 @@ def test_graph_004_unknown_target_did_you_mean(target_ws, targets, expected):
     assert expected in str(info.value)
 
 
+def test_graph_004_unknown_target_of_a_project_without_tasks(make_ws):
+    """A project with no tasks exists all the same; a did-you-mean looks at
+    the named project's own tasks only."""
+    root = make_ws({"haz.toml": WS, "packages/docs/haz.toml": "",
+                    "packages/app/haz.toml": '[tasks.test]\ncmd = "x"\n[tasks.lint]\ncmd = "x"\n'})
+    ws = load_workspace(root)
+    for target, expected in [
+            ("docs:build", "unknown target 'docs:build': project 'docs' has no tasks"),
+            ("app:tset", "project 'app' has no task 'tset' (did you mean 'app:test'?)"),
+            ("app:lnt", "project 'app' has no task 'lnt' (did you mean 'app:lint'?)"),
+            ("app:build", "project 'app' has no task 'build' (hazrun list")]:
+        with pytest.raises(UsageError) as info:
+            ws.graph.select([target], ws.projects)
+        assert expected in str(info.value), str(info.value)
+
+
 def test_graph_004_unknown_target_cli_exit_2(make_ws, hazrun_env):
     root = make_ws({"haz.toml": WS, "packages/a/haz.toml": '[tasks.build]\ncmd = "touch ran"\n'})
     for args in (["graph", "biuld"], ["graph", "--dot", "a:biuld"], ["run", "biuld"]):

@@ -328,6 +328,16 @@ def test_exec_019_race_with_a_reader_without_inputs_suggests_giving_it_some(make
     assert proc.returncode == 0, proc.stderr
     assert ('add "r:gen" to the deps of r:use, or give r:use inputs (it has none, so '
             "every file of its project is one)") in proc.stderr
+    # Read through [workspace] inputs, the file stays an input whatever
+    # inputs the reader is given: no such advice.
+    ws = make_ws({"haz.toml": ROOT + 'inputs = ["p/w/out/**"]\n',
+                  "p/w/haz.toml": ('[tasks.gen]\ncmd = "mkdir -p out; echo d > out/d.txt"\n'
+                                   'outputs = ["out/**"]\n'),
+                  "p/r/haz.toml": '[tasks.use]\ncmd = "true"\n'}, name="ws-inputs")
+    proc = run_hazrun(ws, "run", "gen", "use", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count('add "w:gen" to the deps of r:use') == 1, proc.stderr
+    assert "or give r:use inputs" not in proc.stderr
 
 
 def test_exec_019_no_race_warning_when_ordered(make_ws):
