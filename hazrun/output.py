@@ -54,11 +54,12 @@ class RunObserver:
         event existed define."""
         self.warning(message)
 
-    def run_stopping(self, running: Sequence[str], grace_s: float, fail_fast: bool,
+    def run_stopping(self, running: Sequence[str], grace_s: float, because: Optional[str],
                      signum: Optional[int]) -> None:
-        """The run is being cancelled (EXEC-012/014): after a failure under
-        ``fail_fast``, else by the signal ``signum`` (None: ``cancel()``).
-        ``running`` were sent SIGTERM now, and get SIGKILL within
+        """The run is stopping its ``running`` tasks (EXEC-012/014/019):
+        ``because`` is "fail_fast" (after a failure), "runtime_cycle", or
+        None for a cancellation (by the signal ``signum``; None:
+        ``cancel()``).  They were sent SIGTERM, and get SIGKILL within
         ``grace_s`` seconds, or at once on the next cancellation."""
 
     def run_finished(self, outcome: RunOutcome) -> None:
@@ -303,21 +304,24 @@ class StatusLines(RunObserver):
     def error(self, message):
         self.console.error(message)
 
-    def run_stopping(self, running, grace_s, fail_fast, signum):
+    def run_stopping(self, running, grace_s, because, signum):
         # Said at once: a task that ignores SIGTERM keeps the run for its
         # whole grace, which without a word looks like a hang.
         names = ", ".join(running[:5]) + (f" and {len(running) - 5} more"
                                           if len(running) > 5 else "")
-        if fail_fast:
-            sooner = ", or at once on Ctrl-C"
+        # What the command line made of SIGINT: kept ignored if it was.
+        ctrl_c = signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL)
+        if because is not None:
+            sooner = ", or at once on Ctrl-C or SIGTERM" if ctrl_c else ", or at once on SIGTERM"
         elif signum == signal.SIGINT:
             sooner = ", or at once on a second Ctrl-C"
         elif signum is not None:
             sooner = ", or at once on a second signal"
         else:
-            sooner = ""
-        self.console.message(f"hazrun: {'--fail-fast: ' if fail_fast else ''}stopping "
-                             f"{names} (SIGTERM now, SIGKILL within {grace_s:g} s{sooner})")
+            sooner = ""  # cancel() from a library caller
+        why = {"fail_fast": "--fail-fast: ", "runtime_cycle": "runtime cycle: "}.get(because, "")
+        self.console.message(f"hazrun: {why}stopping {names} (SIGTERM now, "
+                             f"SIGKILL within {grace_s:g} s{sooner})")
 
 
 def format_summary(outcome: RunOutcome, colour: bool = False) -> List[str]:

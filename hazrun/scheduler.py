@@ -710,15 +710,17 @@ class Scheduler:
         if child.left_behind:
             self._warn(f"{t.label}: its command exited but left processes running "
                        "(a background job?); they were stopped")
-        if t.stopped or (self.token.cancelled and status.stopped):
+        if t.timed_out:
+            # First: its timeout was stopping it before any cancellation
+            # came, and a second signal's SIGKILL only ends that sooner.
+            result = TaskResult(t.label, TaskState.FAILED, Cause.TIMEOUT,
+                                exit_code=status.exit_code, signal=sig,
+                                duration_s=duration, key=key)
+        elif t.stopped or (self.token.cancelled and status.stopped):
             # The run is being cancelled: a task the signal reached before
             # the run stopped it (hazrun under hazrun, or make's Ctrl-C to
             # every process of the tree) was stopped all the same (EXEC-012).
             result = TaskResult(t.label, TaskState.CANCELLED, Cause.SIGNALLED,
-                                exit_code=status.exit_code, signal=sig,
-                                duration_s=duration, key=key)
-        elif t.timed_out:
-            result = TaskResult(t.label, TaskState.FAILED, Cause.TIMEOUT,
                                 exit_code=status.exit_code, signal=sig,
                                 duration_s=duration, key=key)
         elif status.signal is not None:
@@ -895,7 +897,10 @@ class Scheduler:
                     self._cascade(t, result)
                 self._release(t)
                 if result.state is TaskState.FAILED and self.options.fail_fast:
-                    self._start_cancel()
+                    # A signal that came with this failure (SIGTERM to the
+                    # whole tree) is the first request to stop, not a second.
+                    self._check_cancel()
+                    self._start_cancel(because="fail_fast")
         except BaseException:
             self._finals.clear()
             raise
@@ -959,16 +964,18 @@ class Scheduler:
             cancel = getattr(self.cache, "cancel", None)
             if cancel is not None:
                 cancel()
-            if self.cancelling:
-                # --fail-fast was stopping the run already: this is the
-                # second request to stop, and it skips the grace (EXEC-014).
+            if self.cancelling or self.halted is ViolationKind.RUNTIME_CYCLE:
+                # --fail-fast or a runtime cycle was stopping the run already:
+                # this is the second request to stop, and it skips the grace
+                # (EXEC-014).
                 self.procs.kill_all()
             self._start_cancel()
         if self.token.forced:
             self.procs.kill_all()  # EXEC-014: a second signal skips the grace
 
-    def _start_cancel(self) -> None:
-        """Stop admitting; the ready set is cancelled; running trees end."""
+    def _start_cancel(self, because: Optional[str] = None) -> None:
+        """Stop admitting; the ready set is cancelled; running trees end.
+        ``because``: "fail_fast", or None for the token (a signal)."""
         if self.cancelling:
             return
         self.cancelling = True
@@ -976,17 +983,22 @@ class Scheduler:
         for t in self._take_pending():
             self._final(t, TaskResult(t.label, TaskState.CANCELLED, Cause.NOT_STARTED,
                                       key=self._key_hex(t)), started=False)
-        stopping = []
-        for t in self.tasks.values():
-            if t.phase is Phase.RUNNING and t.child is not None and t.child.running:
+        self._stop_running(because)
+
+    def _stop_running(self, because: Optional[str]) -> None:
+        """EXEC-014 to every running task, said once (run_stopping).  A task
+        its timeout is stopping already keeps that end (EXEC-018): its
+        SIGKILL is due within its grace all the same."""
+        running = [t for t in self.tasks.values() if t.phase is Phase.RUNNING
+                   and t.child is not None and t.child.running]
+        for t in running:
+            if not t.timed_out:
                 t.stopped = True
-                if not t.child.terminating:  # a timeout's SIGTERM went out already
-                    stopping.append(t)
-                t.child.terminate(self._grace(t))
-        if stopping and not self.token.forced:
-            self.observer.run_stopping([t.label for t in sorted(stopping)],
-                                       max(self._grace(t) for t in stopping),
-                                       not self.token.cancelled, self.token.signal)
+            t.child.terminate(self._grace(t))
+        if running and not self.token.forced:
+            self.observer.run_stopping([t.label for t in sorted(running)],
+                                       max(self._grace(t) for t in running),
+                                       because, self.token.signal)
 
     def _take_pending(self) -> List[_Task]:
         """Empty the ready heap, the tag-parked and the mutex waiters; return
@@ -1156,10 +1168,7 @@ class Scheduler:
             # Also after an overlap halted the run first: a cycle stops what
             # is in flight, and tasks still being prepared never spawn.
             self.halted = ViolationKind.RUNTIME_CYCLE
-            for t in self.tasks.values():
-                if t.phase is Phase.RUNNING and t.child is not None and t.child.running:
-                    t.stopped = True
-                    t.child.terminate(self._grace(t))
+            self._stop_running("runtime_cycle")
 
     # -- helpers --------------------------------------------------------------
     def _submit(self, fn, *args, done, pool: str = "pool") -> None:

@@ -35,9 +35,15 @@ def interrupt(proc, ready, what, signum=signal.SIGINT, timeout=60):
         proc.send_signal(signum)
         return proc.communicate(timeout=timeout)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
+
+
+def end(proc, pids=()):
+    """However a test ends: hazrun and the processes it recorded are gone."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    kill_leftovers(pids)
 
 
 def read_pids(directory: Path):
@@ -125,10 +131,7 @@ def test_exec_014_signal_ends_every_tree(tree_ws, tmp_path, sig, code):
         assert (tasks["f:run"]["state"], tasks["f:run"]["cause"]) == ("cancelled", "not_started")
         assert b"Traceback" not in err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(recorded)
+        end(proc, recorded)
 
 
 def _daemon(log, name):
@@ -185,10 +188,7 @@ def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
         assert err.decode().count("hazrun: stopping b:run (SIGTERM now, SIGKILL within "
                                   "60 s, or at once on a second Ctrl-C)\n") == 1, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(recorded)
+        end(proc, recorded)
 
 
 @pytest.mark.parametrize("first", ["--fail-fast", "SIGTERM"])
@@ -217,14 +217,110 @@ def test_exec_014_a_signal_while_stopping_skips_the_grace(make_ws, tmp_path, fir
         err = err.decode()
         assert proc.returncode == (130 if first == "--fail-fast" else 143), err
         assert all(gone(p) for p in recorded)
-        sooner = "on Ctrl-C" if first == "--fail-fast" else "on a second signal"
+        sooner = "on Ctrl-C or SIGTERM" if first == "--fail-fast" else "on a second signal"
         assert f"stopping a:run (SIGTERM now, SIGKILL within 60 s, or at once {sooner})" \
             in err, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(recorded)
+        end(proc, recorded)
+
+
+def test_exec_014_one_sigterm_with_a_fail_fast_failure_keeps_the_grace(make_ws, tmp_path):
+    """One SIGTERM to the whole tree (a CI job cancelled): a:run fails on
+    it, and hazrun sees that failure and its own signal in one wake-up
+    (held stopped meanwhile, as a busy moment would).  The signal is the
+    first request to stop: c:run gets its grace, not a SIGKILL."""
+    log = tmp_path / "log"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "trap \'exit 1\' TERM; echo $$ > pid; '
+                                  'while true; do sleep 0.05; done"\n',
+                  "p/c/haz.toml": f'[tasks.run]\ncmd = "trap \'sleep 0.5; echo clean >> {log}; '
+                                  f'exit 0\' TERM; echo $$ > pid; while true; do sleep 0.05; '
+                                  'done"\ngrace = 60\n'})
+    proc = start_hazrun(ws, "run", "run", "-j2", "--fail-fast", "--no-cache")
+    pids = []
+    try:
+        wait_for(lambda: all((ws / f"p/{p}/pid").exists()
+                             and (ws / f"p/{p}/pid").read_text().strip() for p in "ac"))
+        pids = [int((ws / f"p/{p}/pid").read_text()) for p in "ac"]
+        os.kill(proc.pid, signal.SIGSTOP)
+        os.kill(pids[0], signal.SIGTERM)
+        wait_for(lambda: not psutil.pid_exists(pids[0])
+                 or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE, what="a:run's end")
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+        err = err.decode()
+        assert proc.returncode == 143, err
+        assert log.read_text() == "clean\n", "c:run was killed without its grace:\n" + err
+        assert "stopping c:run (SIGTERM now, SIGKILL within 60 s, or at once on a second " \
+               "signal)" in err, err
+    finally:
+        end(proc, pids)
+
+
+def test_exec_018_ctrl_c_after_a_timeout_says_so_and_keeps_the_timeout(make_ws, tmp_path):
+    """A task its timeout is stopping, in its grace: a Ctrl-C names it in
+    the stopping line, and it ends failed/timeout, as it was to."""
+    log, summary = tmp_path / "log", tmp_path / "s.json"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "trap \'echo term >> {log}\' TERM; '
+                                  'while true; do sleep 0.1; done"\ntimeout = 1\ngrace = 60\n'})
+    proc = start_hazrun(ws, "run", "run", "--no-cache", "--summary-json", str(summary))
+    try:
+        wait_for(lambda: log.exists() and "term" in log.read_text(), what="the timeout's SIGTERM")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)  # no need to wait out the grace
+        _, err = proc.communicate(timeout=20)
+        err = err.decode()
+        assert proc.returncode == 130, err
+        assert ("hazrun: stopping a:run (SIGTERM now, SIGKILL within 60 s, or at once on a "
+                "second Ctrl-C)") in err, err
+        task, = json.loads(summary.read_text())["tasks"]
+        assert (task["state"], task["cause"]) == ("failed", "timeout")
+    finally:
+        end(proc)
+
+
+def test_exec_019_a_signal_while_a_runtime_cycle_stops_the_run_kills_at_once(make_ws, tmp_path):
+    """A runtime cycle stops the tasks in flight as --fail-fast does, and
+    says so; a signal then is the second request to stop."""
+    log = tmp_path / "log"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": ('[tasks.r]\ncmd = "while [ ! -e ../z/started ]; do sleep 0.05; '
+                                   'done"\ninputs = ["gen/**"]\n[tasks.w]\ncmd = "mkdir -p gen; '
+                                   'echo x > gen/x"\noutputs = ["gen/**"]\ndeps = ["r"]\n'),
+                  "p/z/haz.toml": f'[tasks.run]\ncmd = "trap \'echo term >> {log}\' TERM; '
+                                  'touch started; while true; do sleep 0.1; done"\ngrace = 60\n'})
+    proc = start_hazrun(ws, "run", "a:w", "z:run", "-j3", "--no-cache")
+    try:
+        wait_for(lambda: log.exists() and "term" in log.read_text(), what="the cycle's SIGTERM")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)  # not the 60 s grace
+        err = err.decode()
+        assert proc.returncode == 130, err
+        assert ("hazrun: runtime cycle: stopping z:run (SIGTERM now, SIGKILL within 60 s, or "
+                "at once on Ctrl-C or SIGTERM)") in err, err
+    finally:
+        end(proc)
+
+
+def test_exec_014_the_stopping_line_promises_no_ctrl_c_hazrun_ignores(make_ws):
+    """Started with SIGINT ignored (a background job of a script), hazrun
+    keeps it so: its line must not offer Ctrl-C."""
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "touch started; sleep 0.5"\n',
+                  "p/b/haz.toml": ('[tasks.run]\ncmd = "while [ ! -e ../a/started ]; do '
+                                   'sleep 0.05; done; exit 2"\n')})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.run(["bash", "-c", "trap '' INT; exec \"$@\"", "bash",
+                           *hazrun_cmd("-C", str(ws), "run", "run", "-j2", "--fail-fast",
+                                       "--no-cache")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert ("--fail-fast: stopping a:run (SIGTERM now, SIGKILL within 10 s, or at once on "
+            "SIGTERM)") in proc.stderr, proc.stderr
 
 
 def test_exec_012_ready_tasks_are_not_started(make_ws, tmp_path):
@@ -240,9 +336,7 @@ def test_exec_012_ready_tasks_are_not_started(make_ws, tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
     assert proc.returncode == 130
     tasks = {t["label"]: t for t in json.loads(summary.read_text())["tasks"]}
     assert (tasks["a:run"]["state"], tasks["a:run"]["cause"]) == ("cancelled", "signalled")
@@ -279,7 +373,7 @@ def test_exec_018_a_timeout_and_grace_meaning_never(make_ws, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "b:run failed: exit code 3" in proc.stderr
     assert ("hazrun: --fail-fast: stopping a:run (SIGTERM now, SIGKILL within 1e+10 s, "
-            "or at once on Ctrl-C)" in proc.stderr), proc.stderr
+            "or at once on Ctrl-C or SIGTERM)" in proc.stderr), proc.stderr
 
 
 @pytest.mark.parametrize("grace, why", [
@@ -328,9 +422,7 @@ def test_exec_009_killed_from_outside_is_failed_signal(make_ws, tmp_path):
         os.kill(read_pids(pids)[0], signal.SIGKILL)  # as the OOM killer would
         proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
     assert proc.returncode == 1
     task = json.loads(summary.read_text())["tasks"][0]
     assert (task["state"], task["cause"], task["signal"]) == ("failed", "signal", "SIGKILL")
@@ -600,9 +692,7 @@ def test_exec_012_a_signal_ends_a_run_whose_stdout_nobody_reads(make_ws, tmp_pat
             err = err_file.read_text()
             assert "cancelled" in err and "Traceback" not in err, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
         os.close(r)
 
 
@@ -643,9 +733,7 @@ def test_exec_012_a_signal_keeps_what_a_slow_reader_still_reads(make_ws, tmp_pat
         assert proc.wait(timeout=60) == 143
         reader.join(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
         os.close(r)
     lines = b"".join(got).decode().splitlines()
     assert lines == [f"[root:big] {i:06d}" for i in range(100000)]
