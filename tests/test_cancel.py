@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -218,8 +219,9 @@ def test_exec_014_a_signal_while_stopping_skips_the_grace(make_ws, tmp_path, fir
         assert proc.returncode == (130 if first == "--fail-fast" else 143), err
         assert all(gone(p) for p in recorded)
         sooner = "on Ctrl-C or SIGTERM" if first == "--fail-fast" else "on a second signal"
-        assert f"stopping a:run (SIGTERM now, SIGKILL within 60 s, or at once {sooner})" \
-            in err, err
+        # A SIGTERM may find b:run between its last line and its exit.
+        assert re.search(r"stopping a:run(, b:run)? \(SIGTERM now, SIGKILL within 60 s, or at "
+                         f"once {sooner}\\)", err), err
     finally:
         end(proc, recorded)
 
@@ -309,7 +311,7 @@ def test_exec_014_the_stopping_line_promises_no_ctrl_c_hazrun_ignores(make_ws):
     """Started with SIGINT ignored (a background job of a script), hazrun
     keeps it so: its line must not offer Ctrl-C."""
     ws = make_ws({"haz.toml": ROOT,
-                  "p/a/haz.toml": '[tasks.run]\ncmd = "touch started; sleep 0.5"\n',
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "touch started; sleep 300"\n',
                   "p/b/haz.toml": ('[tasks.run]\ncmd = "while [ ! -e ../a/started ]; do '
                                    'sleep 0.05; done; exit 2"\n')})
     env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
@@ -363,13 +365,15 @@ def test_exec_018_a_timeout_and_grace_meaning_never(make_ws, tmp_path):
     """timeout = 1e10 (a user's "never") and a grace as long: the timers are
     days away, the run is normal; no overflow in the event loop's wait."""
     ws = make_ws({"haz.toml": ROOT + "grace = 1e10\n",
-                  "p/a/haz.toml": '[tasks.run]\ncmd = "sleep 0.3"\ntimeout = 1e10\n',
+                  "p/a/haz.toml": '[tasks.run]\ncmd = "sleep ${A_SLEEP:-0.3}"\ntimeout = 1e10\n',
                   "p/b/haz.toml": '[tasks.run]\ncmd = "sleep 0.1; exit 3"\n'})
     proc = run_hazrun(ws, "run", "a:run", "--no-cache", timeout=60)
     assert (proc.returncode, proc.stderr.count("Traceback")) == (0, 0), proc.stderr
     # With --fail-fast, b fails and a is stopped: SIGTERM ends it long
     # before a grace of 1e10 s would have run out.
-    proc = run_hazrun(ws, "run", "run", "--no-cache", "--fail-fast", "-j2", timeout=60)
+    # a:run sleeps far longer than the test may take: only the stop ends it.
+    proc = run_hazrun(ws, "run", "run", "--no-cache", "--fail-fast", "-j2", timeout=60,
+                      env=dict(os.environ, A_SLEEP="300"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "b:run failed: exit code 3" in proc.stderr
     assert ("hazrun: --fail-fast: stopping a:run (SIGTERM now, SIGKILL within 1e+10 s, "
