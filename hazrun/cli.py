@@ -24,7 +24,7 @@ examples:
   hazrun graph build --dot | dot -Tsvg > graph.svg
 
 exit status: 0 success, 1 a task failed, 2 usage or configuration error,
-3 runtime invariant violated, 130/143 interrupted by SIGINT/SIGTERM.
+3 runtime invariant violated, 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP.
 """
 
 
@@ -115,21 +115,29 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # run has installed its handlers (Python's start and hazrun's loading
     # take 100 ms, in which make's Ctrl-C saw "Terminated" instead).
     signal.signal(signal.SIGTERM, _terminated)
+    # A closed terminal (SIGHUP) stops hazrun as SIGTERM does; started
+    # under nohup, it is ignored and stays so.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _terminated)
     try:
         status = run_cli(argv)
     except (KeyboardInterrupt, Terminated) as e:  # before run_cli's own handling
-        status = 130 if isinstance(e, KeyboardInterrupt) else 143
+        status = 130 if isinstance(e, KeyboardInterrupt) else 128 + e.signum
         sys.stderr.write(f"{PROG}: error: interrupted\n")
     _exit(status)
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived before a run took it over (a BaseException, as
-    KeyboardInterrupt is, so that no ``except Exception`` swallows it)."""
+    """SIGTERM or SIGHUP arrived before a run took it over (a BaseException,
+    as KeyboardInterrupt is, so that no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminated(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def _exit(status: Optional[int]) -> None:
@@ -203,7 +211,7 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
         if console is None:
             from .console import Console
             console = Console.for_streams(sys.stdout, sys.stderr, "never")
-        signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM
+        signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) else e.signum
         if args.command == "run" and args.summary_json:
             from .cli_run import write_empty_summary
             write_empty_summary(args.summary_json, console, signum)

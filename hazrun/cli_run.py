@@ -48,8 +48,8 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                 "change are restored from the cache instead of run.\n\n"
                 "exit status: 0 every task succeeded or was cached; 1 a task "
                 "failed; 2 usage or configuration error; 3 a runtime invariant "
-                "(output overlap, runtime cycle) was violated; 130/143 "
-                "interrupted by SIGINT/SIGTERM.")
+                "(output overlap, runtime cycle) was violated; 130/143/129 "
+                "interrupted by SIGINT/SIGTERM/SIGHUP.")
     # "*", not "+": with none, argparse's "the following arguments are
     # required: TARGET" would not say what a target is.
     p.add_argument("targets", nargs="*", metavar="TARGET",
@@ -203,7 +203,10 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     # Ctrl-C to reach only the foreground, as make obeys.  SIGTERM is always
     # caught: ignored, it would be ignored by the tasks too (exec keeps an
     # ignored signal), and they could not be stopped with it (EXEC-014).
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP (a closed terminal) stops the run as SIGTERM does, unless
+    # ignored (nohup), as make does.
+    previous = {s: signal.signal(s, on_signal)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
     try:
         options.subreaper = True  # EXEC-014, from the first spawn on

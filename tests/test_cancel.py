@@ -103,7 +103,10 @@ def _all_started(pids):
     return all(counts[k] >= v for k, v in _expected_pid_count().items())
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                      # A closed terminal: the tasks, in sessions of
+                                      # their own, hear nothing of it but from hazrun.
+                                      (signal.SIGHUP, 129)])
 def test_exec_014_signal_ends_every_tree(tree_ws, tmp_path, sig, code):
     ws, pids = tree_ws
     summary = tmp_path / "s.json"
@@ -323,6 +326,27 @@ def test_exec_014_the_stopping_line_promises_no_ctrl_c_hazrun_ignores(make_ws):
     assert proc.returncode == 1, proc.stderr
     assert ("--fail-fast: stopping a:run (SIGTERM now, SIGKILL within 10 s, or at once on "
             "SIGTERM)") in proc.stderr, proc.stderr
+
+
+def test_exec_012_under_nohup_a_hangup_stops_nothing(make_ws, tmp_path):
+    """Started with SIGHUP ignored (nohup), hazrun keeps it so: the run goes
+    on when the terminal closes."""
+    marker = tmp_path / "started"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f'[tasks.run]\ncmd = "touch {marker}; sleep 1; echo done"\n'})
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
+    env.pop("MAKEFLAGS", None)
+    proc = subprocess.Popen(["nohup", *hazrun_cmd("-C", str(ws), "run", "run", "--no-cache")],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(marker.exists)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert b"[a:run] done" in out
+    finally:
+        end(proc)
 
 
 def test_exec_012_ready_tasks_are_not_started(make_ws, tmp_path):
