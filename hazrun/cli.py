@@ -115,8 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # run has installed its handlers (Python's start and hazrun's loading
     # take 100 ms, in which make's Ctrl-C saw "Terminated" instead).
     signal.signal(signal.SIGTERM, _terminated)
-    # A closed terminal (SIGHUP) stops hazrun as SIGTERM does; started
-    # under nohup, it is ignored and stays so.
+    # A closed terminal (SIGHUP) stops hazrun as SIGTERM does (EXEC-012/021:
+    # 128 + 1); started under nohup, it is ignored and stays so.
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         signal.signal(signal.SIGHUP, _terminated)
     try:

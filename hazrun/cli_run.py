@@ -102,7 +102,7 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
                         "builds of untrusted changes)")
 
 
-def _observers(args: argparse.Namespace, console: Console):
+def _observers(args: argparse.Namespace, console: Console, ctrl_c: bool):
     from .output import (BufferedOutput, LiveOutput, Observers, Prefixer,
                          StatusLines, Summary)
     prefixer = Prefixer(console, enabled=not args.no_prefix)
@@ -111,7 +111,7 @@ def _observers(args: argparse.Namespace, console: Console):
         observers.append(LiveOutput(prefixer))
     elif args.output in ("buffered", "errors-only"):
         observers.append(BufferedOutput(prefixer, errors_only=args.output == "errors-only"))
-    observers += [StatusLines(console), Summary(console)]
+    observers += [StatusLines(console, ctrl_c), Summary(console)]
     return Observers(observers)
 
 
@@ -203,15 +203,16 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     # Ctrl-C to reach only the foreground, as make obeys.  SIGTERM is always
     # caught: ignored, it would be ignored by the tasks too (exec keeps an
     # ignored signal), and they could not be stopped with it (EXEC-014).
-    # SIGHUP (a closed terminal) stops the run as SIGTERM does, unless
-    # ignored (nohup), as make does.
+    # SIGHUP (a closed terminal) stops the run as SIGTERM does (EXEC-012,
+    # exit 129 by EXEC-021's 128 + N), unless ignored (nohup), as make does.
     previous = {s: signal.signal(s, on_signal)
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
     try:
         options.subreaper = True  # EXEC-014, from the first spawn on
         options.parent_death_signal = True
-        outcome = run_graph(ws, args.targets, _observers(args, console), options, token)
+        outcome = run_graph(ws, args.targets, _observers(args, console, signal.SIGINT in previous),
+                            options, token)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -48,6 +48,14 @@ class ViolationKind(str, enum.Enum):
     OUTPUT_OVERLAP = "output_overlap"
 
 
+class StopReason(str, enum.Enum):
+    """Why a run stops its running tasks before a signal asks it to:
+    --fail-fast (EXEC-010/012) or a runtime cycle (EXEC-019)."""
+
+    FAIL_FAST = "fail_fast"
+    RUNTIME_CYCLE = "runtime_cycle"
+
+
 @value
 class TaskResult:
     """How one task of the run ended."""

@@ -15,7 +15,7 @@ from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, 
 
 from .console import Console
 from .exit_code import exit_code_for, signal_name
-from .outcome import Cause, RunOutcome, TaskResult, TaskState
+from .outcome import Cause, RunOutcome, StopReason, TaskResult, TaskState
 from .process import Stream
 
 MAX_LINE = 64 * 1024          # EXEC-016: longer lines go out in pieces
@@ -54,12 +54,11 @@ class RunObserver:
         event existed define."""
         self.warning(message)
 
-    def run_stopping(self, running: Sequence[str], grace_s: float, because: Optional[str],
-                     signum: Optional[int]) -> None:
+    def run_stopping(self, running: Sequence[str], grace_s: float,
+                     because: Optional[StopReason], signum: Optional[int]) -> None:
         """The run is stopping its ``running`` tasks (EXEC-012/014/019):
-        ``because`` is "fail_fast" (after a failure), "runtime_cycle", or
-        None for a cancellation (by the signal ``signum``; None:
-        ``cancel()``).  They were sent SIGTERM, and get SIGKILL within
+        ``because`` a StopReason, or None for a cancellation (by the signal
+        ``signum``; None: ``cancel()``).  They were sent SIGTERM, and get SIGKILL within
         ``grace_s`` seconds, or at once on the next cancellation."""
 
     def run_finished(self, outcome: RunOutcome) -> None:
@@ -283,8 +282,11 @@ class StatusLines(RunObserver):
     """hazrun's own lines on stderr: failures, skips at cascade time,
     cancellations and warnings, as they happen."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, ctrl_c: bool = True):
         self.console = console
+        # Whether a Ctrl-C reaches the run: the command line keeps a SIGINT
+        # it was started with ignored (a background job), and says so here.
+        self.ctrl_c = ctrl_c
 
     def task_finished(self, result):
         if result.state is TaskState.FAILED:
@@ -309,17 +311,17 @@ class StatusLines(RunObserver):
         # whole grace, which without a word looks like a hang.
         names = ", ".join(running[:5]) + (f" and {len(running) - 5} more"
                                           if len(running) > 5 else "")
-        # What the command line made of SIGINT: kept ignored if it was.
-        ctrl_c = signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL)
         if because is not None:
-            sooner = ", or at once on Ctrl-C or SIGTERM" if ctrl_c else ", or at once on SIGTERM"
+            sooner = (", or at once on Ctrl-C or SIGTERM" if self.ctrl_c
+                      else ", or at once on SIGTERM")
         elif signum == signal.SIGINT:
             sooner = ", or at once on a second Ctrl-C"
         elif signum is not None:
             sooner = ", or at once on a second signal"
         else:
             sooner = ""  # cancel() from a library caller
-        why = {"fail_fast": "--fail-fast: ", "runtime_cycle": "runtime cycle: "}.get(because, "")
+        why = {StopReason.FAIL_FAST: "--fail-fast: ",
+               StopReason.RUNTIME_CYCLE: "runtime cycle: "}.get(because, "")
         self.console.message(f"hazrun: {why}stopping {names} (SIGTERM now, "
                              f"SIGKILL within {grace_s:g} s{sooner})")
 

@@ -33,7 +33,8 @@ from .invariants import RuntimeChecks
 from .mutex import MutexTable, blocks, must_not_overtake
 from .exit_code import signal_name
 from .loop import EventLoop, Timer
-from .outcome import Cause, RunOutcome, TaskResult, TaskState, Violation, ViolationKind
+from .outcome import (Cause, RunOutcome, StopReason, TaskResult, TaskState, Violation,
+                      ViolationKind)
 from .output import LineSplitter, RunObserver
 from .process import Child, ProcessSet, SpawnError, SpawnSpec, Stream
 from .spool import Spool, spool_warning
@@ -900,7 +901,7 @@ class Scheduler:
                     # A signal that came with this failure (SIGTERM to the
                     # whole tree) is the first request to stop, not a second.
                     self._check_cancel()
-                    self._start_cancel(because="fail_fast")
+                    self._start_cancel(because=StopReason.FAIL_FAST)
         except BaseException:
             self._finals.clear()
             raise
@@ -973,9 +974,9 @@ class Scheduler:
         if self.token.forced:
             self.procs.kill_all()  # EXEC-014: a second signal skips the grace
 
-    def _start_cancel(self, because: Optional[str] = None) -> None:
+    def _start_cancel(self, because: Optional[StopReason] = None) -> None:
         """Stop admitting; the ready set is cancelled; running trees end.
-        ``because``: "fail_fast", or None for the token (a signal)."""
+        ``because``: None for the token (a signal, cancel())."""
         if self.cancelling:
             return
         self.cancelling = True
@@ -985,7 +986,7 @@ class Scheduler:
                                       key=self._key_hex(t)), started=False)
         self._stop_running(because)
 
-    def _stop_running(self, because: Optional[str]) -> None:
+    def _stop_running(self, because: Optional[StopReason]) -> None:
         """EXEC-014 to every running task, said once (run_stopping).  A task
         its timeout is stopping already keeps that end (EXEC-018): its
         SIGKILL is due within its grace all the same."""
@@ -1128,13 +1129,7 @@ class Scheduler:
         cycle, races = checks.add_outputs(t.label, paths, self._is_input_candidate)
         for race in races:
             narrow = ""
-            reader = self.tasks[race.reader]
-            if reader.task.inputs is None and race.path.startswith(
-                    reader.rel_dir + "/" if reader.rel_dir else "") and not (
-                    self.ws.settings.inputs
-                    and GlobSet.compile(self.ws.settings.inputs).match(race.path)):
-                # An input as one of the project's files, not through the
-                # [workspace] inputs, which a task's own inputs do not change.
+            if self._input_by_default(race.reader, race.path):
                 narrow = (f", or give {race.reader} inputs (it has none, so every file "
                           "of its project is one)")
             self._warn(f"{race.writer} writes {race.path}, an input of {race.reader}, "
@@ -1142,6 +1137,16 @@ class Scheduler:
                        f"add \"{race.writer}\" to the deps of {race.reader}{narrow}")
         if cycle is not None:
             self._violation(cycle, terminate=True)
+
+    def _input_by_default(self, label: str, path: str) -> bool:
+        """Whether ``path`` is an input of ``label`` only because it has no
+        ``inputs`` (CFG-006: every file of its project), not through the
+        [workspace] inputs, which a task's own inputs do not change."""
+        t = self.tasks[label]
+        ws_inputs = self.ws.settings.inputs
+        return (t.task.inputs is None
+                and path.startswith(t.rel_dir + "/" if t.rel_dir else "")
+                and not (ws_inputs and GlobSet.compile(ws_inputs).match(path)))
 
     def _violation(self, violation: Violation, terminate: bool) -> None:
         """EXEC-019/020: record it, stop admitting, skip what has not
@@ -1168,7 +1173,7 @@ class Scheduler:
             # Also after an overlap halted the run first: a cycle stops what
             # is in flight, and tasks still being prepared never spawn.
             self.halted = ViolationKind.RUNTIME_CYCLE
-            self._stop_running("runtime_cycle")
+            self._stop_running(StopReason.RUNTIME_CYCLE)
 
     # -- helpers --------------------------------------------------------------
     def _submit(self, fn, *args, done, pool: str = "pool") -> None:

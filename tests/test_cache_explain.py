@@ -232,7 +232,7 @@ def test_cli_002_runs_saving_at_once_keep_each_others_records(tmp_path):
     directory.mkdir()
 
     def rec(label, key):
-        return (key, lambda: encode({"format": 1, "label": label, "key": key}))
+        return (key, encode({"format": 1, "label": label, "key": key}))
 
     RecordStore(directory).save({f"t{i}": rec(f"t{i}", "k0") for i in range(100)})
     stale = RecordStore(directory)

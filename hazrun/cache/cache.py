@@ -828,9 +828,7 @@ class Cache:
         recorded last (CLI-002), as one pack."""
         try:
             self._explain_store.directory.mkdir(parents=True, exist_ok=True)
-            self._explain_store.save({label: (key, lambda data=data: data)
-                                      for label, (key, data) in records.items()},
-                                     self._store.stopping)
+            self._explain_store.save(records, self._store.stopping)
         except OSError as e:
             self._warn(f"cannot record this run's keys in {self._explain_store.directory}: "
                        f"{e.strerror}")

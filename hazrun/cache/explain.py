@@ -132,15 +132,15 @@ class RecordStore:
             return None
         return rec
 
-    def save(self, records: Mapping[str, Tuple[str, Callable[[], Optional[bytes]]]],
+    def save(self, records: Mapping[str, Tuple[str, Optional[bytes]]],
              stopping: Optional[Callable[[], bool]] = None) -> None:
-        """Record ``label -> (key, make_record)`` for this run's labels:
+        """Record ``label -> (key, record)`` for this run's labels:
         one new pack with the records the run kept (see below),
         plus the live records of packs that are mostly superseded; then the
         index; then packs nothing refers to are removed.  Raises OSError.
 
-        ``make_record()`` gives the record as :func:`encode` makes it, or
-        None where the run kept none: its key was the recorded one, in an
+        ``record`` is as :func:`encode` makes it, or None where the run
+        kept none: its key was the recorded one, in an
         intact pack, when the run first asked (:meth:`recorded_key`).  Such
         a label keeps whatever record the index names now: another run's,
         if one saved meanwhile (a valid record of that run), or none, if
@@ -158,7 +158,7 @@ class RecordStore:
             os.close(fd)  # and with it the lock
 
     def _save(self, index: Dict[str, Any],
-              records: Mapping[str, Tuple[str, Callable[[], Optional[bytes]]]]) -> None:
+              records: Mapping[str, Tuple[str, Optional[bytes]]]) -> None:
         try:
             present = set(os.listdir(self.directory))
         except OSError:
@@ -172,8 +172,7 @@ class RecordStore:
         # one whose key the index names, where the run found its pack
         # damaged (a byte changed in place leaves the size as it was).
         new: Dict[str, Tuple[str, bytes]] = {}
-        for label, (key, make) in records.items():
-            data = make()
+        for label, (key, data) in records.items():
             if data is not None:
                 new[label] = (key, data)
         live: Dict[str, int] = {}

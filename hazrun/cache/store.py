@@ -125,8 +125,8 @@ class Store:
         """Raise UsageError unless the directory is hazrun's cache or may
         become one: absent, empty, or holding only the empty layout a start
         interrupted before its tag left.  ``hazrun cache clean`` deletes
-        what a directory carrying hazrun's tag holds, so a run must never
-        tag one that holds anything else (``--cache-dir ~/build``)."""
+        what a directory carrying hazrun's tag holds (CACHE-007), so a run
+        must never tag one that holds anything else (``--cache-dir ~/build``)."""
         if is_hazrun_cache(self.path):
             return
         try:
