@@ -169,6 +169,12 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     from .errors import HazError
     args, extras = parser.parse_known_args(argv)
+    if extras and args.command in ("run", "graph"):
+        # argparse takes a command's targets in one stretch: those after an
+        # option ("run build --force test") come back as extras.  They are
+        # targets all the same, as make and turbo take them.
+        args.targets += [a for a in extras if not a.startswith("-")]
+        extras = [a for a in extras if a.startswith("-")]
     if extras:
         # Said by the command's parser: "hazrun: error: run: unrecognized
         # arguments" (or "cache prune: ...") with that command's usage line,

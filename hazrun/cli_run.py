@@ -16,14 +16,19 @@ OUTPUT_MODES = ("live", "buffered", "errors-only", "none")
 
 def _tag_cap(text: str):
     tag, sep, cap = text.partition("=")
-    if not sep or not tag or not cap.isdigit() or int(cap) < 1:
+    if not sep or not tag or not _whole(cap) or int(cap) < 1:
         raise argparse.ArgumentTypeError(
             f"'{text}' is not TAG=N with N a whole number of at least 1")
     return tag, int(cap)
 
 
+def _whole(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not _whole(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of at least 1")
     return int(text)
 

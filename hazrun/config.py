@@ -479,11 +479,7 @@ class _Reader:
             hint = ""
             if where.startswith("[tasks.") and isinstance(data, str):
                 # [tasks] build = "make": a task is a table of its own.
-                name = where[len("[tasks."):-1]
-                if not re.fullmatch(r"[A-Za-z0-9_-]+", name):  # not a bare TOML key
-                    name = json.dumps(name, ensure_ascii=False)
-                hint = (f"; write [tasks.{name}] with cmd = "
-                        f"{json.dumps(data, ensure_ascii=False)}")
+                hint = f"; write {where} with cmd = {json.dumps(data, ensure_ascii=False)}"
             self.problem(file, where, f"must be a table, got {_got(data)}{hint}")
             return {}
         out: Dict[str, Any] = {}
@@ -626,8 +622,14 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
     remote = None
     if "remote_cache" in values:
         remote = _remote_cache(reader, file, values.pop("remote_cache"))
+    only = _only_excludes(values.get("inputs", ()))
+    if only:
+        reader.problem(file, "[workspace] key 'inputs'", only)
     for pattern in values.get("inputs", ()):
         why = check_pattern(pattern)
+        if why and pattern.lstrip("!").startswith("/"):
+            # Relative to the root here, not to a project.
+            why = "absolute paths are not allowed; use a path relative to the workspace root"
         if why:
             reader.problem(file, "[workspace] key 'inputs'", f"'{pattern}': {why}")
     for pattern in values.get("members", ()):
@@ -635,6 +637,27 @@ def _workspace_settings(reader: _Reader, file: Path, data: Any) -> WorkspaceSett
         if why:
             reader.problem(file, "[workspace] key 'members'", f"'{pattern}': {why}")
     return WorkspaceSettings(remote_cache=remote, **values)
+
+
+def task_table(name: str) -> str:
+    """How a task's table is written in haz.toml: [tasks.build], or
+    [tasks."docs.html"] for a name that is not a bare TOML key."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        name = json.dumps(name, ensure_ascii=False)
+    return f"[tasks.{name}]"
+
+
+def _only_excludes(patterns: Sequence[str]) -> Optional[str]:
+    """CFG-006: a list selects what its includes match, less what its
+    excludes match; with excludes alone it selects nothing, silently (no
+    edit would ever make the task run again)."""
+    if (patterns and all(p.startswith("!") for p in patterns)
+            and not any(check_pattern(p) for p in patterns)):  # said already
+        shown = ", ".join(f"'{p}'" for p in patterns)
+        return (f"{shown} only excludes, so it selects no file; name what to "
+                f"include first (e.g. [\"**\", {json.dumps(patterns[0])}] for every file "
+                "but those)")
+    return None
 
 
 def _member_problem(pattern: str) -> Optional[str]:
@@ -648,6 +671,10 @@ def _member_problem(pattern: str) -> Optional[str]:
         return ("names the root itself: the root is a project of its own when its "
                 "haz.toml has [tasks]; members are directories below it")
     return check_pattern(pattern)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _member_candidates(root: str, pattern: str,
@@ -680,6 +707,7 @@ def _member_candidates(root: str, pattern: str,
         if links is not None and os.path.islink(start):
             links.add(start)
     seen = {os.path.realpath(start)}
+    root_real = os.path.realpath(root)
     stack = [(start, top, 0)]
     while stack:
         path, rel, depth = stack.pop()
@@ -702,6 +730,11 @@ def _member_candidates(root: str, pattern: str,
                     links.add(e.path)
             if unbounded or depth + 1 < len(rest):
                 real = os.path.realpath(e.path)
+                if e.is_symlink() and not _inside(real, root_real):
+                    # A link out of the workspace ('sysroot -> /usr'): no
+                    # member can be under it (one that is, is refused), and
+                    # walking it would cost every command a walk of /usr.
+                    continue
                 if real not in seen:
                     seen.add(real)
                     stack.append((e.path, sub, depth + 1))
@@ -725,7 +758,10 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
     real_parents: Dict[str, str] = {}
     found = set()
     includes = [p for p in patterns if not p.startswith("!")]
-    excludes = GlobSet.compile([p[1:] for p in patterns if p.startswith("!")])
+    # An exclude with a problem is reported by _workspace_settings; compiled
+    # here, it would end the load with a traceback before that report.
+    excludes = GlobSet.compile([p[1:] for p in patterns
+                                if p.startswith("!") and not _member_problem(p)])
     for pattern in includes:
         if _member_problem(pattern):
             continue  # reported by _workspace_settings
@@ -778,7 +814,7 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
 
 
 def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Optional[TaskDef]:
-    where = f"[tasks.{name}]"
+    where = task_table(name)
     if not NAME_RE.match(name) or ":" in name:
         reader.problem(file, where, f"task name '{name}' must match "
                        f"{NAME_RULE} and contain no ':'")
@@ -798,6 +834,9 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
                        "a task without 'cmd' produces nothing; list the outputs "
                        "on the task whose command writes them")
     for key in ("inputs", "outputs"):
+        only = _only_excludes(values.get(key, ()))
+        if only:
+            reader.problem(file, f"{where} key '{key}'", only)
         for pattern in values.get(key, ()):
             why = check_pattern(pattern)
             if why == DOTDOT and not pattern.lstrip("!").startswith(ROOT_PREFIX):
@@ -808,6 +847,16 @@ def _task(reader: _Reader, file: Path, project: str, name: str, data: Any) -> Op
                 reader.problem(file, f"{where} key 'outputs'",
                                f"'{pattern}': outputs must be inside the project "
                                "directory ($root/ is for inputs)")
+    outputs = values.get("outputs", ())
+    if outputs and not any(check_pattern(p) for p in outputs):
+        if GlobSet.compile(outputs).match(CONFIG_NAME):
+            # Outputs are never inputs: edits to this file would never
+            # change the key, and a hit would put back the stored copy
+            # over them (with the task's sources, as often as not).
+            reader.problem(file, f"{where} key 'outputs'",
+                           f"{', '.join(repr(p) for p in outputs)} matches this "
+                           f"project's {CONFIG_NAME}; outputs are the files the task "
+                           "writes: name them (e.g. \"dist/**\" or \"out.txt\")")
     if "inputs" in values:
         values["inputs"] = tuple(values["inputs"])
     return TaskDef(project=project, name=name, cmd=values.pop("cmd", None), **values)

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .config import LoadedConfig, Project, TaskDef
+from .config import LoadedConfig, Project, TaskDef, task_table
 from .errors import ConfigError, Problem, UsageError, did_you_mean
 from .globs import GlobSet, shared_files
 from .values import record
@@ -197,7 +197,7 @@ def build_graph(config: LoadedConfig) -> TaskGraph:
         project = owner[label]
         resolved = {}
         for kind, refs in (("deps", task.deps), ("after", task.after)):
-            where = f"[tasks.{task.name}] key '{kind}'"
+            where = f"{task_table(task.name)} key '{kind}'"
             out: List[str] = []
             for ref in refs:
                 def problem(msg: str, _w: str = where) -> None:
@@ -232,7 +232,7 @@ def build_graph(config: LoadedConfig) -> TaskGraph:
     # cycle found here is one the files really contain.
     for cycle in find_cycles(graph):
         first = owner[cycle[0]]
-        problems.append(Problem(rel(first), f"[tasks.{graph.tasks[cycle[0]].name}]",
+        problems.append(Problem(rel(first), task_table(graph.tasks[cycle[0]].name),
                                 "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
     if problems:
         raise ConfigError(problems)

@@ -75,6 +75,7 @@ def _inheritable(fd: int) -> bool:
 # How long the pipes may stay open after the task's whole process group is
 # gone (held by a process that left the group).
 LINGER_S = 2.0
+MIN_LINGER_S = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
 
@@ -140,9 +141,14 @@ def become_subreaper() -> bool:
 # hazrun tells it each task's process group on its stdin ("+PGID" / "-PGID");
 # at end of file -- hazrun exited or was killed, even by SIGKILL -- it sends
 # SIGTERM to every group still registered, then SIGKILL after a grace.
+# Under make it also holds a copy of the jobserver's write end and hears of
+# each token hazrun takes and gives back ("T" / "R" and the byte in hex):
+# those still held then go back to make's pool once the tasks are gone
+# (JOBS-001), or that make ran the rest of its build with fewer slots.
 _WATCHDOG = r"""
 import os, signal, sys, time
 groups = set()
+tokens = []
 os.set_blocking(0, False)
 buf = b""
 while True:
@@ -160,6 +166,9 @@ while True:
     for line in lines:
         if line[:1] == b"+": groups.add(int(line[1:]))
         elif line[:1] == b"-": groups.discard(int(line[1:]))
+        elif line[:1] == b"T": tokens.append(bytes.fromhex(line[1:].decode()))
+        elif line[:1] == b"R" and bytes.fromhex(line[1:].decode()) in tokens:
+            tokens.remove(bytes.fromhex(line[1:].decode()))
 def alive(g):
     try:
         os.killpg(g, 0)
@@ -174,6 +183,9 @@ for sig in (signal.SIGTERM, signal.SIGKILL):
     while groups and time.monotonic() < deadline:
         groups = {g for g in groups if alive(g)}
         time.sleep(0.05)
+if tokens and len(sys.argv) > 2:
+    try: os.write(int(sys.argv[2]), b"".join(tokens))
+    except OSError: pass
 """
 
 
@@ -187,11 +199,14 @@ class Watchdog:
     out of its reach.
     """
 
-    def __init__(self, grace: float = 2.0):
+    def __init__(self, grace: float = 2.0, token_fd: Optional[int] = None):
+        argv = [sys.executable, "-S", "-c", _WATCHDOG, str(grace)]
+        if token_fd is not None:
+            argv.append(str(token_fd))
         self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-c", _WATCHDOG, str(grace)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, bufsize=0,
-            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, bufsize=0,
+            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            pass_fds=() if token_fd is None else (token_fd,))
         # Never block the loop on a watchdog that stopped reading.
         os.set_blocking(self.proc.stdin.fileno(), False)
 
@@ -206,6 +221,12 @@ class Watchdog:
 
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}")
+
+    def token_taken(self, token: bytes) -> None:
+        self._send(f"T{token.hex()}")
+
+    def token_returned(self, token: bytes) -> None:
+        self._send(f"R{token.hex()}")
 
     def close(self) -> None:
         """Every task has ended: nothing is left to watch.  Killed rather
@@ -224,7 +245,8 @@ class ProcessSet:
 
     def __init__(self, loop: EventLoop, subreaper: bool = False,
                  parent_death_signal: bool = False,
-                 forced: Callable[[], bool] = lambda: False):
+                 forced: Callable[[], bool] = lambda: False,
+                 token_fd: Optional[int] = None):
         self.loop = loop
         self._forced = forced  # a second signal came: no grace left (EXEC-014)
         self._want_subreaper = subreaper
@@ -233,6 +255,7 @@ class ProcessSet:
         # Started with the first task: a run that spawns nothing needs none.
         self.parent_death_signal = parent_death_signal
         self.watchdog: Optional[Watchdog] = None
+        self._token_fd = token_fd  # make's jobserver: see token_taken
         self.spawned = False
         self._poll_timer: Optional[Timer] = None
         self._devnull: Optional[int] = None
@@ -246,8 +269,7 @@ class ProcessSet:
             argv = ["/bin/sh", "-c", spec.cmd]
         else:
             argv = list(spec.cmd)
-        if self.parent_death_signal and self.watchdog is None:
-            self.watchdog = Watchdog()
+        self._ensure_watchdog()
         if self._want_subreaper and not self.spawned:
             self.subreaper = become_subreaper()
         self.spawned = True
@@ -274,6 +296,24 @@ class ProcessSet:
             self.watchdog.watch(child.pgid)
         child.watch()
         return child
+
+    def _ensure_watchdog(self) -> Optional[Watchdog]:
+        if self.parent_death_signal and self.watchdog is None:
+            self.watchdog = Watchdog(token_fd=self._token_fd)
+        return self.watchdog
+
+    def token_taken(self, token: bytes) -> None:
+        """JOBS-001: a token of make's is held (told right after it was
+        read): given back by the watchdog if hazrun dies holding it."""
+        watchdog = self._ensure_watchdog()
+        if watchdog is not None:
+            watchdog.token_taken(token)
+
+    def token_returned(self, token: bytes) -> None:
+        """Told before the token goes back to make's pool: a death between
+        the two loses it, rather than giving make one too many."""
+        if self.watchdog is not None:
+            self.watchdog.token_returned(token)
 
     def _posix_spawn_shell(self, spec: SpawnSpec):
         """A string command through posix_spawn: the loop thread is blocked
@@ -570,7 +610,7 @@ class Child:
         self._terminating = False
         self._kill_timer: Optional[Timer] = None
         self._linger_timer: Optional[Timer] = None
-        self._grace = 0.0
+        self._grace: Optional[float] = None  # EXEC-014's, once the scheduler says
         # What its processes carry in their environment (EXEC-008's HAZ_*):
         # how an orphan adopted by the subreaper is told to be this task's.
         self.identity: Tuple[Tuple[str, str], ...] = ()
@@ -670,7 +710,7 @@ class Child:
                 # The main process is gone but its group lives on (a
                 # background job): end it, it must not outlive its task.
                 self.left_behind = True
-                self.terminate(self._grace or 10.0)
+                self.terminate(self._stop_grace())
             self.owner.poll_soon()
             return
         if self.owner.subreaper and self._daemons_left():
@@ -683,7 +723,7 @@ class Child:
             # orphan sweep ends it.
             if self._linger_timer is None:
                 self._linger_timer = self.loop.call_later(
-                    min(self._grace or LINGER_S, LINGER_S), self._stop_reading)
+                    self._linger(), self._stop_reading)
             return
         self._finish()
 
@@ -699,7 +739,7 @@ class Child:
             return False
         self.left_behind = True
         if not self._terminating:
-            self.terminate(self._grace or 10.0)
+            self.terminate(self._stop_grace())
         else:  # found after the others were signalled
             for p in strays:
                 if p.pid not in self._tree:
@@ -731,6 +771,19 @@ class Child:
     # Ending (EXEC-014) ------------------------------------------------
     def set_grace(self, grace: float) -> None:
         self._grace = grace
+
+    def _stop_grace(self) -> float:
+        """The grace for what the task left behind: its own (0 included:
+        SIGKILL at once), or EXEC-014's default."""
+        return 10.0 if self._grace is None else self._grace
+
+    def _linger(self) -> float:
+        """How long to read pipes that a process outside the group holds:
+        no longer than the grace, but long enough (MIN_LINGER_S) to read
+        what is already buffered in them."""
+        if self._grace is None:
+            return LINGER_S
+        return min(max(self._grace, MIN_LINGER_S), LINGER_S)
 
     def terminate(self, grace: float) -> None:
         """SIGTERM to the group and every descendant; SIGKILL after grace."""
@@ -773,11 +826,23 @@ class Child:
             self._tree.setdefault(p.pid, p)
 
     def _signal(self, sig: int) -> None:
+        """``sig`` to the task's group, and once to each descendant that
+        left it.  Not twice to a member of the group: a second SIGTERM is
+        "now" to a hazrun or a make under this one (it kills its own tasks
+        without their grace, or dies while giving back jobserver tokens), and
+        a shell's trap runs twice."""
         try:
             os.killpg(self.pgid, sig)
+            in_group = True
         except (ProcessLookupError, PermissionError):
-            pass
+            in_group = False
         for p in list(self._tree.values()):
+            try:
+                if in_group and os.getpgid(p.pid) == self.pgid:
+                    continue  # reached by killpg
+            except OSError:
+                self._tree.pop(p.pid, None)
+                continue
             try:
                 p.send_signal(sig)  # psutil checks the pid was not reused
             except psutil.Error:

@@ -69,17 +69,26 @@ class Phase(enum.Enum):
     FINAL = "final"
 
 
+# A signal repeated within this is one request to stop (CancelToken); a
+# person's second Ctrl-C comes later than that.
+SAME_SIGNAL_S = 0.3
+
+
 class CancelToken:
     """Cancels a run from another thread or a signal handler (EXEC-012).
 
     The first ``cancel`` stops the run gracefully; a second one skips the
-    remaining grace periods and kills at once (EXEC-014).
+    remaining grace periods and kills at once (EXEC-014).  The same signal
+    again within SAME_SIGNAL_S is the same request: one SIGTERM to make's
+    process group reaches hazrun twice (from the sender, then forwarded by
+    make), as one Ctrl-C under make does.
     """
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
         self.count = 0
         self._wake_fds: List[int] = []
+        self._last: Tuple[Optional[int], float] = (None, 0.0)
 
     @property
     def cancelled(self) -> bool:
@@ -93,6 +102,12 @@ class CancelToken:
         """Safe to call from a signal handler: sets fields, writes a byte."""
         if self.signal is None and signum is not None:
             self.signal = signum
+        now = time.monotonic()
+        last, when = self._last
+        if signum is not None:
+            self._last = (signum, now)
+        if signum is not None and signum == last and now - when < SAME_SIGNAL_S:
+            return  # its echo: said already, and the loop was woken for it
         self.count += 1
         for fd in list(self._wake_fds):
             try:
@@ -249,7 +264,8 @@ class Scheduler:
         self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
         self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
                                 parent_death_signal=options.parent_death_signal,
-                                forced=lambda: cancel.forced)
+                                forced=lambda: cancel.forced,
+                                token_fd=getattr(options.jobserver, "write_fd", None))
         self.jobserver = options.jobserver
         self.implicit_free = True
         self.awaiting_token = False
@@ -298,10 +314,14 @@ class Scheduler:
         finally:
             self.mutexes.close()
             self.token._wake_fds.remove(self.loop.wake_fd)
-            if self.jobserver is not None:
-                self.jobserver.release_all()  # JOBS-001: on every exit path
-            self.procs.close()
-            self.loop.close()
+            try:
+                # The watchdog first: it would give back the tokens held
+                # should hazrun die, so it is gone before hazrun does.
+                self.procs.close()
+            finally:
+                if self.jobserver is not None:
+                    self.jobserver.release_all()  # JOBS-001: on every exit path
+                self.loop.close()
         remote_stats = getattr(self.cache, "remote_stats", None)
         outcome = RunOutcome(self.order, {l: self.tasks[l].result for l in self.order},
                              self.violations, time.monotonic() - start,
@@ -378,12 +398,16 @@ class Scheduler:
             t.token = IMPLICIT
             return True
         t.token = self.jobserver.try_acquire()
-        return t.token is not None
+        if t.token is None:
+            return False
+        self.procs.token_taken(t.token)
+        return True
 
     def _give_token(self, t: _Task) -> None:
         if t.token is IMPLICIT:
             self.implicit_free = True
         elif t.token is not None:
+            self.procs.token_returned(t.token)
             self.jobserver.release(t.token)
         t.token = None
 
@@ -781,6 +805,11 @@ class Scheduler:
             # the build, then undone: the next run replayed the edit).
             warning = (f"{t.label}: not stored in the cache (its inputs changed while "
                        "it ran; the next run runs it again)")
+        elif t.logs and t.key is not None and t.task.outputs and not materialised.outputs:
+            # Its declared outputs match no file (_completed warns): an entry
+            # that restores nothing would replace one that did, and every
+            # later hit would leave the outputs missing without a word.
+            pass
         elif t.logs and t.key is not None:
             # What a hit saves (CLI-001): the command's own run time, not
             # the wait for a mutex or a slot before it started.
@@ -799,13 +828,15 @@ class Scheduler:
 
     def _inputs_changed(self, t: _Task) -> bool:
         """Pool: whether ``t``'s key, taken again now that its command is
-        done, differs from the one it was looked up by.  The stat cache makes
-        this a stat per input; only a file that changed is read again."""
+        done, differs from the one it was looked up by, or any input was
+        written meanwhile (an edit undone before the end hashes as before,
+        but the command may have read the edit).  The stat cache makes this
+        a stat per input; only a file that changed is read again."""
         try:
             again = self.cache.compute_key(t.label, self._pred_streams(t))
         except Exception:  # an input gone unreadable meanwhile
             return True
-        return again.key != t.key.key
+        return again.key != t.key.key or again.stamp != t.key.stamp
 
     def _handed_on(self, t: _Task, own: Optional[str]) -> Optional[str]:
         """What ``t`` hands its successors' keys: cache.model.passed_on."""
@@ -820,6 +851,7 @@ class Scheduler:
         return {p: self.tasks[p].stream_hash for p in t.hard_preds}
 
     def _completed(self, t: _Task, future: Future, duration: Optional[float]) -> None:
+        storing = bool(t.logs) and t.key is not None
         self._close_logs(t)
         try:
             paths, stream_hash, warning, staged = future.result()
@@ -833,7 +865,8 @@ class Scheduler:
             t.stream_hash = self._handed_on(t, stream_hash)
             self._check_outputs(t, paths)
             if t.task.outputs and not paths and t.task.cmd is not None:
-                self._warn(f"{t.label}: exited 0 but its outputs match no file: "
+                stored = " (not stored in the cache)" if storing else ""
+                self._warn(f"{t.label}: exited 0 but its outputs match no file{stored}: "
                            + ", ".join(t.task.outputs))
             if staged is not None:
                 self._submit(self.cache.commit, staged,
@@ -1072,6 +1105,12 @@ class Scheduler:
         self.mutex_dirty = False
         earlier: List[Any] = []
         for t in sorted(self.mutex_waiters):
+            if self.cancelling or self.halted is not None:
+                # A spawn error under --fail-fast (or a violation) just
+                # stopped the run: the waiters left are final already.
+                return False
+            if t.phase is not Phase.MUTEX_WAIT:
+                continue
             if any(w.phase is Phase.MUTEX_WAIT for w in t.behind):
                 # MUTEX-005: an exclusive request that was waiting when this
                 # shared one came goes first, even if later in canonical
@@ -1213,7 +1252,8 @@ class Scheduler:
         from .errors import did_you_mean
         carried = {tag for task in self.ws.graph.tasks.values() for tag in task.tags}
         for tag in sorted(set(self.tag_caps) - carried):
-            where = "--tag-cap" if tag in self.options.tag_caps else "[workspace.tags]"
+            where = ("--tag-cap" if tag in self.options.tag_caps
+                     else "haz.toml: [workspace.tags]")  # the root's, as in CFG-005's errors
             self._warn(f"{where}: no task carries the tag '{tag}', so its cap limits "
                        f"nothing{did_you_mean(tag, sorted(carried))}")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, hazrun_cmd, run_hazrun, wait_for
+from conftest import REPO, hazrun_cmd, intervals, run_hazrun, timed, wait_for
 
 ROOT = '[workspace]\nmembers = ["p/*"]\n'
 
@@ -765,3 +765,62 @@ def test_exec_012_a_signal_keeps_what_a_slow_reader_still_reads(make_ws, tmp_pat
         os.close(r)
     lines = b"".join(got).decode().splitlines()
     assert lines == [f"[root:big] {i:06d}" for i in range(100000)]
+
+
+def test_exec_014_a_grace_of_0_kills_what_a_task_left_at_once(make_ws, tmp_path):
+    """EXEC-014: `grace = 0` is a grace, not an unset one: a background job
+    that ignores SIGTERM is killed at once, so the task's dependent starts
+    while an unrelated 5 s task still runs (with the default 10 s grace
+    taken for 0, it started after that task had ended)."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    log = tmp_path / "log"
+    job = f"(trap '' TERM; exec sleep 1000) >/dev/null 2>&1 & echo $! > {pids}/bg.pid"
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/a/haz.toml": f"""
+                      [tasks.bg]
+                      cmd = {json.dumps(job)}
+                      grace = 0
+                      [tasks.next]
+                      cmd = {json.dumps(timed("next", "true", log))}
+                      deps = ["bg"]
+                      [tasks.other]
+                      cmd = {json.dumps(timed("other", "sleep 5", log))}
+                      """})
+    proc = run_hazrun(ws, "run", "a:next", "a:other", "--no-cache", "-j", "3", timeout=60)
+    recorded = read_pids(pids)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert "left processes running" in proc.stderr
+        spans = intervals(log)
+        assert spans["next"][0] < spans["other"][1], spans
+        assert all(gone(p) for p in recorded)
+    finally:
+        kill_leftovers(recorded)
+
+
+def test_exec_014_one_signal_delivered_twice_is_one_request(make_ws, tmp_path):
+    """`kill -TERM -- -PGID` on make's group reaches hazrun from the sender
+    and again from make, which forwards it to its children: one request to
+    stop, with the grace (the task's TERM trap finishes its clean-up), not
+    a second one that SIGKILLs it."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    done = tmp_path / "cleanup-done"
+    script = (f"trap 'sleep 0.3; echo done > {done}; exit 1' TERM; echo $$ > {pids}/b.pid; "
+              "while true; do sleep 0.05; done")
+    ws = make_ws({"haz.toml": ROOT, "p/b/haz.toml": f"[tasks.run]\ncmd = {json.dumps(script)}\n"})
+    proc = start_hazrun(ws, "run", "run", "--grace", "30", "--no-cache")
+    recorded = []
+    try:
+        wait_for(lambda: (pids / "b.pid").exists() and (pids / "b.pid").read_text().strip())
+        recorded = read_pids(pids)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)  # make's forwarded copy: after hazrun has taken the first
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert done.exists(), err
+        assert b"stopping b:run (SIGTERM now" in err
+    finally:
+        end(proc, recorded)

@@ -537,7 +537,7 @@ def test_cfg_003_remote_cache_token_is_an_error_and_not_echoed(make_ws):
     ('project = 1\n[tasks.t]\ncmd = "x"', "[project]: must be a table, got an integer (1)"),
     ('tasks = 1', "[tasks]: must be a table, got an integer"),
     ('[tasks]\nt = "echo"', "[tasks.t]: must be a table, got a string (\"echo\"); write [tasks.t] with cmd = \"echo\""),
-    ('[tasks]\n"docs.html" = "make docs"', "[tasks.docs.html]: must be a table, got a string "
+    ('[tasks]\n"docs.html" = "make docs"', "[tasks.\"docs.html\"]: must be a table, got a string "
      "(\"make docs\"); write [tasks.\"docs.html\"] with cmd = \"make docs\""),
 ])
 def test_cfg_003_project_and_table_type_checks(make_ws, body, expected):
@@ -545,10 +545,12 @@ def test_cfg_003_project_and_table_type_checks(make_ws, body, expected):
     assert msg.startswith("packages/a/haz.toml: " + expected), msg
 
 
-@pytest.mark.parametrize("name", ["a:b", "-x", "with space"])
-def test_cfg_003_invalid_task_name(make_ws, name):
+@pytest.mark.parametrize("name, table", [("a:b", '[tasks."a:b"]'), ("-x", "[tasks.-x]"),
+                                         ("with space", '[tasks."with space"]')])
+def test_cfg_003_invalid_task_name(make_ws, name, table):
+    """The table is named as written in haz.toml: quoted unless a bare key."""
     msg = config_error(one_project(make_ws, f'[tasks."{name}"]\ncmd = "x"\n'))
-    assert f"[tasks.{name}]: task name '{name}' must match" in msg
+    assert f"{table}: task name '{name}' must match" in msg
 
 
 # --------------------------------------------------------------------------
@@ -891,3 +893,61 @@ def test_cfg_002_member_patterns_get_advice_that_fits_members(make_ws, member, a
     msg = config_error(root)
     assert f"haz.toml: [workspace] key 'members': '{member}': {advice}" in msg
     assert "$root" not in msg
+
+
+
+@pytest.mark.parametrize("bad", ["!/abs", "!", "!.", "!../x", "![z-a]"])
+def test_cfg_005_a_bad_member_exclude_is_an_error_not_a_traceback(make_ws, bad):
+    """CFG-005: an exclude in [workspace] members that no glob can be is
+    reported (naming file, key and pattern) like a bad include; it used to
+    end the load with a GlobSyntaxError."""
+    root = make_ws({"haz.toml": f'[workspace]\nmembers = ["packages/*", {json.dumps(bad)}]\n',
+                    "packages/a/haz.toml": '[tasks.b]\ncmd = "true"\n'})
+    message = config_error(root)
+    assert "haz.toml: [workspace] key 'members'" in message and repr(bad) in message
+
+
+def test_cfg_002_members_walk_does_not_follow_links_out_of_the_workspace(make_ws):
+    """CFG-002: 'packages/**' does not walk a symlink that leads out of the
+    workspace (a sysroot link to /usr cost every command a walk of /usr;
+    a link to another checkout gave an error per haz.toml in it)."""
+    other = make_ws({"haz.toml": '[workspace]\nmembers = ["q/*"]\n',
+                     "q/x/haz.toml": '[tasks.b]\ncmd = "true"\n'}, name="other")
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["packages/**"]\n',
+                    "packages/a/haz.toml": '[tasks.b]\ncmd = "true"\n'})
+    (root / "packages" / "a" / "vendor").symlink_to(other / "q")
+    ws = load_workspace(root)
+    assert list(ws.graph.tasks) == ["a:b"]
+
+
+@pytest.mark.parametrize("key", ["inputs", "outputs"])
+def test_cfg_006_a_list_of_excludes_only_is_an_error(make_ws, key):
+    """CFG-006: ['!*.md'] selects nothing (no include to take from); as
+    inputs, no edit would ever make the task run again, silently."""
+    root = one_project(make_ws, f'[tasks.a]\ncmd = "true"\n{key} = ["!*.md"]\n')
+    message = config_error(root)
+    assert f"packages/a/haz.toml: [tasks.a] key '{key}'" in message
+    assert "only excludes" in message and '["**", "!*.md"]' in message
+
+
+def test_cfg_006_workspace_inputs_absolute_path_advice_names_the_root(make_ws):
+    root = make_ws({"haz.toml": WS + 'inputs = ["/etc/passwd"]\n',
+                    "packages/a/haz.toml": '[tasks.a]\ncmd = "true"\n'})
+    message = config_error(root)
+    assert "[workspace] key 'inputs': '/etc/passwd'" in message
+    assert "relative to the workspace root" in message and "project" not in message
+
+
+@pytest.mark.parametrize("outputs", ['["*"]', '["**"]', '["haz.toml"]', '["*.toml", "out"]'])
+def test_cfg_005_outputs_that_match_the_projects_haz_toml_are_refused(make_ws, outputs):
+    """Outputs are never inputs: with '*' as outputs, edits to haz.toml
+    (and the sources) never changed the key, and a hit put the stored
+    copies back over them."""
+    root = one_project(make_ws, f'[tasks.gen]\ncmd = "echo x > out.txt"\noutputs = {outputs}\n')
+    message = config_error(root)
+    assert "[tasks.gen] key 'outputs'" in message and "matches this project's haz.toml" in message
+
+
+def test_cfg_005_a_task_name_that_is_no_bare_key_is_quoted_in_messages(make_ws):
+    root = one_project(make_ws, '[tasks."docs.html"]\ncmd = 1\n')
+    assert '[tasks."docs.html"] key \'cmd\'' in config_error(root)

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -268,6 +269,37 @@ def test_jobs_001_tokens_return_after_signal(make_ws, tmp_path, form, sig, code)
     assert rc == code, err
     assert starts(log) == k + 1, "a task started beyond the tokens"
     assert back == b"++", f"tokens lost on {signal.Signals(sig).name}: {back!r}"
+
+
+@pytest.mark.parametrize("form", ["fifo", "pipe"])
+def test_jobs_001_tokens_return_after_hazrun_is_killed(make_ws, tmp_path, form):
+    """SIGKILL (the OOM killer, kill -9): hazrun cannot give its tokens
+    back, so its watchdog does, once it has ended the tasks; make ran the
+    rest of its build with fewer slots, and said so at its end."""
+    k = 2
+    log = tmp_path / "spans.log"
+    ws = independent(make_ws, log, n=6, body="sleep 60")
+    pool = fifo_pool(tmp_path, b"+-") if form == "fifo" else pipe_pool(b"+-")
+    with pool as opened:
+        if form == "fifo":
+            flags, fd = opened
+            fds = ()
+        else:
+            flags, fd, fds = opened
+        proc = start_hazrun(ws, "run", "work", "-j8", "--no-cache", makeflags=flags,
+                            pass_fds=fds)
+        try:
+            wait_for(lambda: starts(log) == k + 1, what="K+1 tasks to start")
+            proc.kill()
+        finally:
+            finish(proc)
+        back = b""
+        deadline = time.monotonic() + 30
+        while len(back) < k and time.monotonic() < deadline:
+            back += drain(fd)
+            time.sleep(0.05)
+    assert starts(log) == k + 1
+    assert sorted(back) == sorted(b"+-"), f"tokens lost on SIGKILL: {back!r}"
 
 
 @pytest.mark.parametrize("fail_fast", [False, True])
@@ -554,3 +586,37 @@ def test_jobs_001_demo_makefile(tmp_path, wrapper):
     assert "app tests passed" in out
     assert (demo / "packages" / "app" / "dist" / "app.txt").is_file()
     assert "--output buffered" in out  # CI=1 picks the CI log format
+
+
+@needs_make
+def test_jobs_001_a_stopped_nested_make_gives_back_its_tokens(make_ws, tmp_path):
+    """make -> hazrun -> a task running make on the same jobserver; hazrun
+    gets SIGTERM.  The nested make must get it once (through its process
+    group), not once more directly: a make that gets a second SIGTERM while
+    it cleans up dies before giving its tokens back, and the top make says
+    "INTERNAL: Exiting with N jobserver tokens available; should be M!"."""
+    started = tmp_path / "started"
+    inner = tmp_path / "inner.mk"
+    jobs = " ".join(f"j{i}" for i in range(4))
+    inner.write_text(f"all: {jobs}\n" + "".join(
+        f"j{i}:\n\t@touch {started}.{i}; sleep 30\n" for i in range(4)))
+    ws = make_ws({"haz.toml": ROOT,
+                  "p/c/haz.toml": f'[tasks.nest]\ncmd = "make -s -f {inner}"\n'})
+    pidfile = tmp_path / "haz.pid"
+    runner = tmp_path / "bin" / "hazrun-pid"
+    runner.parent.mkdir()
+    runner.write_text("#!/bin/sh\n"
+                      f"echo $$ > {shlex.quote(str(pidfile))}\n"
+                      f"PYTHONPATH={shlex.quote(str(REPO))} "
+                      f'exec {shlex.quote(sys.executable)} -m hazrun "$@"\n')
+    runner.chmod(0o755)
+    wait = f"n=0; until [ $$(ls {started}.* 2>/dev/null | wc -l) -ge 3 ] || [ $$n -ge 600 ]; " \
+           "do sleep 0.05; n=$$((n+1)); done"
+    (tmp_path / "Makefile").write_text(
+        "all: haz killer\n"
+        f"haz:\n\t+{runner} -C {ws} run nest --no-cache -j 8\n"
+        f"killer:\n\t@{wait}; kill -TERM $$(cat {pidfile})\n")
+    rc, _out, err = run_make(tmp_path, "-j4", timeout=120)
+    assert rc == 2, err  # hazrun ended by SIGTERM: its recipe failed
+    assert "jobserver tokens available" not in err, err
+    assert "stopping c:nest" in err, err

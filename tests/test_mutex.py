@@ -706,3 +706,30 @@ def test_mutex_006_two_runs_in_one_process_exclude_each_other(make_ws, tmp_path)
     for t in runs:
         t.join(60)
     assert log.read_text().split() == ["start", "end", "start", "end"]
+
+
+def test_fail_fast_spawn_error_among_granted_waiters(make_ws, tmp_path):
+    """EXEC-009/010, MUTEX-007: a waiter that cannot be spawned, granted in
+    the same pass as another waiter under --fail-fast, stops the run; the
+    other waiter, final already, is not granted after it (it used to be,
+    and the run ended in a traceback with no summary)."""
+    root = make_ws({"haz.toml": """
+        [workspace]
+        [tasks.h]
+        cmd = "sleep 0.3"
+        mutex = ["a", "b"]
+        [tasks.w1]
+        cmd = ["/nonexistent/prog"]
+        mutex = ["a"]
+        [tasks.w2]
+        cmd = "echo w2"
+        mutex = ["b"]
+        """})
+    summary = tmp_path / "s.json"
+    r = run_hazrun(root, "run", "h", "w1", "w2", "-j", "3", "--fail-fast", "--no-cache",
+                   "--summary-json", str(summary))
+    assert r.returncode == 1, r.stderr
+    states = {t["label"]: (t["state"], t["cause"]) for t in json.loads(summary.read_text())["tasks"]}
+    assert states == {"root:h": ("succeeded", None), "root:w1": ("failed", "spawn_error"),
+                      "root:w2": ("cancelled", "not_started")}
+    assert "w2" not in r.stdout

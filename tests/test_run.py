@@ -771,6 +771,10 @@ def test_cli_000_messages_are_prefixed(make_ws):
     (["run", "x", "--bogus"], "hazrun: error: run: unrecognized arguments: --bogus"),
     (["cache", "prune", "--max-age", "1d", "--bogus"],
      "hazrun: error: cache prune: unrecognized arguments: --bogus"),
+    (["run", "x", "-j", "\u00b2"], "hazrun: error: run: argument -j/--jobs: '\u00b2' is not a "
+                                   "whole number of at least 1"),
+    (["run", "x", "--tag-cap", "a=\u00b2"], "hazrun: error: run: argument --tag-cap: "
+                                            "'a=\u00b2' is not TAG=N"),
 ])
 def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\ncmd = "true"\n'})
@@ -778,6 +782,19 @@ def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith("usage: hazrun")  # the command's usage first
     assert proc.stderr.splitlines()[-1].startswith(message), proc.stderr
+
+
+@pytest.mark.parametrize("args", [["run", "a", "--no-cache", "b"], ["run", "a", "-j", "1", "b"],
+                                  ["graph", "a", "--dot", "b"]])
+def test_cli_targets_may_follow_options(make_ws, args):
+    """`run a --force b`: b is a target as a is (make and turbo take them
+    so), not an unrecognized argument."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "echo ran-a"\n'
+                              '[tasks.b]\ncmd = "echo ran-b"\n'})
+    proc = run_hazrun(ws, *args)
+    assert proc.returncode == 0, proc.stderr
+    for label in ("a", "b"):
+        assert (f"ran-{label}" if args[0] == "run" else f'"root:{label}"') in proc.stdout
 
 
 @pytest.mark.parametrize("cmd", ["string", "list"])
@@ -1020,6 +1037,128 @@ def test_cache_005_an_input_edited_while_its_task_runs_is_not_stored(make_ws, tm
     assert (ws / "out.txt").read_text() == "v1\n"
 
 
+def test_cache_005_an_input_edited_and_undone_while_its_task_runs_is_not_stored(
+        make_ws, tmp_path):
+    """The command read the edit, and the input hashes as the key says again
+    by the end: its stat signature tells that it was written meanwhile.
+    Stored, the entry replayed the edit under the key of the original."""
+    started, read, go_read, go_end = (tmp_path / n for n in ("started", "read", "go1", "go2"))
+    wait = "while [ ! -e {0} ]; do sleep 0.02; done"
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
+                              f'cmd = "touch {started}; {wait.format(go_read)}; '
+                              f'cat in.txt > out.txt; touch {read}; {wait.format(go_end)}"\n'
+                              'outputs = ["out.txt"]\n',
+                  "in.txt": "v1\n"})
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "t"),
+                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(started.exists, what="the task to start")
+        (ws / "in.txt").write_text("v2\n")
+        go_read.touch()
+        wait_for(read.exists, what="the task to read its input")
+        (ws / "in.txt").write_text("v1\n")
+        go_end.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert (ws / "out.txt").read_text() == "v2\n"
+    assert b"its inputs changed while it ran" in err
+    (ws / "out.txt").unlink()
+    second = run_hazrun(ws, "run", "t")
+    assert "1 succeeded" in second.stderr, second.stderr
+    assert (ws / "out.txt").read_text() == "v1\n"
+
+
+@pytest.mark.parametrize("where", ["src/new", "src/sub/new"])
+def test_cache_001_a_file_created_during_the_run_reaches_later_keys(make_ws, tmp_path, where):
+    """The workspace is listed once, when the run starts; a file saved while
+    an upstream task runs (in a directory the listing knew, or in one made
+    since) is in the key of a task that reads it.  Missed, b:build stored
+    'A NEW' under the key of 'A', and replayed it once new was deleted."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["a", "b"]\n',
+                  "a/haz.toml": f'[tasks.slow]\ncmd = "touch {started}; '
+                                f'while [ ! -e {go} ]; do sleep 0.02; done"\ninputs = []\n',
+                  "b/haz.toml": '[tasks.build]\ndeps = ["a:slow"]\n'
+                                'cmd = "mkdir -p out && cat $(find src -type f | sort) > out/all"\n'
+                                'inputs = ["src/**"]\noutputs = ["out/**"]\n',
+                  "b/src/a": "A\n"})
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "build"),
+                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(started.exists, what="a:slow to start")
+        (ws / "b" / where).parent.mkdir(exist_ok=True)
+        (ws / "b" / where).write_text("NEW\n")
+        go.touch()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert (ws / "b/out/all").read_text() == "A\nNEW\n"
+    again = run_hazrun(ws, "run", "build")
+    assert "2 cached" in again.stderr, again.stderr
+    (ws / "b" / where).unlink()
+    (ws / "b/out/all").unlink()
+    third = run_hazrun(ws, "run", "build")
+    assert "1 succeeded, 1 cached" in third.stderr, third.stderr
+    assert (ws / "b/out/all").read_text() == "A\n"
+
+
+def test_cache_004_a_hit_removes_outputs_its_entry_lacks(make_ws, tmp_path):
+    """a:gen's outputs after a hit are its entry's: a gen/b left by a run
+    whose inputs had a b is removed, or b:use (whose key says gen holds a
+    only) read it and stored 'A B' under that key."""
+    ws = make_ws({"haz.toml": '[workspace]\nmembers = ["a", "b"]\n',
+                  "a/haz.toml": '[tasks.gen]\ncmd = "rm -rf gen && mkdir gen && cp src/* gen/"\n'
+                                'inputs = ["src/**"]\noutputs = ["gen/**"]\n',
+                  "a/src/a": "A\n",
+                  "b/haz.toml": '[tasks.use]\ndeps = ["a:gen"]\n'
+                                'cmd = "mkdir -p out && cat ../a/gen/* > out/r"\n'
+                                'inputs = []\noutputs = ["out/**"]\n'})
+    assert run_hazrun(ws, "run", "use").returncode == 0
+    (ws / "a/src/b").write_text("B\n")
+    assert run_hazrun(ws, "run", "use").returncode == 0
+    assert (ws / "b/out/r").read_text() == "A\nB\n"
+    (ws / "a/src/b").unlink()
+    third = run_hazrun(ws, "run", "use")
+    assert "2 cached" in third.stderr, third.stderr
+    assert sorted(p.name for p in (ws / "a/gen").iterdir()) == ["a"]
+    (ws / "b/haz.toml").write_text(
+        (ws / "b/haz.toml").read_text().replace("cat ", "cat -- "))
+    fourth = run_hazrun(ws, "run", "use")
+    assert "1 succeeded, 1 cached" in fourth.stderr, fourth.stderr
+    assert (ws / "b/out/r").read_text() == "A\n"
+
+
+def test_cache_004_a_run_whose_outputs_match_nothing_stores_no_entry(make_ws, tmp_path):
+    """Declared outputs that match no file after a run (here: written
+    through a link out of the project) store no entry: it would replace
+    the good one, and later hits would restore nothing without a word."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.b]\n'
+                              'cmd = "mkdir -p out && echo x > out/f"\noutputs = ["out/**"]\n'})
+    assert run_hazrun(ws, "run", "b").returncode == 0
+    (ws / "out/f").unlink()
+    (ws / "out").rmdir()
+    (ws / "out").symlink_to(outside)
+    linked = run_hazrun(ws, "run", "b")
+    assert linked.returncode == 0, linked.stderr
+    assert "outputs match no file (not stored in the cache)" in linked.stderr
+    (ws / "out").unlink()
+    again = run_hazrun(ws, "run", "b")
+    assert (ws / "out/f").read_text() == "x\n", again.stderr
+
+
 def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
     marker = tmp_path / "b-ran"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 1000"\n'
@@ -1078,7 +1217,7 @@ def test_exec_005_a_cap_on_a_tag_no_task_carries_is_warned_about(make_ws):
                               '[tasks.a]\ncmd = "true"\ntags = ["heavy"]\n'})
     proc = run_hazrun(ws, "run", "a", "--no-cache", "--tag-cap", "havy=1")
     assert proc.returncode == 0, proc.stderr
-    assert ("hazrun: warning: [workspace.tags]: no task carries the tag 'hevy', so its cap "
+    assert ("hazrun: warning: haz.toml: [workspace.tags]: no task carries the tag 'hevy', so its cap "
             "limits nothing (did you mean 'heavy'?)") in proc.stderr
     assert "--tag-cap: no task carries the tag 'havy'" in proc.stderr
     assert proc.stderr.count("no task carries") == 2  # not the tag that is carried

@@ -27,7 +27,8 @@ from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optio
                     Set, Tuple, Union)
 
 from .. import files as _files
-from ..globs import NEVER, GlobSet, any_match
+from ..fsutil import Sig
+from ..globs import NEVER, GlobSet, any_match, is_leftover
 from ..values import value
 from ..workspace import Workspace
 from . import explain as _explain
@@ -36,7 +37,7 @@ from . import restore as _restore
 from .hashing import FileState, StatCache, hash_bytes, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
-from .outputs import find_outputs
+from .outputs import TooMany, find_outputs
 from .store import (EMPTY_DIGEST, CorruptBlob, CorruptManifest, StagedBlob, Store, discard,
                     is_digest)
 
@@ -47,6 +48,13 @@ HAZ_DIR = ".haz"
 STAT_CACHE = "statcache.bin"
 EXPLAIN_DIR = "explain"
 ENV_CACHE_DIR = "HAZ_CACHE_DIR"
+# Directory mtimes closer than this to the moment the directory was read
+# cannot tell whether a file was added in the same timestamp tick (Linux
+# file systems stamp with a clock that ticks every 1 to 10 ms).
+DIR_RACY_NS = 50_000_000
+# How many directory entries a quick restore (on the loop thread) may look
+# at for outputs a hit must remove; a larger output tree goes to the pool.
+QUICK_OUTPUT_ENTRIES = 64
 
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
 
@@ -142,6 +150,16 @@ class Cache:
         # of the restore).
         self._produced: Dict[str, Optional[bool]] = {}
         self._produced_sorted: List[str] = []
+        # The directories of the listing's files (and those found since),
+        # sorted, and when each was last read: a file created during the run
+        # (by the user, by a task that does not declare it) changes its
+        # directory's mtime, and a key taken later must see it (_refresh).
+        self._dirs: Optional[List[str]] = None
+        # dir -> (its mtime when last looked at, -1: not yet; when last read)
+        self._dir_seen: Dict[str, Tuple[int, int]] = {}
+        self._dirs_version = 0  # counts the directories found since
+        self._task_dirs_of: Dict[str, Tuple[int, List[str]]] = {}
+        self._listed_at = 0
         self._warnings: List[str] = []
         self._told_empty: Set[str] = set()  # labels whose empty inputs were told
         self._told_pending: List[str] = []   # ... in warnings not yet taken
@@ -201,6 +219,10 @@ class Cache:
             with self._listing_lock:
                 if self._listing is None:
                     unreadable: List[Tuple[str, str]] = []
+                    # Before the listing starts: a file created while it
+                    # runs may be missing from it, and its directory then
+                    # has a later mtime than this.
+                    self._listed_at = time.time_ns()
                     listing = _files.list_workspace_files(self.root, self._ahead, unreadable)
                     # The cache's own directory is never an input (CFG-006).
                     own = self._own_prefix
@@ -264,6 +286,133 @@ class Cache:
         listed = self._listing_set
         return sorted(chosen + [p for p in extra if p not in listed])
 
+    def _refresh(self, label: str, globs: Sequence[Optional[GlobSet]], rel_dir: str,
+                 quick: bool) -> None:
+        """CACHE-001: add to the listing the files created since it was
+        taken in the directories ``globs`` (None: the whole project) select
+        from, so that a key taken now sees them.  The listing is taken once
+        per run; without this, a file saved while an upstream task ran was
+        no input of the key, and the output the command made of it was
+        stored under a key that says it is not there.
+
+        One stat per directory; a directory is read again only if its mtime
+        changed since it was last read (or was too close to that read to
+        tell, DIR_RACY_NS).  Not seen: files in a directory that held no
+        listed file when the run started.  ``quick``: raise WouldBlock
+        rather than ask git about a directory made since."""
+        root_slash = self._root_slash
+        new_files: List[str] = []
+        new_dirs: List[str] = []
+        for d in self._task_dirs(label, globs, rel_dir):
+            try:
+                mtime = os.stat(root_slash + d if d else root_slash).st_mtime_ns
+            except OSError:
+                continue
+            with self._lock:
+                seen, read_at = self._dir_seen[d]
+                if seen == mtime and seen < read_at - DIR_RACY_NS:
+                    continue  # unchanged since it was read
+                if seen == -1 and mtime < read_at - DIR_RACY_NS:
+                    self._dir_seen[d] = (mtime, read_at)  # as the listing saw it
+                    continue
+            self._read_dir(d, mtime, new_files, new_dirs)
+        while new_dirs:
+            # Whole directories made since the listing (most often a task's
+            # dist/, whose files were noted as it ended).  What git ignores
+            # in them is dropped file by file, by _candidates, and only for
+            # the files some task selects.
+            if quick:
+                raise WouldBlock(new_dirs[0])
+            found, new_dirs = new_dirs, []
+            for d in found:
+                with self._lock:
+                    if d in self._dir_seen:
+                        continue  # another thread's
+                    self._dir_seen[d] = (-1, 0)
+                    bisect.insort(self._dirs, d)
+                    self._dirs_version += 1
+                self._read_dir(d, None, new_files, new_dirs)
+        if new_files:
+            self._note_produced(self._not_the_cache(sorted(new_files)))
+
+    def _read_dir(self, d: str, mtime: Optional[int], new_files: List[str],
+                  new_dirs: List[str]) -> None:
+        """Read ``d`` (whose mtime was ``mtime`` just before): note when,
+        and what it holds that the listing, the files produced since and
+        the known directories lack."""
+        started = time.time_ns()
+        if mtime is None:
+            try:
+                mtime = os.stat(self._root_slash + d).st_mtime_ns
+            except OSError:
+                return
+        prefix = d + "/" if d else ""
+        try:
+            with os.scandir(self._root_slash + d if d else self._root_slash) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        except OSError:
+            return
+        own = self._own_prefix  # a cache directory inside the workspace
+        with self._lock:
+            self._dir_seen[d] = (mtime, started)
+            known, produced, dirs = self._listing_set, self._produced, self._dir_seen
+            for name, is_dir in entries:
+                if name in NEVER or is_leftover(name):
+                    continue
+                rel = prefix + name
+                if is_dir:
+                    if rel not in dirs and not (own and (rel + "/").startswith(own)):
+                        new_dirs.append(rel)
+                elif rel not in known and rel not in produced:
+                    new_files.append(rel)
+
+    def _task_dirs(self, label: str, globs: Sequence[Optional[GlobSet]],
+                   rel_dir: str) -> List[str]:
+        """The known directories the globs (None: all of ``rel_dir``) may
+        select files from; the same until a directory is found (a key is
+        taken twice per task that runs)."""
+        found = self._task_dirs_of.get(label)
+        if found is not None and found[0] == self._dirs_version:
+            return found[1]
+        if self._dirs is None:
+            with self._lock:
+                if self._dirs is None:
+                    at = self._listed_at
+                    seen: Dict[str, Tuple[int, int]] = {"": (-1, at)}
+                    for f in self._listing or ():
+                        d = f.rpartition("/")[0]
+                        while d not in seen:
+                            seen[d] = (-1, at)
+                            d = d.rpartition("/")[0]
+                    self._dir_seen = seen
+                    self._dirs = sorted(seen)
+        tops = set()
+        for g in globs:
+            if g is None:
+                tops.add(rel_dir)
+            else:
+                tops.update(inc.prefix.rstrip("/") for inc in g.includes)
+        out: Set[str] = set()
+        with self._lock:
+            dirs, seen, version = self._dirs, self._dir_seen, self._dirs_version
+            for top in tops:
+                if top not in seen:
+                    # A literal path to a file ('package.json'): the
+                    # directory it is created in.
+                    parent = top.rpartition("/")[0]
+                    if parent in seen:
+                        out.add(parent)
+                    continue
+                out.add(top)
+                below = top + "/" if top else ""
+                i = bisect.bisect_left(dirs, below) if below else 1
+                while i < len(dirs) and dirs[i].startswith(below):
+                    out.add(dirs[i])
+                    i += 1
+        result = sorted(out)
+        self._task_dirs_of[label] = (version, result)
+        return result
+
     def _note_produced(self, root_paths: Sequence[str]) -> None:
         # Recorded even before the listing exists: one being taken right now
         # may have read the directory before these files were written.
@@ -299,13 +448,17 @@ class Cache:
             raise InputError(e.reason, rel, f"cannot hash {what}: {e.reason}",
                              label) from None
 
-    def _rows(self, label: str, kind: str, paths: List[str], quick: bool = False
-              ) -> List[_key.Row]:
+    def _rows(self, label: str, kind: str, paths: List[str], quick: bool = False,
+              seen: Optional[List[Any]] = None) -> List[_key.Row]:
+        """The key rows of ``paths``; ``seen`` gets each file's path and stat
+        signature (KeyInfo.stamp)."""
         if not paths:
             return []
         rows = []
         predicted = self._predicted
-        for rel, row in zip(paths, self.stat_cache.known_rows(paths, self._root_slash)):
+        sigs: List[Optional[Sig]] = []
+        known = self.stat_cache.known_rows(paths, self._root_slash, sigs)
+        for rel, row, sig in zip(paths, known, sigs):
             if predicted and rel in predicted:
                 row = predicted[rel]
                 link = self._predicted_links.get(rel)
@@ -316,13 +469,17 @@ class Cache:
                 if state is None:  # gone since the listing: not an input
                     continue
                 row = _key.file_row(rel, state)
+                sig = state.sig
                 if state.symlink is not None:
-                    row = self._link_row(label, kind, rel, row, quick)
+                    row = self._link_row(label, kind, rel, row, quick, seen=seen)
+            if seen is not None:
+                seen.append((rel, sig))
             rows.append(row)
         return rows
 
     def _link_row(self, label: str, kind: str, rel: str, row: _key.Row, quick: bool,
-                  target: Optional[str] = None) -> _key.Row:
+                  target: Optional[str] = None, seen: Optional[List[Any]] = None
+                  ) -> _key.Row:
         """A symlinked input whose target is a regular file: its row's
         digest covers the content read through it as well as the target
         string (CACHE-001), since the task reads that content; a file
@@ -353,6 +510,8 @@ class Cache:
             self._link_targets.add(key)
         if found is None or found.symlink is not None:
             return row
+        if seen is not None:
+            seen.append((key, found.sig))
         return [rel, row[1], _key.link_digest(row[2], found.digest)]
 
     # -- CACHE-001 ------------------------------------------------------------
@@ -371,16 +530,19 @@ class Cache:
             raise AssertionError(f"internal error: key of {label} needs the stream "
                                  f"hashes of {sorted(expected)}, got {sorted(pred_streams)}")
         static, input_globs, output_globs = self._task_parts(label)
+        self._files()
+        ws_globs = GlobSet.compile(ws.settings.inputs) if ws.settings.inputs else None
+        self._refresh(label, [input_globs] + ([ws_globs] if ws_globs is not None else []),
+                      project.rel_dir, quick)
         inputs = self._candidates(self._select(
             lambda files: _files.select_with(files, input_globs, output_globs,
                                              project.rel_dir)), quick)
         ws_inputs: List[str] = []
-        ws_globs = None
-        if ws.settings.inputs:
-            ws_globs = GlobSet.compile(ws.settings.inputs)
+        if ws_globs is not None:
             ws_inputs = self._candidates(self._select(ws_globs.select), quick)
-        key, parts = static.key(self._rows(label, "workspace input", ws_inputs, quick),
-                                self._rows(label, "input", inputs, quick), pred_streams)
+        seen: List[Any] = []
+        key, parts = static.key(self._rows(label, "workspace input", ws_inputs, quick, seen),
+                                self._rows(label, "input", inputs, quick, seen), pred_streams)
         # Once the key is made: a quick attempt given up half way (an input
         # to read) has its warnings thrown away, and must not count as told.
         if self.tell_empty:
@@ -392,7 +554,7 @@ class Cache:
             self._tell_unreadable(label, input_globs, project.rel_dir, output_globs)
             if ws_globs is not None:
                 self._tell_unreadable(label, ws_globs, "", None)
-        return KeyInfo(label, key, parts)
+        return KeyInfo(label, key, parts, tuple(seen))
 
     def _tell_unreadable(self, label: str, globs: Optional[GlobSet], rel_dir: str,
                          outputs: Optional[GlobSet]) -> None:
@@ -582,6 +744,15 @@ class Cache:
                 raise miss(str(e)) from None
             except OSError as e:  # releasing the lock
                 raise miss(f"{e.strerror} ({self.path})") from None
+            try:
+                self._remove_stale_outputs(label, manifest, globs, quick)
+            except BaseException as e:
+                stdout.close()
+                stderr.close()
+                if isinstance(e, OSError):
+                    raise miss(f"cannot remove {e.filename}, which it did not output: "
+                               f"{e.strerror}") from None
+                raise
         except CacheMissError:
             # REMOTE-006: a download the run could not use was no hit.
             if self._remote is not None and manifest.key in self._fetched:
@@ -591,6 +762,36 @@ class Cache:
         materialised = Materialised.of(manifest.outputs)
         self._note_produced(materialised.root_paths(project.rel_dir))
         return Restored(materialised, stdout, stderr, manifest.duration_s, manifest.order)
+
+    def _remove_stale_outputs(self, label: str, manifest: Manifest, globs: GlobSet,
+                              quick: bool) -> None:
+        """CACHE-004: after a hit, the task's outputs are the manifest's and
+        nothing else.  A file its output globs match that the entry lacks
+        (gen/b, written by a run whose inputs had a b, while this entry's
+        had none) is removed: the stream hash handed to the successors
+        describes the manifest, and a successor reading gen/* would store
+        what it made of gen/b under a key that says there is none.
+
+        Skipped when the last run of ``label`` had this key: its outputs
+        are on disk as this entry made them, and a run where nothing changed
+        walks no output tree.  ``quick``: raise WouldBlock rather than walk
+        a large one on the loop thread."""
+        if self._explain_store.recorded_key(label) == manifest.key:
+            return
+        rel_dir = self.workspace.project_of(label).rel_dir
+        prefix = rel_dir + "/" if rel_dir else ""
+        try:
+            found = find_outputs(str(self.root), globs, rel_dir,
+                                 QUICK_OUTPUT_ENTRIES if quick else None)
+        except TooMany:
+            raise WouldBlock(label) from None
+        kept = {prefix + e.path for e in manifest.outputs}
+        for rel in found:
+            if rel not in kept:
+                try:
+                    os.unlink(self._root_slash + rel)
+                except FileNotFoundError:
+                    pass
 
     # -- after a fresh success (CACHE-002/003/005) -------------------------------
 

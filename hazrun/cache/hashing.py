@@ -261,14 +261,16 @@ class StatCache:
                 self._dirty = True
         return state
 
-    def known_rows(self, rels: Sequence[str], root_slash: str) -> List[Optional[List[str]]]:
+    def known_rows(self, rels: Sequence[str], root_slash: str,
+                   sigs: Optional[List[Optional[Sig]]] = None) -> List[Optional[List[str]]]:
         """CACHE-006: the key rows ([rel, flag, digest], as key.file_row makes them)
         of the regular files among ``rels`` whose entries match a fresh
         lstat; None for the others, to :meth:`probe` one by one.
 
         :meth:`probe` for a task's inputs at once: one lock, no FileState,
         and the loop's names bound once.  This is the whole cost of a
-        no-change run over tens of thousands of inputs.
+        no-change run over tens of thousands of inputs.  ``sigs``: gets the
+        signature of each row found (None for the others), in order.
         """
         if not self._loaded:
             self._ensure_loaded()
@@ -289,6 +291,8 @@ class StatCache:
                     row = [rel, "x" if st.st_mode & exec_bit else "-", entry[4]]
                     hits += 1
             rows.append(row)
+            if sigs is not None:
+                sigs.append(entry[:4] if row is not None else None)
         with self._lock:
             self.hits += hits
         return rows

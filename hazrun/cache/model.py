@@ -161,6 +161,10 @@ class KeyInfo:
     label: str
     key: str
     components: Dict[str, Any] = field(compare=False, hash=False, repr=False)
+    # Each input's path and stat signature when the key was taken
+    # (CACHE-005): an input edited and then undone while the task ran hashes
+    # as before, but its signature does not.
+    stamp: Tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
 
 
 @value
