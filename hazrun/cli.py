@@ -43,7 +43,8 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                              "and FORCE_COLOR), always, never")
     parser.add_argument("-v", "--verbose", action="count",
                         default=argparse.SUPPRESS if suppress else 0,
-                        help="say more (with run --dry-run: why each task misses)")
+                        help="say more: with run, why each task runs instead of "
+                             "hitting the cache (what changed since its last run)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,6 +207,8 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
             from .cli_cache import cmd_cache
             return cmd_cache(args, console)
     except HazError as e:
+        for warning in getattr(e, "warnings", ()):
+            console.warning(warning)
         console.error(str(e))
         if args.command == "run" and args.summary_json and not args.dry_run:
             from .cli_run import write_empty_summary

@@ -188,7 +188,8 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
                          fail_fast=args.fail_fast, force=args.force,
                          no_cache=args.no_cache, grace=args.grace,
                          cache_dir=args.cache_dir, remote=_remote(args, ws),
-                         listing=listing, cut_lines=not args.no_prefix)
+                         listing=listing, cut_lines=not args.no_prefix,
+                         explain=bool(args.verbose))
     if args.dry_run:
         from .cli_dryrun import dry_run
         return dry_run(ws, args, options, console)
@@ -213,6 +214,9 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     previous = {s: signal.signal(s, on_signal)
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if s == signal.SIGTERM or signal.getsignal(s) is not signal.SIG_IGN}
+    if _holds_secrets(os.environ):
+        from .process import hide_environment
+        hide_environment()  # REMOTE-001: from tasks reading /proc/PPID/environ
     try:
         options.subreaper = True  # EXEC-014, from the first spawn on
         options.parent_death_signal = True
@@ -231,6 +235,14 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
         except OSError as e:
             console.error(f"cannot write the summary to {args.summary_json}: {e.strerror}")
     return exit_code_for(outcome, token.signal)
+
+
+def _holds_secrets(environ) -> bool:
+    """Whether the environment holds what tasks must not see (REMOTE-001):
+    the token, the signing key, a URL with a password."""
+    from .scheduler import REMOTE_URL_VARIABLE, SECRET_VARIABLES
+    url = environ.get(REMOTE_URL_VARIABLE, "")
+    return any(environ.get(name) for name in SECRET_VARIABLES) or "@" in url
 
 
 def _remote(args: argparse.Namespace, ws):

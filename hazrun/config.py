@@ -952,7 +952,29 @@ def locate(start: Path, known: Optional[Known] = None) -> Located:
     warnings: List[str] = []
     stats: Dict[str, os.stat_result] = {}
     members = _find_members(reader, root_file, settings.members, warnings, stats)
+    outside = _not_a_member(start, root, members)
+    if outside is not None:
+        warnings.append(f"{reader.rel(outside)} is not a member of the workspace: no "
+                        f"pattern of [workspace] members in {reader.rel(root_file)} "
+                        f"matches {reader.rel(outside.parent)}, so its tasks are not "
+                        "this workspace's")
     return Located(root, root_data, broken, reader, settings, members, warnings, stats)
+
+
+def _not_a_member(start: Path, root: Path, members: List[str]) -> Optional[Path]:
+    """The haz.toml nearest above ``start`` (the directory hazrun was run
+    in), below the root, if its directory is no member: a project the user
+    is working in that the workspace does not see."""
+    here = start.resolve()
+    if here == root or root not in here.parents:
+        return None
+    for directory in (here, *here.parents):
+        if directory == root:
+            return None
+        config = directory / CONFIG_NAME
+        if config.is_file():
+            return None if str(directory) in members else config
+    return None
 
 
 def read_config(start: Path) -> LoadedConfig:

@@ -43,6 +43,9 @@ class ConfigError(HazError):
 
     def __init__(self, problems: Sequence[Problem]):
         self.problems: List[Problem] = list(problems)
+        # What the load would have warned of: often the cause ("'lib/*'
+        # matches no directory" behind "unknown project 'cfoo'").
+        self.warnings: Sequence[str] = ()
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import zlib
-from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .console import Console
 from .exit_code import exit_code_for, signal_name
@@ -36,6 +36,10 @@ class RunObserver:
         from the cache for a hit.  A line longer than 64 KiB comes in
         pieces, each ended with a newline; with ``RunOptions.cut_lines``
         False, without: then ``data`` may end mid-line."""
+
+    def task_missed(self, label: str, reasons: Sequence[str]) -> None:
+        """A task's cache lookup missed, and it runs; ``reasons``: what
+        changed since its last run (only with ``RunOptions.explain``)."""
 
     def task_finished(self, result: TaskResult) -> None:
         """A task that was admitted reached its final state."""
@@ -187,14 +191,27 @@ class Prefixer:
         return self.console.out if stream is Stream.STDOUT else self.console.err
 
 
+def replaying(label: str) -> str:
+    """The line said before a cache hit's replayed output (EXEC-017): it
+    reads as the original run's, and a user must tell it from a new one."""
+    return f"hazrun: {label} cached: replaying its output"
+
+
 class LiveOutput(RunObserver):
     """EXEC-016: each line as it comes, prefixed, in one locked write."""
 
     def __init__(self, prefixer: Prefixer):
         self.prefixer = prefixer
         self.console = prefixer.console
+        self._spoken: Set[str] = set()  # tasks started, or said to be replayed
+
+    def task_started(self, label):
+        self._spoken.add(label)
 
     def task_output(self, label, stream, data):
+        if label not in self._spoken:  # output with no process: a hit's replay
+            self._spoken.add(label)
+            self.console.message(replaying(label))
         # Without a prefix, a long line's pieces may end mid-line; the
         # console keeps other writers out of it (EXEC-016).
         owner = None if self.prefixer.enabled else f"{label} {stream.value}"
@@ -229,6 +246,9 @@ class BufferedOutput(RunObserver):
 
     def task_finished(self, result):
         show = not self.errors_only or result.state is TaskState.FAILED
+        if show and result.state is TaskState.CACHED and any(
+                (result.label, stream) in self.spools for stream in Stream):
+            self.console.message(replaying(result.label))
         for stream in (Stream.STDOUT, Stream.STDERR):
             spool = self.spools.pop((result.label, stream), None)
             if spool is None:
@@ -261,7 +281,8 @@ def _describe_end(result: TaskResult) -> str:
     if cause is Cause.SIGNAL:
         return f"killed by {result.signal}"
     if cause is Cause.TIMEOUT:
-        return f"timed out after {result.duration_s:.1f}s"
+        # The limit the user set, not the time its stop took (its grace).
+        return f"timed out after {result.detail or f'{result.duration_s:.1f}s'}"
     if cause is Cause.SPAWN_ERROR:
         return f"could not start: {result.detail}"
     if cause in (Cause.UPSTREAM_FAILED, Cause.UPSTREAM_CANCELLED):
@@ -293,6 +314,9 @@ class StatusLines(RunObserver):
             self.console.message(f"hazrun: {result.label} failed: {_describe_end(result)}")
         elif result.state is TaskState.CANCELLED:
             self.console.message(f"hazrun: {result.label} cancelled: {_describe_end(result)}")
+
+    def task_missed(self, label, reasons):
+        self.console.message(f"hazrun: {label} runs: " + "; ".join(reasons))
 
     def task_skipped(self, result):
         if result.cause is Cause.NOT_STARTED:

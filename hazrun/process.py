@@ -78,6 +78,7 @@ LINGER_S = 2.0
 MIN_LINGER_S = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 
 
 class Stream(str, enum.Enum):
@@ -121,20 +122,36 @@ class SpawnError(Exception):
     """The program could not be started (EXEC-009 ``spawn_error``)."""
 
 
+def _prctl(option: int, value: int) -> bool:
+    """prctl(2) on Linux; False where there is none or it fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes  # here: only a run that spawns a task needs it
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def become_subreaper() -> bool:
     """EXEC-014: make this process adopt orphaned descendants (Linux only).
 
     Done only when the command line asks (a ProcessSet's ``subreaper``),
     not by the library of its own accord: it changes the process.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes  # here: only a run that spawns a task needs it
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def hide_environment() -> bool:
+    """REMOTE-001: keep this process's environment (the remote cache's token
+    and signing key) from its tasks, which run as the same user: they get
+    an environment without them, but /proc/PPID/environ (and ``ps e``)
+    showed the parent's.  A process that is not dumpable has those files
+    readable by root only; it also leaves no core dump and cannot be traced
+    by its user.  Exec resets it, so tasks are as usual.  Linux only; the
+    command line asks for it when such a secret is set."""
+    return _prctl(PR_SET_DUMPABLE, 0)
 
 
 # The watchdog: a small process that outlives hazrun only to end its tasks.

@@ -104,10 +104,11 @@ class CancelToken:
             self.signal = signum
         now = time.monotonic()
         last, when = self._last
-        if signum is not None:
-            self._last = (signum, now)
         if signum is not None and signum == last and now - when < SAME_SIGNAL_S:
             return  # its echo: said already, and the loop was woken for it
+        # Measured from the last signal that counted, not from any echo, so
+        # that a stream of them cannot hold off the second request for ever.
+        self._last = (signum, now)
         self.count += 1
         for fd in list(self._wake_fds):
             try:
@@ -137,6 +138,7 @@ class RunOptions:
     # EXEC-016: a line past 64 KiB reaches the observers in newline-ended
     # pieces (each gets its prefix); False (--no-prefix): unchanged bytes.
     cut_lines: bool = True
+    explain: bool = False                    # say why each lookup missed (-v)
 
 
 class _Interleaving:
@@ -203,6 +205,7 @@ class _Task:
     token: Any = None           # JOBS-001: IMPLICIT or the byte it holds
     behind: Tuple["_Task", ...] = ()   # MUTEX-005: exclusive waiters queued first
     result: Optional[TaskResult] = None
+    why: Optional[List[str]] = None     # a miss's reasons (RunOptions.explain)
 
     def __lt__(self, other: "_Task") -> bool:
         return self.index < other.index
@@ -540,8 +543,19 @@ class Scheduler:
         trip through the pool per cached task), unless the run is stopping.
         ``quick``: see _quick_lookup; raises WouldBlock."""
         key = self.cache.compute_key(t.label, preds, quick=quick)
-        self.cache.record(t.label, key)  # for explain (CLI-002 -v)
         manifest = self.cache.lookup(key, quick=quick) if lookup else None
+        if manifest is None:
+            # It runs: its key must see the files made since the listing (a
+            # hit is what the workspace held when the run started).
+            again = self.cache.compute_key(t.label, preds, quick=quick, refresh=True)
+            if again.key != key.key and lookup:
+                manifest = self.cache.lookup(again, quick=quick)
+            key = again
+        if manifest is None and lookup and self.options.explain:
+            if quick:
+                raise self._would_block(t.label)  # the last record is read from disk
+            t.why = self.cache.explain(t.label, key)
+        self.cache.record(t.label, key)  # for explain (CLI-002 -v)
         restored: Any = None
         # Read from the pool thread: at worst a restore starts just before
         # the loop sees a cancellation, as one already in flight would.
@@ -588,6 +602,9 @@ class Scheduler:
             self._submit(self.cache.restore, t.label, manifest,
                          done=lambda f: self._restored(t, f))
             return
+        if t.why:
+            self.observer.task_missed(t.label, t.why)
+            t.why = None
         self._acquire_then_spawn(t)
 
     def _restored(self, t: _Task, future: "Future | _Attempt") -> None:
@@ -740,7 +757,8 @@ class Scheduler:
             # came, and a second signal's SIGKILL only ends that sooner.
             result = TaskResult(t.label, TaskState.FAILED, Cause.TIMEOUT,
                                 exit_code=status.exit_code, signal=sig,
-                                duration_s=duration, key=key)
+                                duration_s=duration, key=key,
+                                detail=f"{t.task.timeout:g}s")
         elif t.stopped or (self.token.cancelled and status.stopped):
             # The run is being cancelled: a task the signal reached before
             # the run stopped it (hazrun under hazrun, or make's Ctrl-C to
@@ -799,16 +817,20 @@ class Scheduler:
             return paths, None, None, None
         materialised = self.cache.collect_outputs(t.label)
         warning, staged = None, None
-        if t.logs and t.key is not None and self._inputs_changed(t):
+        changed = self._inputs_changed(t) if t.logs and t.key is not None else None
+        if changed:
             # CACHE-001/005: stored, it would be found by a key that does
             # not describe what the command read (an editor saving during
             # the build, then undone: the next run replayed the edit).
-            warning = (f"{t.label}: not stored in the cache (its inputs changed while "
-                       "it ran; the next run runs it again)")
-        elif t.logs and t.key is not None and t.task.outputs and not materialised.outputs:
-            # Its declared outputs match no file (_completed warns): an entry
-            # that restores nothing would replace one that did, and every
-            # later hit would leave the outputs missing without a word.
+            warning = (f"{t.label}: not stored in the cache ({changed} while it ran; "
+                       "the next run runs it again)")
+        elif (t.logs and t.key is not None and t.task.outputs and not materialised.outputs
+              and self.cache.holds_entry(t.key)):
+            # Its declared outputs match no file (_completed warns) and an
+            # entry is stored under its key: one that restores nothing would
+            # replace it, and every later hit would leave the outputs missing
+            # without a word.  With none stored, it is stored (a lint task
+            # that writes its reports only when it fails).
             pass
         elif t.logs and t.key is not None:
             # What a hit saves (CLI-001): the command's own run time, not
@@ -826,17 +848,20 @@ class Scheduler:
         return (materialised.root_paths(t.rel_dir), materialised.stream_hash, warning,
                 staged)
 
-    def _inputs_changed(self, t: _Task) -> bool:
-        """Pool: whether ``t``'s key, taken again now that its command is
-        done, differs from the one it was looked up by, or any input was
-        written meanwhile (an edit undone before the end hashes as before,
-        but the command may have read the edit).  The stat cache makes this
-        a stat per input; only a file that changed is read again."""
+    def _inputs_changed(self, t: _Task) -> Optional[str]:
+        """Pool: what changed, if ``t``'s key taken again now that its
+        command is done differs from the one it was looked up by, or an input
+        was written meanwhile (an edit undone before the end hashes as
+        before, but the command may have read the edit); None if nothing.
+        The stat cache makes this a stat per input; only a file that changed
+        is read again."""
         try:
-            again = self.cache.compute_key(t.label, self._pred_streams(t))
-        except Exception:  # an input gone unreadable meanwhile
-            return True
-        return again.key != t.key.key or again.stamp != t.key.stamp
+            again = self.cache.compute_key(t.label, self._pred_streams(t), refresh=True)
+        except Exception as e:  # an input gone unreadable meanwhile
+            return f"an input could not be read again ({_why(e)})"
+        if again.key == t.key.key and again.stamp == t.key.stamp:
+            return None
+        return _first_change(_input_states(t.key), _input_states(again))
 
     def _handed_on(self, t: _Task, own: Optional[str]) -> Optional[str]:
         """What ``t`` hands its successors' keys: cache.model.passed_on."""
@@ -865,7 +890,7 @@ class Scheduler:
             t.stream_hash = self._handed_on(t, stream_hash)
             self._check_outputs(t, paths)
             if t.task.outputs and not paths and t.task.cmd is not None:
-                stored = " (not stored in the cache)" if storing else ""
+                stored = " (not stored in the cache)" if storing and staged is None else ""
                 self._warn(f"{t.label}: exited 0 but its outputs match no file{stored}: "
                            + ", ".join(t.task.outputs))
             if staged is not None:
@@ -1295,6 +1320,31 @@ class _Attempt:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def _input_states(key: Any) -> Dict[str, Any]:
+    """Each input's path -> its key row and stat stamp (KeyInfo)."""
+    states: Dict[str, Any] = {}
+    for part in ("workspace_inputs", "inputs"):
+        for row in key.components.get(part, ()):
+            states[row[0]] = [tuple(row)]
+    for rel, stamp in key.stamp:
+        states.setdefault(rel, []).append(stamp)
+    return states
+
+
+def _first_change(before: Dict[str, Any], after: Dict[str, Any]) -> str:
+    """Which input changed between two _input_states, in words, and how
+    many more did."""
+    changed = sorted(p for p in before.keys() | after.keys()
+                     if before.get(p) != after.get(p))
+    if not changed:
+        return "its inputs changed"
+    first = changed[0]
+    what = ("appeared" if first not in before else
+            "was deleted" if first not in after else "changed")
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return f"its input {first} {what}{more}"
 
 
 def _why(e: BaseException) -> str:

@@ -70,8 +70,12 @@ def load_workspace(path: Union[str, "os.PathLike[str]", None] = None) -> Workspa
         ws = snapshot.workspace(located.root, key)
         if ws is not None:
             return _with_warnings(ws, located.warnings)
-    config: LoadedConfig = read_located(located)
-    graph = build_graph(config)
+    try:
+        config: LoadedConfig = read_located(located)
+        graph = build_graph(config)
+    except _errors.ConfigError as e:
+        e.warnings = located.warnings
+        raise
     ws = Workspace(config.root, config.settings, config.projects, graph)
     if key is not None and settled:
         _write_snapshot(located.root, _header(located, key), key, ws)

@@ -250,3 +250,25 @@ def test_cli_002_runs_saving_at_once_keep_each_others_records(tmp_path):
     keys = {f"t{i}": (fresh.load(f"t{i}") or {}).get("key") for i in range(100)}
     assert keys["t0"] == "late"
     assert all(keys[f"t{i}"] == f"k{i % 8}" for i in range(1, 100))
+
+
+def test_cli_002_a_verbose_run_says_why_each_task_runs(make_ws):
+    """`hazrun -v run`: the reasons --dry-run -v gives before a run, said by
+    the run itself as each task misses, so a rebuild in CI can be explained
+    after the fact; hits say nothing."""
+    from conftest import run_hazrun
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\ncmd = "cat in.txt > out.txt"\n'
+                              'inputs = ["in.txt"]\noutputs = ["out.txt"]\n'
+                              '[tasks.u]\ncmd = "true"\ndeps = ["t"]\ninputs = []\n',
+                  "in.txt": "1\n"})
+    first = run_hazrun(ws, "-v", "run", "u")
+    assert "hazrun: root:t runs: no previous run" in first.stderr, first.stderr
+    (ws / "in.txt").write_text("2\n")
+    second = run_hazrun(ws, "-v", "run", "u")
+    assert "hazrun: root:t runs: input file modified: in.txt" in second.stderr, second.stderr
+    assert "hazrun: root:u runs: predecessor root:t produced different outputs" \
+        in second.stderr, second.stderr
+    third = run_hazrun(ws, "-v", "run", "u")
+    assert "2 cached" in third.stderr and " runs: " not in third.stderr, third.stderr
+    quiet = run_hazrun(ws, "run", "u", "--force")
+    assert " runs: " not in quiet.stderr

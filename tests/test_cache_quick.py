@@ -30,14 +30,18 @@ def _workspace(make_ws) -> Path:
 
 
 class Recording(Cache):
-    """Notes each key computation: (label, quick, on the main thread, how it ended)."""
+    """Notes each key computation for a lookup: (label, quick, on the main
+    thread, how it ended); not the second one a task that runs gets (with
+    ``refresh``)."""
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.calls = []
         self._calls_lock = threading.Lock()
 
-    def compute_key(self, label, pred_streams, quick=False):
+    def compute_key(self, label, pred_streams, quick=False, refresh=False):
+        if refresh:
+            return super().compute_key(label, pred_streams, quick, refresh)
         main = threading.current_thread() is threading.main_thread()
         try:
             key = super().compute_key(label, pred_streams, quick)

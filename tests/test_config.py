@@ -951,3 +951,33 @@ def test_cfg_005_outputs_that_match_the_projects_haz_toml_are_refused(make_ws, o
 def test_cfg_005_a_task_name_that_is_no_bare_key_is_quoted_in_messages(make_ws):
     root = one_project(make_ws, '[tasks."docs.html"]\ncmd = 1\n')
     assert '[tasks."docs.html"] key \'cmd\'' in config_error(root)
+
+
+def test_cfg_005_load_warnings_come_with_its_errors(make_ws, hazrun_env):
+    """A members typo ('lib/*') is a warning, and the error it causes (an
+    unknown project) was all the user saw: the warning says why."""
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["lib/*", "docs"]\n',
+                    "libs/cfoo/haz.toml": '[tasks.build]\ncmd = "true"\n',
+                    "docs/haz.toml": '[tasks.build]\ncmd = "true"\nafter = ["cfoo:build"]\n'})
+    proc = run_hazrun(["-C", str(root), "list"], hazrun_env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == ("hazrun: warning: haz.toml: [workspace] key 'members': 'lib/*' "
+                        "matches no directory with a haz.toml"), lines
+    assert "unknown project 'cfoo'" in lines[1], lines
+
+
+def test_cfg_002_a_project_that_is_no_member_is_told_when_run_from_inside(make_ws, hazrun_env):
+    """Run from inside a directory whose haz.toml no members pattern
+    matches: its tasks are not the workspace's, and hazrun says so rather
+    than running the rest of the workspace without a word."""
+    root = make_ws({"haz.toml": '[workspace]\nmembers = ["libs/*"]\n',
+                    "libs/a/haz.toml": '[tasks.build]\ncmd = "true"\n',
+                    "apps/cli/haz.toml": '[tasks.build]\ncmd = "true"\n',
+                    "apps/cli/src/main.c": ""})
+    inside = run_hazrun(["list"], hazrun_env, cwd=root / "apps/cli/src")
+    assert inside.returncode == 0, inside.stderr
+    assert ("apps/cli/haz.toml is not a member of the workspace: no pattern of "
+            "[workspace] members in haz.toml matches apps/cli") in inside.stderr
+    member = run_hazrun(["list"], hazrun_env, cwd=root / "libs/a")
+    assert member.returncode == 0 and "not a member" not in member.stderr, member.stderr

@@ -228,3 +228,22 @@ def test_exec_016_a_prefix_ends_a_piece_given_without_its_newline():
     prefixer = Prefixer(Console(io.BytesIO(), io.BytesIO()))
     assert prefixer.format("a:b", Stream.STDOUT, b"x\ny") == b"[a:b] x\n[a:b] y\n"
     assert prefixer.format("a:b", Stream.STDOUT, b"x\n") == b"[a:b] x\n"
+
+
+@pytest.mark.parametrize("mode", ["live", "buffered"])
+def test_exec_017_a_replay_is_announced_as_one(make_ws, mode):
+    """A hit's replayed lines read as its original run's; a line before them
+    says they are a replay (a hit with no output says nothing)."""
+    from conftest import run_hazrun
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\ncmd = "echo hello; echo warn >&2"\n'
+                              '[tasks.q]\ncmd = "true"\n'})
+    fresh = run_hazrun(ws, "run", "t", "q", "--output", mode)
+    assert fresh.returncode == 0 and "replaying" not in fresh.stderr, fresh.stderr
+    hit = run_hazrun(ws, "run", "t", "q", "--output", mode)
+    assert "2 cached" in hit.stderr, hit.stderr
+    assert hit.stdout == "[root:t] hello\n"
+    lines = hit.stderr.splitlines()
+    assert lines[:2] == ["hazrun: root:t cached: replaying its output", "[root:t] warn"], lines
+    assert "root:q" not in hit.stderr
+    quiet = run_hazrun(ws, "run", "t", "--output", "errors-only")
+    assert "replaying" not in quiet.stderr and quiet.stdout == ""

@@ -578,3 +578,96 @@ def test_remote_005_a_redirect_from_https_to_http_is_not_followed(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "GET bad answer (a redirect from https to plain http, not followed)" in proc.stderr
     assert plain.requests == []
+
+
+def test_remote_006_cancel_ends_a_connect_the_server_never_answers():
+    """A server that drops the SYNs (a firewall, a VPN that is down): a
+    Ctrl-C must end the connect in progress, not wait out the timeout (the
+    socket is not yet the connection's while it connects)."""
+    from hazrun.cache.remote import make_backend, resolve_remote
+    from hazrun.cache.remote.transport import Abandoned
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # the accept queue full: later SYNs go unanswered
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    backend = make_backend(resolve_remote(None, {
+        "HAZ_REMOTE_CACHE_URL": f"http://127.0.0.1:{port}", "HAZ_REMOTE_CACHE_TIMEOUT": "600"}))
+    outcome: List[BaseException] = []
+
+    def fetch():
+        try:
+            backend.fetch("ef" * 32, io.BytesIO(), want_tag=False)
+        except BaseException as e:
+            outcome.append(e)
+    thread = threading.Thread(target=fetch, daemon=True)
+    try:
+        thread.start()
+        # Until the fetch is connecting (the client's sockets in progress).
+        deadline = time.monotonic() + 1
+        while (not getattr(backend.client, "_connecting", None)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        backend.abort()
+        thread.join(30)
+        assert not thread.is_alive(), "the connect was not ended by the cancel"
+        assert len(outcome) == 1 and isinstance(outcome[0], Abandoned), outcome
+    finally:
+        backend.close()
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def test_remote_001_a_run_holding_secrets_hides_its_environment(tmp_path):
+    """Tasks get no token, but they run as hazrun's user and could read it
+    from /proc/PPID/environ: hazrun holding one makes itself non-dumpable
+    (that file then readable by root only), and only then."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    probe = ("import ctypes, os, sys\n"
+             "sys.argv = ['hazrun', '-C', sys.argv[1], 'run', 't', '--no-cache']\n"
+             "import hazrun.scheduler as s\n"
+             "orig = s.run_graph\n"
+             "def spy(*a, **k):\n"
+             "    print('dumpable', ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))\n"
+             "    return orig(*a, **k)\n"
+             "s.run_graph = spy\n"
+             "import hazrun.cli\n"
+             "hazrun.cli.main(sys.argv[1:])\n")
+    ws = write_files(tmp_path / "ws", {"haz.toml": '[workspace]\n[tasks.t]\ncmd = "true"\n'})
+    for env_extra, expected in (({"HAZ_REMOTE_CACHE_TOKEN": "s3cret"}, "dumpable 0"),
+                                ({"HAZ_REMOTE_CACHE_URL": "http://u:pw@127.0.0.1:9/c"},
+                                 "dumpable 0"),
+                                ({}, "dumpable 1")):
+        env = dict(os.environ, PYTHONPATH=str(REPO), **env_extra)
+        for name in ("HAZ_REMOTE_CACHE_TOKEN", "HAZ_REMOTE_CACHE_URL"):
+            if name not in env_extra:
+                env.pop(name, None)
+        proc = subprocess.run([sys.executable, "-c", probe, str(ws)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert expected in proc.stdout, (env_extra, proc.stdout, proc.stderr)
+
+
+def test_remote_002_a_relative_redirect_is_taken_against_the_requests_url():
+    """RFC 9110: 'Location: moved' for /v8/artifacts/KEY is /v8/artifacts/moved;
+    it was taken against the server's root (/moved)."""
+    server = Scripted([
+        b"HTTP/1.1 302 Found\r\nLocation: moved\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+    ])
+    try:
+        backend = turbo_backend(server.port)
+        assert backend.fetch("ab" * 32, io.BytesIO(), want_tag=False) is None
+        backend.close()
+    finally:
+        server.stop()
+    assert server.requests[0].startswith(b"GET /v8/artifacts/" + b"ab" * 32)
+    assert server.requests[1] == b"GET /v8/artifacts/moved HTTP/1.1", server.requests

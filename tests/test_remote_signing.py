@@ -118,6 +118,30 @@ def test_remote_003_pack_refuses_a_blob_changed_in_the_local_cache(stored):
         pack(store, manifest, io.BytesIO())
 
 
+def test_remote_003_an_artifact_whose_gzip_check_fails_is_rejected(stored, tmp_path):
+    """The manifest (paths, modes, link targets) has no digest of its own:
+    gzip's CRC is what tells a bit changed in it.  Here the payload names
+    out/y for out/x, deflated again behind the original header and trailer
+    (a flipped bit, as found on a server, restored a file under another
+    name): refused, and nothing is stored."""
+    import gzip
+    import zlib
+    store, manifest = stored
+    art = io.BytesIO()
+    pack(store, manifest, art)
+    raw = art.getvalue()
+    payload = gzip.decompress(raw)
+    assert payload.count(b'"out/x"') == 1
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
+    body = deflate.compress(payload.replace(b'"out/x"', b'"out/y"')) + deflate.flush()
+    forged = io.BytesIO(raw[:10] + body + raw[-8:])  # the original CRC and length
+    other = Store(tmp_path / "other")
+    other.ensure()
+    with pytest.raises(Rejected, match="not a whole gzip'd tar"):
+        unpack(other, forged, manifest.key)
+    assert other.read_manifest(manifest.key) is None
+
+
 def test_remote_003_unpack_checks(stored, tmp_path):
     store, manifest = stored
     art = io.BytesIO()

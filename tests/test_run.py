@@ -88,9 +88,11 @@ def test_exec_004_lookups_share_a_lane_but_a_slow_one_gets_company(make_ws, tmp_
     keyed = set()
 
     class SlowKeyCache(Cache):
-        def compute_key(self, label, pred_streams, quick=False):
-            if quick:  # the loop's attempt: a cold input makes it WouldBlock
-                return super().compute_key(label, pred_streams, quick=quick)
+        def compute_key(self, label, pred_streams, quick=False, refresh=False):
+            if quick or refresh:
+                # The loop's attempt (a cold input makes it WouldBlock), or
+                # the key again of a task that runs: no lane's lookup.
+                return super().compute_key(label, pred_streams, quick, refresh)
             with lock:
                 again = label in keyed
                 keyed.add(label)
@@ -1005,6 +1007,28 @@ def test_cache_001_a_change_reaches_a_key_through_a_task_without_outputs(make_ws
     assert re.search(r"c:use +[0-9a-f]{64} +hit", dry.stdout), dry.stdout
 
 
+def until_exists(path) -> str:
+    """Shell: wait until ``path`` exists (the test's go-ahead)."""
+    return f"while [ ! -e {path} ]; do sleep 0.02; done"
+
+
+def run_meanwhile(ws, args, meanwhile):
+    """Run hazrun on ``ws`` while ``meanwhile()`` changes the workspace under
+    it; return its exit status and stderr."""
+    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), *args),
+                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        meanwhile()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 def test_cache_005_an_input_edited_while_its_task_runs_is_not_stored(make_ws, tmp_path):
     """The key is taken before the command starts: an input saved in the
     middle of the build (an editor) and then undone must not leave an entry
@@ -1012,24 +1036,17 @@ def test_cache_005_an_input_edited_while_its_task_runs_is_not_stored(make_ws, tm
     started = tmp_path / "started"
     go = tmp_path / "go"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
-                              f'cmd = "touch {started}; while [ ! -e {go} ]; do sleep 0.02; done; '
+                              f'cmd = "touch {started}; {until_exists(go)}; '
                               'cat in.txt > out.txt"\noutputs = ["out.txt"]\n',
                   "in.txt": "v1\n"})
-    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "t"),
-                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
+
+    def edit():
         wait_for(started.exists, what="the task to start")
         (ws / "in.txt").write_text("v2\n")
         go.touch()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert b"its inputs changed while it ran" in err
+    code, err = run_meanwhile(ws, ["run", "t"], edit)
+    assert code == 0, err
+    assert b"not stored in the cache (its input in.txt changed while it ran" in err
     (ws / "in.txt").write_text("v1\n")
     go.touch()
     second = run_hazrun(ws, "run", "t")
@@ -1043,31 +1060,23 @@ def test_cache_005_an_input_edited_and_undone_while_its_task_runs_is_not_stored(
     by the end: its stat signature tells that it was written meanwhile.
     Stored, the entry replayed the edit under the key of the original."""
     started, read, go_read, go_end = (tmp_path / n for n in ("started", "read", "go1", "go2"))
-    wait = "while [ ! -e {0} ]; do sleep 0.02; done"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
-                              f'cmd = "touch {started}; {wait.format(go_read)}; '
-                              f'cat in.txt > out.txt; touch {read}; {wait.format(go_end)}"\n'
+                              f'cmd = "touch {started}; {until_exists(go_read)}; '
+                              f'cat in.txt > out.txt; touch {read}; {until_exists(go_end)}"\n'
                               'outputs = ["out.txt"]\n',
                   "in.txt": "v1\n"})
-    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "t"),
-                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
+
+    def edit_and_undo():
         wait_for(started.exists, what="the task to start")
         (ws / "in.txt").write_text("v2\n")
         go_read.touch()
         wait_for(read.exists, what="the task to read its input")
         (ws / "in.txt").write_text("v1\n")
         go_end.touch()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, err = run_meanwhile(ws, ["run", "t"], edit_and_undo)
+    assert code == 0, err
     assert (ws / "out.txt").read_text() == "v2\n"
-    assert b"its inputs changed while it ran" in err
+    assert b"not stored in the cache (its input in.txt changed while it ran" in err
     (ws / "out.txt").unlink()
     second = run_hazrun(ws, "run", "t")
     assert "1 succeeded" in second.stderr, second.stderr
@@ -1082,27 +1091,21 @@ def test_cache_001_a_file_created_during_the_run_reaches_later_keys(make_ws, tmp
     'A NEW' under the key of 'A', and replayed it once new was deleted."""
     started, go = tmp_path / "started", tmp_path / "go"
     ws = make_ws({"haz.toml": '[workspace]\nmembers = ["a", "b"]\n',
-                  "a/haz.toml": f'[tasks.slow]\ncmd = "touch {started}; '
-                                f'while [ ! -e {go} ]; do sleep 0.02; done"\ninputs = []\n',
+                  "a/haz.toml": f'[tasks.slow]\ncmd = "touch {started}; {until_exists(go)}"\n'
+                                'inputs = []\n',
                   "b/haz.toml": '[tasks.build]\ndeps = ["a:slow"]\n'
                                 'cmd = "mkdir -p out && cat $(find src -type f | sort) > out/all"\n'
                                 'inputs = ["src/**"]\noutputs = ["out/**"]\n',
                   "b/src/a": "A\n"})
-    proc = subprocess.Popen(hazrun_cmd("-C", str(ws), "run", "build"),
-                            env=dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    try:
+
+    def create():
         wait_for(started.exists, what="a:slow to start")
         (ws / "b" / where).parent.mkdir(exist_ok=True)
         (ws / "b" / where).write_text("NEW\n")
         go.touch()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, err = run_meanwhile(ws, ["run", "build"], create)
+    assert code == 0, err
+    assert b"not stored" not in err  # new was in its key before it ran
     assert (ws / "b/out/all").read_text() == "A\nNEW\n"
     again = run_hazrun(ws, "run", "build")
     assert "2 cached" in again.stderr, again.stderr
@@ -1111,6 +1114,64 @@ def test_cache_001_a_file_created_during_the_run_reaches_later_keys(make_ws, tmp
     third = run_hazrun(ws, "run", "build")
     assert "1 succeeded, 1 cached" in third.stderr, third.stderr
     assert (ws / "b/out/all").read_text() == "A\n"
+
+
+def test_cache_005_a_task_that_writes_its_own_input_names_it(make_ws):
+    """A command writing a file its inputs select (a log, a stamp) is not
+    stored, and the warning names the file, so the user can declare it an
+    output or move it."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\ncmd = "date >> stamp.txt"\n'})
+    proc = run_hazrun(ws, "run", "t")
+    assert proc.returncode == 0, proc.stderr
+    assert ("root:t: not stored in the cache (its input stamp.txt appeared while it ran; "
+            "the next run runs it again)") in proc.stderr, proc.stderr
+    again = run_hazrun(ws, "run", "t")
+    assert "its input stamp.txt changed while it ran" in again.stderr, again.stderr
+
+
+def test_cache_005_a_chmod_or_a_hard_link_of_an_input_is_no_edit(make_ws):
+    """Only a write counts as an input changed while its task ran: a chmod
+    (to the mode it has) or a hard link changes the ctime and not the
+    file, and such a task is stored as before."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
+                              'cmd = "chmod +x gen.sh && ./gen.sh && ln -f gen.sh linked.sh"\n'
+                              'inputs = ["gen.sh"]\n',
+                  "gen.sh": "#!/bin/sh\necho gen\n"})
+    (ws / "gen.sh").chmod(0o755)
+    first = run_hazrun(ws, "run", "t")
+    assert first.returncode == 0 and "not stored" not in first.stderr, first.stderr
+    assert "1 cached" in run_hazrun(ws, "run", "t").stderr
+
+
+def test_cache_001_a_tree_git_ignores_is_not_walked_for_new_files(make_ws, tmp_path):
+    """Looking for files created since the listing reads a directory whose
+    mtime changed; a directory in it that the listing lacks because git
+    ignores it (node_modules) is asked about once and never walked: it
+    made every key of the project read 20,000 directories."""
+    from hazrun import RunObserver, RunOptions, load_workspace, run_graph
+    from hazrun.cache import Cache
+    files = {"haz.toml": '[workspace]\n[tasks.a]\ncmd = "echo x > tmp && mv tmp made.txt"\n'
+                         'outputs = ["made.txt"]\n'
+                         '[tasks.b]\ncmd = "true"\ndeps = ["a"]\n',
+             ".gitignore": "node_modules/\n.haz/\n",
+             "src/x.c": "int x;\n"}
+    for i in range(30):
+        files[f"node_modules/m{i}/index.js"] = "x\n"
+    ws = make_ws(files)
+    _git(ws, "init", "-q")
+    read = []
+
+    class Watching(Cache):
+        def _read_dir(self, d, *args, **kw):
+            read.append(d)
+            return super()._read_dir(d, *args, **kw)
+
+    workspace = load_workspace(ws)
+    cache = Watching(workspace, ws / ".haz" / "cache", os.environ)
+    outcome = run_graph(workspace, ["b"], RunObserver(), RunOptions(jobs=1), cache=cache)
+    assert {r.state.value for r in outcome.results.values()} == {"succeeded"}, outcome
+    assert "" in read, read  # the root, where made.txt appeared
+    assert not [d for d in read if d.startswith("node_modules")], read
 
 
 def test_cache_004_a_hit_removes_outputs_its_entry_lacks(make_ws, tmp_path):
@@ -1139,26 +1200,50 @@ def test_cache_004_a_hit_removes_outputs_its_entry_lacks(make_ws, tmp_path):
     assert (ws / "b/out/r").read_text() == "A\n"
 
 
-def test_cache_004_a_run_whose_outputs_match_nothing_stores_no_entry(make_ws, tmp_path):
-    """Declared outputs that match no file after a run (here: written
-    through a link out of the project) store no entry: it would replace
-    the good one, and later hits would restore nothing without a word."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    ws = make_ws({"haz.toml": '[workspace]\n[tasks.b]\n'
-                              'cmd = "mkdir -p out && echo x > out/f"\noutputs = ["out/**"]\n'})
+def test_cache_004_a_hit_keeps_what_its_last_run_did_not_leave(make_ws, tmp_path):
+    """Only outputs the label's last run left, unchanged, are removed: a
+    hand-written src/shim.js that the outputs globs match (an in-place
+    build) is the user's, and a cache directory under an outputs glob is
+    the cache (it was emptied by the first hit)."""
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.t]\n'
+                              'cmd = "for f in src/*.ts; do cp $f ${f%.ts}.js; done; '
+                              'mkdir -p build && cp src/a.ts build/a"\n'
+                              'inputs = ["src/**/*.ts"]\noutputs = ["src/**/*.js", "build/**"]\n',
+                  "src/a.ts": "v1\n"})
+    env = dict(os.environ, HAZ_CACHE_DIR="build/cache")
+    assert run_hazrun(ws, "run", "t", env=env).returncode == 0
+    (ws / "src/a.ts").write_text("v2\n")
+    assert run_hazrun(ws, "run", "t", env=env).returncode == 0
+    (ws / "src/a.ts").write_text("v1\n")
+    (ws / "src/shim.js").write_text("by hand\n")
+    hit = run_hazrun(ws, "run", "t", env=env)
+    assert "1 cached" in hit.stderr, hit.stderr
+    assert (ws / "src/shim.js").read_text() == "by hand\n"
+    assert (ws / "src/a.js").read_text() == "v1\n"
+    info = run_hazrun(ws, "cache", "info", env=env)
+    assert re.search(r"entries:\s+2\b", info.stdout), info.stdout
+
+
+def test_cache_004_a_run_whose_outputs_match_nothing_replaces_no_entry(make_ws):
+    """Declared outputs that match no file after a run (here the command
+    skips them, under --force) store no entry over the one under the same
+    key: it would replace the good one, and later hits would restore
+    nothing without a word.  Where none is stored (a lint task writing
+    reports only when it fails), it is stored, and hits."""
+    cmd = 'if [ -z \\"$SKIP\\" ]; then mkdir -p out && echo x > out/f; fi'
+    ws = make_ws({"haz.toml": f'[workspace]\n[tasks.b]\ncmd = "{cmd}"\noutputs = ["out/**"]\n'
+                              '[tasks.lint]\ncmd = "true"\noutputs = ["reports/*.xml"]\n'})
     assert run_hazrun(ws, "run", "b").returncode == 0
     (ws / "out/f").unlink()
-    (ws / "out").rmdir()
-    (ws / "out").symlink_to(outside)
-    linked = run_hazrun(ws, "run", "b")
-    assert linked.returncode == 0, linked.stderr
-    assert "outputs match no file (not stored in the cache)" in linked.stderr
-    (ws / "out").unlink()
+    skipped = run_hazrun(ws, "run", "b", "--force", env=dict(os.environ, SKIP="1"))
+    assert skipped.returncode == 0, skipped.stderr
+    assert "outputs match no file (not stored in the cache): out/**" in skipped.stderr
     again = run_hazrun(ws, "run", "b")
-    assert (ws / "out/f").read_text() == "x\n", again.stderr
-
-
+    assert "1 cached" in again.stderr, again.stderr
+    assert (ws / "out/f").read_text() == "x\n"
+    lint = run_hazrun(ws, "run", "lint")
+    assert "outputs match no file: reports/*.xml" in lint.stderr, lint.stderr
+    assert "1 cached" in run_hazrun(ws, "run", "lint").stderr
 def test_exec_016_a_full_disk_on_stdout_drops_output_but_not_the_run(make_ws, tmp_path):
     marker = tmp_path / "b-ran"
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "seq 1 1000"\n'

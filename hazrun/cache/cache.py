@@ -22,6 +22,7 @@ import os
 import stat as stat_module
 import threading
 import time
+from itertools import repeat
 from pathlib import Path
 from typing import (IO, TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
                     Set, Tuple, Union)
@@ -37,7 +38,7 @@ from . import restore as _restore
 from .hashing import FileState, StatCache, hash_bytes, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
-from .outputs import TooMany, find_outputs
+from .outputs import find_outputs
 from .store import (EMPTY_DIGEST, CorruptBlob, CorruptManifest, StagedBlob, Store, discard,
                     is_digest)
 
@@ -52,9 +53,9 @@ ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 # cannot tell whether a file was added in the same timestamp tick (Linux
 # file systems stamp with a clock that ticks every 1 to 10 ms).
 DIR_RACY_NS = 50_000_000
-# How many directory entries a quick restore (on the loop thread) may look
-# at for outputs a hit must remove; a larger output tree goes to the pool.
-QUICK_OUTPUT_ENTRIES = 64
+# A directory made during the run that git ignores (node_modules): known, so
+# never walked nor stat'ed.
+IGNORED_DIR = (-2, -2)
 
 Log = Union[bytes, bytearray, memoryview, IO[bytes]]
 
@@ -79,6 +80,18 @@ def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None
     if env:
         return Path(os.path.abspath(os.path.join(root, env)))
     return Path(root) / HAZ_DIR / "cache"
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _covers(outputs: GlobSet, d: str) -> bool:
+    """Whether every file under directory ``d`` is among ``outputs`` (its
+    'dist/**'): a task's own outputs are never its inputs."""
+    return any(g.whole and (d + "/").startswith(g.prefix) for g in outputs.includes) \
+        and not any((g.prefix.startswith(d + "/") or (d + "/").startswith(g.prefix))
+                    for g in outputs.excludes)
 
 
 def _may_hold(d: str, globs: Optional[GlobSet], rel_dir: str,
@@ -158,9 +171,11 @@ class Cache:
         # dir -> (its mtime when last looked at, -1: not yet; when last read)
         self._dir_seen: Dict[str, Tuple[int, int]] = {}
         self._dirs_version = 0  # counts the directories found since
+        self._refresh_lock = threading.Lock()
         self._task_dirs_of: Dict[str, Tuple[int, List[str]]] = {}
         self._listed_at = 0
         self._warnings: List[str] = []
+        self._once: List[str] = []  # see _warn
         self._told_empty: Set[str] = set()  # labels whose empty inputs were told
         self._told_pending: List[str] = []   # ... in warnings not yet taken
         # Directories the listing could not read, with why (CFG-006).
@@ -186,14 +201,17 @@ class Cache:
 
     # -- warnings ---------------------------------------------------------
 
-    def _warn(self, message: str) -> None:
+    def _warn(self, message: str, once: bool = False) -> None:
+        """``once``: of something done once a run (the listing), which an
+        attempt made again does not find again: kept by discard_warnings."""
         with self._lock:
-            self._warnings.append(message)
+            (self._once if once else self._warnings).append(message)
 
     def take_warnings(self) -> List[str]:
         """Drain the warnings gathered so far (one line each)."""
         with self._lock:
-            out, self._warnings = self._warnings, []
+            out, self._warnings = self._once + self._warnings, []
+            self._once = []
             self._told_pending = []
         return out
 
@@ -238,7 +256,8 @@ class Cache:
                         # around the workspace (a home directory's dotfiles,
                         # '*' in its .gitignore) ignores its files, so none
                         # is an input and every edit still hits.
-                        self._warn("git ignores this workspace's haz.toml, so no file "
+                        self._warn(once=True, message="git ignores this workspace's "
+                                   "haz.toml, so no file "
                                    "it ignores is an input and edits to them do not "
                                    "make tasks run again; check the .gitignore of the "
                                    "repository around the workspace (git check-ignore "
@@ -287,22 +306,23 @@ class Cache:
         return sorted(chosen + [p for p in extra if p not in listed])
 
     def _refresh(self, label: str, globs: Sequence[Optional[GlobSet]], rel_dir: str,
-                 quick: bool) -> None:
+                 own_outputs: GlobSet, quick: bool = False) -> None:
         """CACHE-001: add to the listing the files created since it was
         taken in the directories ``globs`` (None: the whole project) select
-        from, so that a key taken now sees them.  The listing is taken once
-        per run; without this, a file saved while an upstream task ran was
-        no input of the key, and the output the command made of it was
-        stored under a key that says it is not there.
+        from, for the key of a task about to run or just run (compute_key's
+        ``refresh``).  The listing is taken once per run; without this, a
+        file saved while an upstream task ran was no input of the key, and
+        the output the command made of it was stored under a key that says
+        it is not there.  (A hit needs none: it is what the workspace held
+        when the run started.)
 
         One stat per directory; a directory is read again only if its mtime
         changed since it was last read (or was too close to that read to
-        tell, DIR_RACY_NS).  Not seen: files in a directory that held no
-        listed file when the run started.  ``quick``: raise WouldBlock
-        rather than ask git about a directory made since."""
+        tell, DIR_RACY_NS).  A directory made since is walked unless git
+        ignores it or it holds the task's own outputs.  Not seen: files in a
+        directory that held no listed file when the run started."""
         root_slash = self._root_slash
-        new_files: List[str] = []
-        new_dirs: List[str] = []
+        stale = []
         for d in self._task_dirs(label, globs, rel_dir):
             try:
                 mtime = os.stat(root_slash + d if d else root_slash).st_mtime_ns
@@ -315,53 +335,62 @@ class Cache:
                 if seen == -1 and mtime < read_at - DIR_RACY_NS:
                     self._dir_seen[d] = (mtime, read_at)  # as the listing saw it
                     continue
-            self._read_dir(d, mtime, new_files, new_dirs)
-        while new_dirs:
-            # Whole directories made since the listing (most often a task's
-            # dist/, whose files were noted as it ended).  What git ignores
-            # in them is dropped file by file, by _candidates, and only for
-            # the files some task selects.
-            if quick:
-                raise WouldBlock(new_dirs[0])
-            found, new_dirs = new_dirs, []
-            for d in found:
-                with self._lock:
-                    if d in self._dir_seen:
-                        continue  # another thread's
-                    self._dir_seen[d] = (-1, 0)
-                    bisect.insort(self._dirs, d)
-                    self._dirs_version += 1
-                self._read_dir(d, None, new_files, new_dirs)
-        if new_files:
-            self._note_produced(self._not_the_cache(sorted(new_files)))
+            stale.append(d)
+        if not stale:
+            return
+        if quick:
+            raise WouldBlock(stale[0])
+        # One refresh at a time: a directory is marked read only once what it
+        # holds is noted, so a key taken meanwhile waits rather than missing it.
+        with self._refresh_lock:
+            new_files: List[str] = []
+            read: Dict[str, Tuple[int, int]] = {}
+            new_dirs: List[str] = []
+            for d in stale:
+                self._read_dir(d, None, new_files, new_dirs, read)
+            while new_dirs:
+                found = [d for d in new_dirs if not _covers(own_outputs, d)]
+                new_dirs = []
+                ignored = _files.git_ignored(self.root, [f"{d}/" for d in found]) \
+                    if found else frozenset()
+                for d in found:
+                    if f"{d}/" in ignored:
+                        read[d] = IGNORED_DIR  # never walked, never stat'ed
+                    else:
+                        self._read_dir(d, None, new_files, new_dirs, read)
+            if new_files:
+                self._note_produced(self._not_the_cache(sorted(new_files)))
+            with self._lock:
+                for d, state in read.items():
+                    if d not in self._dir_seen and state is not IGNORED_DIR:
+                        bisect.insort(self._dirs, d)
+                        self._dirs_version += 1
+                    self._dir_seen[d] = state
 
     def _read_dir(self, d: str, mtime: Optional[int], new_files: List[str],
-                  new_dirs: List[str]) -> None:
-        """Read ``d`` (whose mtime was ``mtime`` just before): note when,
-        and what it holds that the listing, the files produced since and
-        the known directories lack."""
+                  new_dirs: List[str], read: Dict[str, Tuple[int, int]]) -> None:
+        """Read ``d``: what it holds that the listing, the files produced
+        since and the known directories lack, and (in ``read``) its mtime
+        before the read and when that was."""
         started = time.time_ns()
-        if mtime is None:
-            try:
-                mtime = os.stat(self._root_slash + d).st_mtime_ns
-            except OSError:
-                return
-        prefix = d + "/" if d else ""
         try:
+            mtime = os.stat(self._root_slash + d if d else self._root_slash).st_mtime_ns
             with os.scandir(self._root_slash + d if d else self._root_slash) as it:
                 entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
         except OSError:
             return
+        read[d] = (mtime, started)
+        prefix = d + "/" if d else ""
         own = self._own_prefix  # a cache directory inside the workspace
         with self._lock:
-            self._dir_seen[d] = (mtime, started)
             known, produced, dirs = self._listing_set, self._produced, self._dir_seen
             for name, is_dir in entries:
                 if name in NEVER or is_leftover(name):
                     continue
                 rel = prefix + name
                 if is_dir:
-                    if rel not in dirs and not (own and (rel + "/").startswith(own)):
+                    if rel not in dirs and rel not in read \
+                            and not (own and (rel + "/").startswith(own)):
                         new_dirs.append(rel)
                 elif rel not in known and rel not in produced:
                     new_files.append(rel)
@@ -456,9 +485,9 @@ class Cache:
             return []
         rows = []
         predicted = self._predicted
-        sigs: List[Optional[Sig]] = []
+        sigs: Optional[List[Optional[Sig]]] = [] if seen is not None else None
         known = self.stat_cache.known_rows(paths, self._root_slash, sigs)
-        for rel, row, sig in zip(paths, known, sigs):
+        for rel, row, sig in zip(paths, known, sigs if sigs is not None else repeat(None)):
             if predicted and rel in predicted:
                 row = predicted[rel]
                 link = self._predicted_links.get(rel)
@@ -473,7 +502,10 @@ class Cache:
                 if state.symlink is not None:
                     row = self._link_row(label, kind, rel, row, quick, seen=seen)
             if seen is not None:
-                seen.append((rel, sig))
+                # Size and mtime: what a write changes.  Not the inode nor
+                # the ctime, which a chmod, a hard link or a rename also
+                # change: a task doing that to an input would never be stored.
+                seen.append((rel, sig[:2] if sig is not None else None))
             rows.append(row)
         return rows
 
@@ -511,17 +543,20 @@ class Cache:
         if found is None or found.symlink is not None:
             return row
         if seen is not None:
-            seen.append((key, found.sig))
+            seen.append((key, found.sig[:2]))
         return [rel, row[1], _key.link_digest(row[2], found.digest)]
 
     # -- CACHE-001 ------------------------------------------------------------
 
     def compute_key(self, label: str, pred_streams: Mapping[str, str],
-                    quick: bool = False) -> KeyInfo:
+                    quick: bool = False, refresh: bool = False) -> KeyInfo:
         """The key of ``label``; ``pred_streams`` maps each hard predecessor's
         label to its stream hash.  Raises InputError if an input cannot be
         hashed.  ``quick``: raise WouldBlock if an input's digest is not known
-        from the stat cache (or git must say whether a file is ignored)."""
+        from the stat cache (or git must say whether a file is ignored).
+        ``refresh``: first look for files created since the listing (see
+        _refresh), for a task that runs; with ``quick``, WouldBlock if a
+        directory must be read for that."""
         ws = self.workspace
         project = ws.project_of(label)
         expected = ws.graph.hard_preds[label]
@@ -532,15 +567,18 @@ class Cache:
         static, input_globs, output_globs = self._task_parts(label)
         self._files()
         ws_globs = GlobSet.compile(ws.settings.inputs) if ws.settings.inputs else None
-        self._refresh(label, [input_globs] + ([ws_globs] if ws_globs is not None else []),
-                      project.rel_dir, quick)
+        if refresh:
+            self._refresh(label, [input_globs] + ([ws_globs] if ws_globs is not None else []),
+                          project.rel_dir, output_globs, quick)
         inputs = self._candidates(self._select(
             lambda files: _files.select_with(files, input_globs, output_globs,
                                              project.rel_dir)), quick)
         ws_inputs: List[str] = []
         if ws_globs is not None:
             ws_inputs = self._candidates(self._select(ws_globs.select), quick)
-        seen: List[Any] = []
+        # The inputs' stamps, for a task that runs (compared once it ended);
+        # a hit needs none, and 10,000 inputs make it 4 ms.
+        seen: Optional[List[Any]] = [] if refresh else None
         key, parts = static.key(self._rows(label, "workspace input", ws_inputs, quick, seen),
                                 self._rows(label, "input", inputs, quick, seen), pred_streams)
         # Once the key is made: a quick attempt given up half way (an input
@@ -554,7 +592,7 @@ class Cache:
             self._tell_unreadable(label, input_globs, project.rel_dir, output_globs)
             if ws_globs is not None:
                 self._tell_unreadable(label, ws_globs, "", None)
-        return KeyInfo(label, key, parts, tuple(seen))
+        return KeyInfo(label, key, parts, tuple(seen or ()))
 
     def _tell_unreadable(self, label: str, globs: Optional[GlobSet], rel_dir: str,
                          outputs: Optional[GlobSet]) -> None:
@@ -765,33 +803,75 @@ class Cache:
 
     def _remove_stale_outputs(self, label: str, manifest: Manifest, globs: GlobSet,
                               quick: bool) -> None:
-        """CACHE-004: after a hit, the task's outputs are the manifest's and
-        nothing else.  A file its output globs match that the entry lacks
-        (gen/b, written by a run whose inputs had a b, while this entry's
-        had none) is removed: the stream hash handed to the successors
-        describes the manifest, and a successor reading gen/* would store
-        what it made of gen/b under a key that says there is none.
+        """CACHE-004: after a hit, the outputs the label's last run left that
+        this entry lacks are removed, as they are on disk (gen/b, from a run
+        whose inputs had a b, while this entry's had none): the stream hash
+        handed to the successors describes this entry, and a successor
+        reading gen/* stored what it made of gen/b under a key that says
+        there is none.  Only files that run left, unchanged since: a file
+        the user wrote there (even one the globs match) is kept.
 
-        Skipped when the last run of ``label`` had this key: its outputs
-        are on disk as this entry made them, and a run where nothing changed
-        walks no output tree.  ``quick``: raise WouldBlock rather than walk
-        a large one on the loop thread."""
-        if self._explain_store.recorded_key(label) == manifest.key:
+        Nothing to do when the last run had this key (a run where nothing
+        changed), nor when its entry is gone.  ``quick``: raise WouldBlock
+        rather than read a file to tell whether it changed."""
+        last = self._explain_store.recorded_key(label)
+        if last is None or last == manifest.key:
+            return
+        try:
+            previous = self._store.read_manifest(last)
+        except (CorruptManifest, OSError):
+            return
+        if previous is None or previous.label != label:
             return
         rel_dir = self.workspace.project_of(label).rel_dir
-        prefix = rel_dir + "/" if rel_dir else ""
         try:
-            found = find_outputs(str(self.root), globs, rel_dir,
-                                 QUICK_OUTPUT_ENTRIES if quick else None)
-        except TooMany:
-            raise WouldBlock(label) from None
-        kept = {prefix + e.path for e in manifest.outputs}
-        for rel in found:
-            if rel not in kept:
+            _restore.check_manifest_paths(previous.outputs, globs, rel_dir)
+        except _restore.Rejected:
+            return
+        prefix = rel_dir + "/" if rel_dir else ""
+        project_real = os.path.realpath(self._root_slash + rel_dir) if rel_dir \
+            else self.root_real
+        kept = {e.path for e in manifest.outputs}
+        for e in previous.outputs:
+            rel = prefix + e.path
+            if e.path in kept or not self._not_the_cache([rel]):
+                continue
+            path = self._root_slash + rel
+            if not _inside(os.path.realpath(os.path.dirname(path)), project_real):
+                continue  # a link on the way: not what that run wrote
+            if self._as_left(rel, path, e, quick):
                 try:
-                    os.unlink(self._root_slash + rel)
+                    os.unlink(path)
                 except FileNotFoundError:
                     pass
+
+    def _as_left(self, rel: str, path: str, e: OutputEntry, quick: bool) -> bool:
+        """Whether ``path`` still is the output ``e`` describes."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if e.symlink is not None:
+            try:
+                return stat_module.S_ISLNK(st.st_mode) and os.readlink(path) == e.symlink
+            except OSError:
+                return False
+        if not stat_module.S_ISREG(st.st_mode) or st.st_size != e.size:
+            return False
+        digest = self.stat_cache.known(rel, st)
+        if digest is None:
+            if quick:
+                raise WouldBlock(rel)
+            try:
+                state = self.stat_cache.probe(rel, path)
+            except InputError:
+                return False
+            digest = state.digest if state is not None and state.symlink is None else None
+        return digest == e.digest
+
+    def holds_entry(self, key: KeyInfo) -> bool:
+        """Whether the local cache has an entry under ``key`` (pool)."""
+        return os.path.lexists(self._store.entry_path(key.key))
 
     # -- after a fresh success (CACHE-002/003/005) -------------------------------
 

@@ -24,7 +24,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from typing import IO, Dict, List, Optional, Set, Tuple, Union
+from typing import IO, Any, Dict, List, Optional, Set, Tuple, Union
 
 from ... import __version__
 from .settings import RemoteSettings
@@ -210,6 +210,7 @@ class HttpClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: Set[http.client.HTTPConnection] = set()
+        self._connecting: Set[socket.socket] = set()  # see _connect
         self._aborted = False
 
     # -- connections ------------------------------------------------------
@@ -217,11 +218,45 @@ class HttpClient:
         cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
         conn = cls(host, port, timeout=self.timeout, blocksize=PIECE)
         conn.response_class = _FastResponse
+        conn._create_connection = self._connect  # type: ignore[attr-defined]
         with self._lock:
             if self._aborted:
                 raise Abandoned()
             self._open.add(conn)
         return conn
+
+    def _connect(self, address: Tuple[str, int], timeout: Any = None,
+                 source_address: Any = None, *more: Any) -> socket.socket:
+        """socket.create_connection, with each socket known to :meth:`abort`
+        while it connects: http.client sets ``conn.sock`` only once connected,
+        and a server that drops the SYNs (a firewall, a VPN that is down)
+        kept a Ctrl-C'd run waiting out the whole timeout (REMOTE-006)."""
+        host, port = address
+        error: Optional[OSError] = None
+        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0,
+                                                                socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            with self._lock:
+                if self._aborted:
+                    sock.close()
+                    raise Abandoned()
+                self._connecting.add(sock)
+            try:
+                if timeout is not None:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(where)
+                return sock
+            except OSError as e:
+                error = e
+                sock.close()
+            finally:
+                with self._lock:
+                    self._connecting.discard(sock)
+            if self._aborted:
+                raise Abandoned()
+        raise error or OSError(f"{host}: no address to connect to")
 
     def _discard(self, conn: http.client.HTTPConnection) -> None:
         conn.close()
@@ -243,13 +278,16 @@ class HttpClient:
         with self._lock:
             self._aborted = True
             conns = list(self._open)
+            socks = list(self._connecting)
         for conn in conns:
             sock = conn.sock
             if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                socks.append(sock)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # a connect in progress fails too
+            except OSError:
+                pass
 
     def close(self) -> None:
         with self._lock:
@@ -297,7 +335,10 @@ class HttpClient:
             raise self._failed(method, e)
         answer = self._answer(resp, conn, own=True)
         if method in ("GET", "HEAD") and answer.status in (301, 302, 303, 307, 308):
-            return self._redirect(method, answer, headers)
+            host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
+            port = f":{self.port}" if self.port else ""
+            return self._redirect(method, answer, headers,
+                                  f"{self.scheme}://{host}{port}{target}")
         return answer
 
     def _try(self, conn, method, target, headers, body) -> http.client.HTTPResponse:
@@ -334,7 +375,10 @@ class HttpClient:
         headers = {k.lower(): v for k, v in resp.getheaders()}
         return _Response(resp.status, headers, resp, conn, own and not resp.will_close)
 
-    def _redirect(self, method: str, answer: _Response, headers: Dict[str, str]) -> _Response:
+    def _redirect(self, method: str, answer: _Response, headers: Dict[str, str],
+                  url: str) -> _Response:
+        """Follow ``answer``'s redirects; ``url``: the request's own, which a
+        relative Location is taken against (RFC 9110), as is each hop's."""
         for _ in range(MAX_REDIRECTS):
             location = answer.headers.get("location", "")
             self.finish(answer)
@@ -342,9 +386,7 @@ class HttpClient:
                 raise RemoteError(method, f"HTTP {answer.status}", "a redirect without "
                                   "a location", answer.status)
             try:
-                url = urllib.parse.urljoin(f"{self.scheme}://{self.host}"
-                                           f"{':%d' % self.port if self.port else ''}"
-                                           f"{self.base_path}/", location)
+                url = urllib.parse.urljoin(url, location)
                 parts = urllib.parse.urlsplit(url)
                 host, port = parts.hostname, parts.port  # a bad port raises
                 if parts.scheme not in ("http", "https") or not host:
