@@ -35,9 +35,14 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
     try:
         for label in order:
             preds = ws.graph.hard_preds[label]
-            if any(streams.get(p) is None for p in preds):
+            upstream = [p for p in preds if streams.get(p) is None]
+            if upstream:
                 streams[label] = None
                 lines.append(f"{label:<{width}}  {'?':<64}  miss (upstream)")
+                if args.verbose:
+                    lines.append(f"    {upstream[0]} misses, so what it hands on is not "
+                                 "known yet" + (f" (and {len(upstream) - 1} more)"
+                                                if len(upstream) > 1 else ""))
                 continue
             task = ws.task(label)
             try:
@@ -57,6 +62,13 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
             manifest = cache.lookup(key) if (cache.read and task.cache) else None
             for warning in cache.take_warnings():
                 console.warning(warning)
+            extra = cache.extra_outputs(label, manifest) if manifest is not None else []
+            if extra:
+                # The run would not restore it (CACHE-004): it runs.
+                streams[label] = None
+                lines.append(f"{label:<{width}}  {key.key}  miss ({extra[0]} is not in "
+                             "its entry)")
+                continue
             if manifest is not None:
                 streams[label] = passed_on(Materialised.of(manifest.outputs).stream_hash,
                                            bool(task.outputs), {p: streams[p] for p in preds})

@@ -953,6 +953,10 @@ def locate(start: Path, known: Optional[Known] = None) -> Located:
     stats: Dict[str, os.stat_result] = {}
     members = _find_members(reader, root_file, settings.members, warnings, stats)
     outside = _not_a_member(start, root, members)
+    excludes = GlobSet.compile([p[1:] for p in settings.members
+                                if p.startswith("!") and not _member_problem(p)])
+    if outside is not None and excludes.match(reader.rel(outside.parent)):
+        outside = None  # left out on purpose, by a '!' of members
     if outside is not None:
         warnings.append(f"{reader.rel(outside)} is not a member of the workspace: no "
                         f"pattern of [workspace] members in {reader.rel(root_file)} "

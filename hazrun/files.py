@@ -16,8 +16,9 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .config import TaskDef
 from .globs import LEFTOVER_MARK, NEVER, ROOT_PREFIX, GlobSet, files_under, is_leftover
@@ -42,6 +43,9 @@ class Listing:
 
     def __init__(self, directory: Union[str, "os.PathLike[str]"]):
         self.directory = os.path.realpath(directory)
+        # Before git starts: what it lists is the workspace as of no earlier
+        # than this (a directory changed since has a later mtime).
+        self.started_ns = time.time_ns()
         self._proc: Optional[subprocess.Popen] = None
         self._out = b""
         self._err = b""
@@ -269,17 +273,60 @@ def select_with(files: Sequence[str], inputs: Optional[GlobSet], outputs: GlobSe
 
 
 def git_ignored(root: Path, paths: List[str]) -> frozenset:
-    """The subset of root-relative ``paths`` git ignores (none outside git)."""
+    """The subset of root-relative ``paths`` git ignores (none outside git).
+    A path in a submodule or a repository nested in the workspace's is asked
+    of that repository's git (the outer one refuses it: "is in submodule")."""
     git = shutil.which("git")
     if git is None or not paths:
         return frozenset()
+    code, ignored = _check_ignore(git, root, paths)
+    if code in (0, 1):
+        return frozenset(ignored)
+    if code != 128:
+        return frozenset()  # not a work tree: nothing is ignored
+    groups: Dict[str, List[str]] = {}
+    repos: Dict[str, str] = {}
+    for p in paths:
+        groups.setdefault(_repository_of(root, p, repos), []).append(p)
+    if list(groups) == [""]:
+        return frozenset()  # refused for another reason: not a work tree
+    out = set()
+    for repo, rels in groups.items():
+        prefix = repo + "/" if repo else ""
+        code, found = _check_ignore(git, root / repo if repo else root,
+                                    [p[len(prefix):] for p in rels])
+        if code in (0, 1):
+            out.update(prefix + p for p in found)
+    return frozenset(out)
+
+
+def _check_ignore(git: str, where: Path, paths: List[str]) -> Tuple[int, List[str]]:
+    """``git check-ignore`` of ``paths`` in ``where``: its exit status, and
+    the paths it says are ignored."""
     try:
         proc = subprocess.run(
-            [git, "check-ignore", "-z", "--stdin"], cwd=root,
+            [git, "check-ignore", "-z", "--stdin"], cwd=where,
             input=b"".join(os.fsencode(p) + b"\0" for p in paths),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
     except OSError:
-        return frozenset()
-    if proc.returncode not in (0, 1):
-        return frozenset()  # not a work tree: nothing is ignored
-    return frozenset(os.fsdecode(p) for p in proc.stdout.split(b"\0") if p)
+        return -1, []
+    return proc.returncode, [os.fsdecode(p) for p in proc.stdout.split(b"\0") if p]
+
+
+def _repository_of(root: Path, rel: str, known: Dict[str, str]) -> str:
+    """The root-relative directory of the innermost repository holding
+    ``rel`` below the workspace's ('' for the workspace's own): the nearest
+    directory above it with a .git of its own."""
+    d = rel.rpartition("/")[0]
+    chain = []
+    while d and d not in known:
+        chain.append(d)
+        if os.path.lexists(root / d / ".git"):
+            for c in chain:
+                known[c] = d
+            return d
+        d = d.rpartition("/")[0]
+    repo = known.get(d, "") if d else ""
+    for c in chain:
+        known[c] = repo
+    return repo

@@ -624,6 +624,7 @@ class Child:
         self._open: Dict[int, Stream] = {}
         self._pidfd: Optional[int] = None
         self._tree: Dict[int, psutil.Process] = {}
+        self._termed: Set[int] = set()  # of the tree, those sent SIGTERM
         self._terminating = False
         self._kill_timer: Optional[Timer] = None
         self._linger_timer: Optional[Timer] = None
@@ -757,10 +758,11 @@ class Child:
         self.left_behind = True
         if not self._terminating:
             self.terminate(self._stop_grace())
-        else:  # found after the others were signalled
+        else:  # found after the others were signalled, or left to its parent then
             for p in strays:
-                if p.pid not in self._tree:
-                    self._tree[p.pid] = p
+                self._tree.setdefault(p.pid, p)
+                if p.pid not in self._termed:
+                    self._termed.add(p.pid)
                     try:
                         p.terminate()
                     except psutil.Error:
@@ -843,25 +845,35 @@ class Child:
             self._tree.setdefault(p.pid, p)
 
     def _signal(self, sig: int) -> None:
-        """``sig`` to the task's group, and once to each descendant that
-        left it.  Not twice to a member of the group: a second SIGTERM is
-        "now" to a hazrun or a make under this one (it kills its own tasks
-        without their grace, or dies while giving back jobserver tokens), and
-        a shell's trap runs twice."""
+        """``sig`` to the task's group, and to each descendant that left it.
+
+        Each process once: a second SIGTERM is "now" to a hazrun or a make
+        under this one (it kills its own tasks without their grace, or dies
+        while giving back jobserver tokens), and a shell's trap runs twice.
+        So SIGTERM skips a member of the group (killpg reached it) and a
+        process whose parent is of the tree: that parent stops it (a nested
+        hazrun its tasks, in groups of their own), or exits and leaves it
+        adopted, when _daemons_left sends it SIGTERM.  SIGKILL, at the end
+        of the grace, reaches everything."""
         try:
             os.killpg(self.pgid, sig)
             in_group = True
         except (ProcessLookupError, PermissionError):
             in_group = False
+        graceful = sig != signal.SIGKILL
         for p in list(self._tree.values()):
             try:
                 if in_group and os.getpgid(p.pid) == self.pgid:
+                    self._termed.add(p.pid)
                     continue  # reached by killpg
-            except OSError:
+                if graceful and p.ppid() in self._tree:
+                    continue  # its parent's to stop
+            except (OSError, psutil.Error):
                 self._tree.pop(p.pid, None)
                 continue
             try:
                 p.send_signal(sig)  # psutil checks the pid was not reused
+                self._termed.add(p.pid)
             except psutil.Error:
                 self._tree.pop(p.pid, None)
 

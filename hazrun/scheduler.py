@@ -859,9 +859,12 @@ class Scheduler:
             again = self.cache.compute_key(t.label, self._pred_streams(t), refresh=True)
         except Exception as e:  # an input gone unreadable meanwhile
             return f"an input could not be read again ({_why(e)})"
-        if again.key == t.key.key and again.stamp == t.key.stamp:
+        # A key taken for a lookup that hit has no stamps (a hit needs none):
+        # a task that runs after its restore failed is checked by its key.
+        stamped = bool(t.key.stamp)
+        if again.key == t.key.key and (again.stamp == t.key.stamp or not stamped):
             return None
-        return _first_change(_input_states(t.key), _input_states(again))
+        return _first_change(_input_states(t.key), _input_states(again, stamped))
 
     def _handed_on(self, t: _Task, own: Optional[str]) -> Optional[str]:
         """What ``t`` hands its successors' keys: cache.model.passed_on."""
@@ -1322,13 +1325,14 @@ class _Attempt:
         return self.value
 
 
-def _input_states(key: Any) -> Dict[str, Any]:
-    """Each input's path -> its key row and stat stamp (KeyInfo)."""
+def _input_states(key: Any, stamps: bool = True) -> Dict[str, Any]:
+    """Each input's path -> its key row and (with ``stamps``) its stat
+    stamp (KeyInfo)."""
     states: Dict[str, Any] = {}
     for part in ("workspace_inputs", "inputs"):
         for row in key.components.get(part, ()):
             states[row[0]] = [tuple(row)]
-    for rel, stamp in key.stamp:
+    for rel, stamp in key.stamp if stamps else ():
         states.setdefault(rel, []).append(stamp)
     return states
 

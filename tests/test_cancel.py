@@ -169,16 +169,27 @@ def test_exec_015_a_successful_tasks_daemon_is_ended_with_sigterm_first(make_ws,
     assert log.read_text().splitlines() == ["a up", "a got TERM"]
 
 
-def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
+def start_term_ignoring(make_ws, tmp_path, grace: str):
+    """hazrun running b:run, a task that ignores SIGTERM, with ``grace``;
+    returns the process and the task's pid file's directory once it runs."""
     pids = tmp_path / "pids"
     pids.mkdir()
     ws = make_ws({"haz.toml": ROOT,
                   "p/b/haz.toml": f'[tasks.run]\ncmd = "trap \'\' TERM; echo $$ > {pids}/b.pid; '
                                   'while true; do sleep 0.1; done"\n'})
-    proc = start_hazrun(ws, "run", "run", "--grace", "60", "--no-cache")
-    recorded = []
+    proc = start_hazrun(ws, "run", "run", "--grace", grace, "--no-cache")
     try:
         wait_for(lambda: (pids / "b.pid").exists() and (pids / "b.pid").read_text().strip())
+    except BaseException:
+        end(proc, read_pids(pids))
+        raise
+    return proc, pids
+
+
+def test_exec_014_second_signal_skips_grace(make_ws, tmp_path):
+    proc, pids = start_term_ignoring(make_ws, tmp_path, "60")
+    recorded = []
+    try:
         recorded = read_pids(pids)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -830,15 +841,9 @@ def test_exec_014_ctrl_c_held_down_still_forces_the_kill(make_ws, tmp_path):
     """Echoes of one signal are one request, but a user pressing Ctrl-C again
     and again (every 0.2 s) is asking twice: the window is measured from the
     signal that counted, and does not slide with each echo."""
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    ws = make_ws({"haz.toml": ROOT,
-                  "p/b/haz.toml": f'[tasks.run]\ncmd = "trap \'\' TERM; echo $$ > {pids}/b.pid; '
-                                  'while true; do sleep 0.1; done"\n'})
-    proc = start_hazrun(ws, "run", "run", "--grace", "120", "--no-cache")
+    proc, pids = start_term_ignoring(make_ws, tmp_path, "120")
     recorded = []
     try:
-        wait_for(lambda: (pids / "b.pid").exists() and (pids / "b.pid").read_text().strip())
         recorded = read_pids(pids)
         for _ in range(6):
             proc.send_signal(signal.SIGINT)

@@ -88,6 +88,8 @@ def test_cli_002_verbose_says_why_a_task_misses(ws, tmp_path):
     assert rows["root:gen"][1] == "miss"
     assert "    input file modified: src/a" in out.splitlines()
     assert rows["root:use"] == ("?", "miss (upstream)")
+    # Which dependency it waits for, not only that it waits.
+    assert "    root:gen misses, so what it hands on is not known yet" in out.splitlines()
 
 
 def test_cli_002_restored_symlinks_and_links_into_restored_outputs(make_ws, tmp_path):

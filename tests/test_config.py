@@ -981,3 +981,7 @@ def test_cfg_002_a_project_that_is_no_member_is_told_when_run_from_inside(make_w
             "[workspace] members in haz.toml matches apps/cli") in inside.stderr
     member = run_hazrun(["list"], hazrun_env, cwd=root / "libs/a")
     assert member.returncode == 0 and "not a member" not in member.stderr, member.stderr
+    # Left out by a '!' of members: on purpose, nothing to say.
+    (root / "haz.toml").write_text('[workspace]\nmembers = ["libs/*", "apps/*", "!apps/cli"]\n')
+    excluded = run_hazrun(["list"], hazrun_env, cwd=root / "apps/cli/src")
+    assert excluded.returncode == 0 and "not a member" not in excluded.stderr, excluded.stderr

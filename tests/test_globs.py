@@ -259,7 +259,8 @@ def test_cfg_006_input_patterns_selecting_nothing_there_are_warned(make_ws):
         warnings = [l for l in proc.stderr.splitlines() if "selects no file" in l]
         assert sorted(warnings) == [
             "hazrun: warning: a:local: inputs pattern 'config.local' selects no file: git "
-            "ignores it, and what git ignores is never an input",
+            "ignores it, and what git ignores is never an input (to make it one, stop "
+            "ignoring it: 'git check-ignore -v p/a/config.local' names the line that does)",
             "hazrun: warning: a:typo: inputs pattern 'scr/**' selects no file: there is no "
             "p/a/scr/, so no edit makes the task run again (a typo?)",
         ], proc.stderr

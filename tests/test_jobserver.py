@@ -568,19 +568,29 @@ def test_jobs_001_demo_makefile(tmp_path, wrapper):
 
 
 @needs_make
-def test_jobs_001_a_stopped_nested_make_gives_back_its_tokens(make_ws, tmp_path):
-    """make -> hazrun -> a task running make on the same jobserver; hazrun
-    gets SIGTERM.  The nested make must get it once (through its process
-    group), not once more directly: a make that gets a second SIGTERM while
-    it cleans up dies before giving its tokens back, and the top make says
-    "INTERNAL: Exiting with N jobserver tokens available; should be M!"."""
+@pytest.mark.parametrize("between", ["", "hazrun"])
+def test_jobs_001_a_stopped_nested_make_gives_back_its_tokens(make_ws, tmp_path, between):
+    """make -> hazrun [-> hazrun] -> a task running make on the same
+    jobserver; the top hazrun gets SIGTERM.  The nested make must get it
+    once (through its process group, or from the hazrun between, whose
+    tasks are in groups of their own), not once more directly: a make that
+    gets a second SIGTERM while it cleans up dies before giving its tokens
+    back, and the top make says "INTERNAL: Exiting with N jobserver tokens
+    available; should be M!"."""
     started = tmp_path / "started"
     inner = tmp_path / "inner.mk"
     jobs = " ".join(f"j{i}" for i in range(4))
     inner.write_text(f"all: {jobs}\n" + "".join(
-        f"j{i}:\n\t@touch {started}.{i}; sleep 30\n" for i in range(4)))
-    ws = make_ws({"haz.toml": ROOT,
-                  "p/c/haz.toml": f'[tasks.nest]\ncmd = "make -s -f {inner}"\n'})
+        f"j{i}:\n\t@touch {started}.{i}; trap 'sleep 0.3; exit 1' TERM; "
+        "sleep 30 & wait\n" for i in range(4)))
+    nested = {"p/c/haz.toml": f'[tasks.nest]\ncmd = "make -s -f {inner}"\n'}
+    if between:
+        # The task is a hazrun of its own workspace, whose task runs make.
+        inner_ws = make_ws({"haz.toml": ROOT, **nested}, name="inner")
+        hazrun = f"PYTHONPATH={shlex.quote(str(REPO))} {shlex.quote(sys.executable)} -m hazrun"
+        nested = {"p/c/haz.toml": "[tasks.nest]\ncmd = " + json.dumps(
+            f"{hazrun} -C {inner_ws} run nest --no-cache -j 8") + "\n"}
+    ws = make_ws({"haz.toml": ROOT, **nested})
     pidfile = tmp_path / "haz.pid"
     runner = tmp_path / "bin" / "hazrun-pid"
     runner.parent.mkdir()

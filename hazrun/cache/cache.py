@@ -38,7 +38,7 @@ from . import restore as _restore
 from .hashing import FileState, StatCache, hash_bytes, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
-from .outputs import find_outputs
+from .outputs import TooMany, find_outputs
 from .store import (EMPTY_DIGEST, CorruptBlob, CorruptManifest, StagedBlob, Store, discard,
                     is_digest)
 
@@ -53,6 +53,9 @@ ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 # cannot tell whether a file was added in the same timestamp tick (Linux
 # file systems stamp with a clock that ticks every 1 to 10 ms).
 DIR_RACY_NS = 50_000_000
+# How many directory entries a quick restore (on the loop thread) may look
+# at for outputs an entry lacks; a larger output tree goes to the pool.
+QUICK_OUTPUT_ENTRIES = 64
 # A directory made during the run that git ignores (node_modules): known, so
 # never walked nor stat'ed.
 IGNORED_DIR = (-2, -2)
@@ -82,8 +85,10 @@ def resolve_cache_dir(root: Path, cache_dir: Union[str, "os.PathLike[str]", None
     return Path(root) / HAZ_DIR / "cache"
 
 
-def _inside(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
+def _level(d: str) -> int:
+    """How deep the root-relative directory ``d`` is ('' 0, 'a' 1, 'a/b' 2):
+    the count of '/' in the paths of the files in it."""
+    return d.count("/") + 1 if d else 0
 
 
 def _covers(outputs: GlobSet, d: str) -> bool:
@@ -241,6 +246,8 @@ class Cache:
                     # runs may be missing from it, and its directory then
                     # has a later mtime than this.
                     self._listed_at = time.time_ns()
+                    if self._ahead is not None and self._ahead.covers(self.root):
+                        self._listed_at = self._ahead.started_ns  # git ran from then
                     listing = _files.list_workspace_files(self.root, self._ahead, unreadable)
                     # The cache's own directory is never an input (CFG-006).
                     own = self._own_prefix
@@ -415,16 +422,19 @@ class Cache:
                             d = d.rpartition("/")[0]
                     self._dir_seen = seen
                     self._dirs = sorted(seen)
-        tops = set()
+        # (top, the level of the directories its files are in; None: any)
+        tops: Set[Tuple[str, Optional[int]]] = set()
         for g in globs:
             if g is None:
-                tops.add(rel_dir)
+                tops.add((rel_dir, None))
             else:
-                tops.update(inc.prefix.rstrip("/") for inc in g.includes)
+                tops.update((inc.prefix.rstrip("/"),
+                             None if "**" in inc.rooted else inc.rooted.count("/"))
+                            for inc in g.includes)
         out: Set[str] = set()
         with self._lock:
             dirs, seen, version = self._dirs, self._dir_seen, self._dirs_version
-            for top in tops:
+            for top, level in tops:
                 if top not in seen:
                     # A literal path to a file ('package.json'): the
                     # directory it is created in.
@@ -432,11 +442,14 @@ class Cache:
                     if parent in seen:
                         out.add(parent)
                     continue
-                out.add(top)
+                if level is None or _level(top) == level:
+                    out.add(top)
                 below = top + "/" if top else ""
                 i = bisect.bisect_left(dirs, below) if below else 1
                 while i < len(dirs) and dirs[i].startswith(below):
-                    out.add(dirs[i])
+                    # '*.json' at the root is one directory, not all 20,000.
+                    if level is None or _level(dirs[i]) == level:
+                        out.add(dirs[i])
                     i += 1
         result = sorted(out)
         self._task_dirs_of[label] = (version, result)
@@ -657,7 +670,9 @@ class Cache:
         if quick:
             raise WouldBlock(rel)
         if rel in _files.git_ignored(self.root, [rel]):
-            return "git ignores it, and what git ignores is never an input"
+            return ("git ignores it, and what git ignores is never an input (to make it "
+                    f"one, stop ignoring it: 'git check-ignore -v {rel}' names the line "
+                    "that does)")
         return None
 
     def _task_parts(self, label: str) -> Tuple[_key.Static, Optional[GlobSet], GlobSet]:
@@ -774,6 +789,16 @@ class Cache:
 
         try:
             try:
+                # The entry's own paths first (a manifest naming ../../x is
+                # refused as such), then what is on disk beside them.
+                _restore.check_manifest_paths(manifest.outputs, globs, project.rel_dir)
+            except _restore.Rejected as e:
+                raise miss(str(e)) from None
+            extra = self.extra_outputs(label, manifest, quick)
+            if extra:
+                raise miss(f"{extra[0]} matches its outputs but is not among the entry's "
+                           "(left by an earlier run?)")
+            try:
                 with self._store.reading() as blobs:
                     stdout, stderr = _restore.restore(
                         blobs, manifest, globs, project.rel_dir, project.dir_name,
@@ -782,15 +807,6 @@ class Cache:
                 raise miss(str(e)) from None
             except OSError as e:  # releasing the lock
                 raise miss(f"{e.strerror} ({self.path})") from None
-            try:
-                self._remove_stale_outputs(label, manifest, globs, quick)
-            except BaseException as e:
-                stdout.close()
-                stderr.close()
-                if isinstance(e, OSError):
-                    raise miss(f"cannot remove {e.filename}, which it did not output: "
-                               f"{e.strerror}") from None
-                raise
         except CacheMissError:
             # REMOTE-006: a download the run could not use was no hit.
             if self._remote is not None and manifest.key in self._fetched:
@@ -801,73 +817,30 @@ class Cache:
         self._note_produced(materialised.root_paths(project.rel_dir))
         return Restored(materialised, stdout, stderr, manifest.duration_s, manifest.order)
 
-    def _remove_stale_outputs(self, label: str, manifest: Manifest, globs: GlobSet,
-                              quick: bool) -> None:
-        """CACHE-004: after a hit, the outputs the label's last run left that
-        this entry lacks are removed, as they are on disk (gen/b, from a run
-        whose inputs had a b, while this entry's had none): the stream hash
-        handed to the successors describes this entry, and a successor
+    def extra_outputs(self, label: str, manifest: Manifest, quick: bool = False) -> List[str]:
+        """CACHE-004: the files ``label``'s outputs globs match that the
+        entry lacks (gen/b, left by a run whose inputs had a b, while this
+        entry's had none), root-relative.  A hit then is a miss: the stream
+        hash handed to the successors describes the entry, and a successor
         reading gen/* stored what it made of gen/b under a key that says
-        there is none.  Only files that run left, unchanged since: a file
-        the user wrote there (even one the globs match) is kept.
+        there is none.  Nothing is deleted: the task runs, and what its
+        globs match then is what it made.
 
-        Nothing to do when the last run had this key (a run where nothing
-        changed), nor when its entry is gone.  ``quick``: raise WouldBlock
-        rather than read a file to tell whether it changed."""
-        last = self._explain_store.recorded_key(label)
-        if last is None or last == manifest.key:
-            return
-        try:
-            previous = self._store.read_manifest(last)
-        except (CorruptManifest, OSError):
-            return
-        if previous is None or previous.label != label:
-            return
+        None to look for when the label's last run had this key (a run
+        where nothing changed walks no output tree).  ``quick``: raise
+        WouldBlock rather than walk a large tree."""
+        if self._explain_store.recorded_key(label) == manifest.key:
+            return []
         rel_dir = self.workspace.project_of(label).rel_dir
+        globs = self._task_parts(label)[2]
         try:
-            _restore.check_manifest_paths(previous.outputs, globs, rel_dir)
-        except _restore.Rejected:
-            return
+            found = find_outputs(str(self.root), globs, rel_dir,
+                                 QUICK_OUTPUT_ENTRIES if quick else None)
+        except TooMany:
+            raise WouldBlock(label) from None
         prefix = rel_dir + "/" if rel_dir else ""
-        project_real = os.path.realpath(self._root_slash + rel_dir) if rel_dir \
-            else self.root_real
-        kept = {e.path for e in manifest.outputs}
-        for e in previous.outputs:
-            rel = prefix + e.path
-            if e.path in kept or not self._not_the_cache([rel]):
-                continue
-            path = self._root_slash + rel
-            if not _inside(os.path.realpath(os.path.dirname(path)), project_real):
-                continue  # a link on the way: not what that run wrote
-            if self._as_left(rel, path, e, quick):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-
-    def _as_left(self, rel: str, path: str, e: OutputEntry, quick: bool) -> bool:
-        """Whether ``path`` still is the output ``e`` describes."""
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        if e.symlink is not None:
-            try:
-                return stat_module.S_ISLNK(st.st_mode) and os.readlink(path) == e.symlink
-            except OSError:
-                return False
-        if not stat_module.S_ISREG(st.st_mode) or st.st_size != e.size:
-            return False
-        digest = self.stat_cache.known(rel, st)
-        if digest is None:
-            if quick:
-                raise WouldBlock(rel)
-            try:
-                state = self.stat_cache.probe(rel, path)
-            except InputError:
-                return False
-            digest = state.digest if state is not None and state.symlink is None else None
-        return digest == e.digest
+        kept = {prefix + e.path for e in manifest.outputs}
+        return [p for p in self._not_the_cache(found) if p not in kept]
 
     def holds_entry(self, key: KeyInfo) -> bool:
         """Whether the local cache has an entry under ``key`` (pool)."""
