@@ -62,13 +62,6 @@ def dry_run(ws: Workspace, args: argparse.Namespace, options: RunOptions,
             manifest = cache.lookup(key) if (cache.read and task.cache) else None
             for warning in cache.take_warnings():
                 console.warning(warning)
-            extra = cache.extra_outputs(label, manifest) if manifest is not None else []
-            if extra:
-                # The run would not restore it (CACHE-004): it runs.
-                streams[label] = None
-                lines.append(f"{label:<{width}}  {key.key}  miss ({extra[0]} is not in "
-                             "its entry)")
-                continue
             if manifest is not None:
                 streams[label] = passed_on(Materialised.of(manifest.outputs).stream_hash,
                                            bool(task.outputs), {p: streams[p] for p in preds})

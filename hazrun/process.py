@@ -850,10 +850,10 @@ class Child:
         Each process once: a second SIGTERM is "now" to a hazrun or a make
         under this one (it kills its own tasks without their grace, or dies
         while giving back jobserver tokens), and a shell's trap runs twice.
-        So SIGTERM skips a member of the group (killpg reached it) and a
-        process whose parent is of the tree: that parent stops it (a nested
-        hazrun its tasks, in groups of their own), or exits and leaves it
-        adopted, when _daemons_left sends it SIGTERM.  SIGKILL, at the end
+        So SIGTERM skips a member of the group (killpg reached it) and the
+        task of a hazrun under this one (another task's HAZ_* in its
+        environment, its parent of the tree): that hazrun stops it.  A
+        setsid'd worker of this task gets it at once.  SIGKILL, at the end
         of the grace, reaches everything."""
         try:
             os.killpg(self.pgid, sig)
@@ -866,8 +866,8 @@ class Child:
                 if in_group and os.getpgid(p.pid) == self.pgid:
                     self._termed.add(p.pid)
                     continue  # reached by killpg
-                if graceful and p.ppid() in self._tree:
-                    continue  # its parent's to stop
+                if graceful and p.ppid() in self._tree and self._nested_task(p):
+                    continue  # the nested hazrun's to stop
             except (OSError, psutil.Error):
                 self._tree.pop(p.pid, None)
                 continue
@@ -876,6 +876,16 @@ class Child:
                 self._termed.add(p.pid)
             except psutil.Error:
                 self._tree.pop(p.pid, None)
+
+    def _nested_task(self, p: psutil.Process) -> bool:
+        """Whether ``p`` is a task of a hazrun this task runs: it carries
+        other HAZ_* identity variables (EXEC-008) than this task's."""
+        try:
+            env = p.environ()
+        except psutil.Error:
+            return False
+        theirs = tuple((k, env[k]) for k in IDENTITY_VARIABLES if k in env)
+        return bool(theirs) and theirs != self.identity
 
     @property
     def terminating(self) -> bool:

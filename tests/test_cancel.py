@@ -853,3 +853,29 @@ def test_exec_014_ctrl_c_held_down_still_forces_the_kill(make_ws, tmp_path):
         assert all(gone(p) for p in recorded)
     finally:
         end(proc, recorded)
+
+
+def test_exec_014_a_setsid_worker_of_a_task_gets_sigterm_at_once(make_ws, tmp_path):
+    """A task's worker in a session of its own, whose parent (the task's
+    shell, waiting for it in a TERM trap) is still there: SIGTERM reaches it
+    at once, not SIGKILL at the end of the grace (only a nested hazrun's
+    tasks are left to that hazrun)."""
+    log = tmp_path / "log"
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    worker = (f"trap 'echo worker got TERM >> {log}; exit 0' TERM; echo $$ > {pids}/w.pid; "
+              "while true; do sleep 0.05; done")
+    script = (f"trap 'wait' TERM; setsid sh -c {shlex.quote(worker)} & "
+              f"until [ -s {pids}/w.pid ]; do sleep 0.05; done; echo up >> {log}; wait")
+    ws = make_ws({"haz.toml": ROOT, "p/a/haz.toml": f"[tasks.run]\ncmd = {json.dumps(script)}\n"})
+    proc = start_hazrun(ws, "run", "run", "--grace", "60", "--no-cache")
+    recorded = []
+    try:
+        wait_for(lambda: log.exists() and "up" in log.read_text())
+        recorded = read_pids(pids)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)  # far less than the 60 s grace
+        assert proc.returncode == 143, err
+        assert "worker got TERM" in log.read_text(), err
+    finally:
+        end(proc, recorded)

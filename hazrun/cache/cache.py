@@ -38,7 +38,7 @@ from . import restore as _restore
 from .hashing import FileState, StatCache, hash_bytes, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
                     OutputEntry, Restored, StoreError, WouldBlock)
-from .outputs import TooMany, find_outputs
+from .outputs import find_outputs
 from .store import (EMPTY_DIGEST, CorruptBlob, CorruptManifest, StagedBlob, Store, discard,
                     is_digest)
 
@@ -53,9 +53,6 @@ ENV_CACHE_DIR = "HAZ_CACHE_DIR"
 # cannot tell whether a file was added in the same timestamp tick (Linux
 # file systems stamp with a clock that ticks every 1 to 10 ms).
 DIR_RACY_NS = 50_000_000
-# How many directory entries a quick restore (on the loop thread) may look
-# at for outputs an entry lacks; a larger output tree goes to the pool.
-QUICK_OUTPUT_ENTRIES = 64
 # A directory made during the run that git ignores (node_modules): known, so
 # never walked nor stat'ed.
 IGNORED_DIR = (-2, -2)
@@ -428,8 +425,10 @@ class Cache:
             if g is None:
                 tops.add((rel_dir, None))
             else:
+                # A literal path matches all below it too ('data' is data/**).
                 tops.update((inc.prefix.rstrip("/"),
-                             None if "**" in inc.rooted else inc.rooted.count("/"))
+                             None if "**" in inc.rooted or inc.prefix == inc.rooted
+                             else inc.rooted.count("/"))
                             for inc in g.includes)
         out: Set[str] = set()
         with self._lock:
@@ -442,13 +441,14 @@ class Cache:
                     if parent in seen:
                         out.add(parent)
                     continue
-                if level is None or _level(top) == level:
+                if level is None or _level(top) <= level:
                     out.add(top)
                 below = top + "/" if top else ""
                 i = bisect.bisect_left(dirs, below) if below else 1
                 while i < len(dirs) and dirs[i].startswith(below):
-                    # '*.json' at the root is one directory, not all 20,000.
-                    if level is None or _level(dirs[i]) == level:
+                    # '*.json' at the root is one directory, not all 20,000;
+                    # those above the level are read for new directories.
+                    if level is None or _level(dirs[i]) <= level:
                         out.add(dirs[i])
                     i += 1
         result = sorted(out)
@@ -789,16 +789,6 @@ class Cache:
 
         try:
             try:
-                # The entry's own paths first (a manifest naming ../../x is
-                # refused as such), then what is on disk beside them.
-                _restore.check_manifest_paths(manifest.outputs, globs, project.rel_dir)
-            except _restore.Rejected as e:
-                raise miss(str(e)) from None
-            extra = self.extra_outputs(label, manifest, quick)
-            if extra:
-                raise miss(f"{extra[0]} matches its outputs but is not among the entry's "
-                           "(left by an earlier run?)")
-            try:
                 with self._store.reading() as blobs:
                     stdout, stderr = _restore.restore(
                         blobs, manifest, globs, project.rel_dir, project.dir_name,
@@ -816,31 +806,6 @@ class Cache:
         materialised = Materialised.of(manifest.outputs)
         self._note_produced(materialised.root_paths(project.rel_dir))
         return Restored(materialised, stdout, stderr, manifest.duration_s, manifest.order)
-
-    def extra_outputs(self, label: str, manifest: Manifest, quick: bool = False) -> List[str]:
-        """CACHE-004: the files ``label``'s outputs globs match that the
-        entry lacks (gen/b, left by a run whose inputs had a b, while this
-        entry's had none), root-relative.  A hit then is a miss: the stream
-        hash handed to the successors describes the entry, and a successor
-        reading gen/* stored what it made of gen/b under a key that says
-        there is none.  Nothing is deleted: the task runs, and what its
-        globs match then is what it made.
-
-        None to look for when the label's last run had this key (a run
-        where nothing changed walks no output tree).  ``quick``: raise
-        WouldBlock rather than walk a large tree."""
-        if self._explain_store.recorded_key(label) == manifest.key:
-            return []
-        rel_dir = self.workspace.project_of(label).rel_dir
-        globs = self._task_parts(label)[2]
-        try:
-            found = find_outputs(str(self.root), globs, rel_dir,
-                                 QUICK_OUTPUT_ENTRIES if quick else None)
-        except TooMany:
-            raise WouldBlock(label) from None
-        prefix = rel_dir + "/" if rel_dir else ""
-        kept = {prefix + e.path for e in manifest.outputs}
-        return [p for p in self._not_the_cache(found) if p not in kept]
 
     def holds_entry(self, key: KeyInfo) -> bool:
         """Whether the local cache has an entry under ``key`` (pool)."""
