@@ -279,38 +279,41 @@ def git_ignored(root: Path, paths: List[str]) -> frozenset:
     git = shutil.which("git")
     if git is None or not paths:
         return frozenset()
-    code, ignored = _check_ignore(git, root, paths)
+    code, ignored, refused = _check_ignore(git, root, paths)
     if code in (0, 1):
         return frozenset(ignored)
-    if code != 128:
-        return frozenset()  # not a work tree: nothing is ignored
+    if b"submodule" not in refused:
+        # Not a work tree: nothing is ignored, as the listing (a walk)
+        # ignores nothing either, nested clones' .gitignore included.
+        return frozenset()
     groups: Dict[str, List[str]] = {}
     repos: Dict[str, str] = {}
     for p in paths:
         groups.setdefault(_repository_of(root, p, repos), []).append(p)
-    if list(groups) == [""]:
-        return frozenset()  # refused for another reason: not a work tree
     out = set()
     for repo, rels in groups.items():
         prefix = repo + "/" if repo else ""
-        code, found = _check_ignore(git, root / repo if repo else root,
-                                    [p[len(prefix):] for p in rels])
+        code, found, _ = _check_ignore(git, root / repo if repo else root,
+                                       [p[len(prefix):] for p in rels])
         if code in (0, 1):
             out.update(prefix + p for p in found)
     return frozenset(out)
 
 
-def _check_ignore(git: str, where: Path, paths: List[str]) -> Tuple[int, List[str]]:
-    """``git check-ignore`` of ``paths`` in ``where``: its exit status, and
-    the paths it says are ignored."""
+def _check_ignore(git: str, where: Path, paths: List[str]
+                  ) -> Tuple[int, List[str], bytes]:
+    """``git check-ignore`` of ``paths`` in ``where``: its exit status, the
+    paths it says are ignored, and what it said on stderr."""
     try:
         proc = subprocess.run(
             [git, "check-ignore", "-z", "--stdin"], cwd=where,
             input=b"".join(os.fsencode(p) + b"\0" for p in paths),
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+            env=dict(os.environ, LC_ALL="C"))  # its message is read, in English
     except OSError:
-        return -1, []
-    return proc.returncode, [os.fsdecode(p) for p in proc.stdout.split(b"\0") if p]
+        return -1, [], b""
+    return (proc.returncode, [os.fsdecode(p) for p in proc.stdout.split(b"\0") if p],
+            proc.stderr)
 
 
 def _repository_of(root: Path, rel: str, known: Dict[str, str]) -> str:
