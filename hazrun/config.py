@@ -758,10 +758,7 @@ def _find_members(reader: _Reader, root_file: Path, patterns: Tuple[str, ...],
     real_parents: Dict[str, str] = {}
     found = set()
     includes = [p for p in patterns if not p.startswith("!")]
-    # An exclude with a problem is reported by _workspace_settings; compiled
-    # here, it would end the load with a traceback before that report.
-    excludes = GlobSet.compile([p[1:] for p in patterns
-                                if p.startswith("!") and not _member_problem(p)])
+    excludes = _member_excludes(patterns)
     for pattern in includes:
         if _member_problem(pattern):
             continue  # reported by _workspace_settings
@@ -953,9 +950,8 @@ def locate(start: Path, known: Optional[Known] = None) -> Located:
     stats: Dict[str, os.stat_result] = {}
     members = _find_members(reader, root_file, settings.members, warnings, stats)
     outside = _not_a_member(start, root, members)
-    excludes = GlobSet.compile([p[1:] for p in settings.members
-                                if p.startswith("!") and not _member_problem(p)])
-    if outside is not None and excludes.match(reader.rel(outside.parent)):
+    if outside is not None and _member_excludes(settings.members).match(
+            reader.rel(outside.parent)):
         outside = None  # left out on purpose, by a '!' of members
     if outside is not None:
         warnings.append(f"{reader.rel(outside)} is not a member of the workspace: no "
@@ -965,9 +961,17 @@ def locate(start: Path, known: Optional[Known] = None) -> Located:
     return Located(root, root_data, broken, reader, settings, members, warnings, stats)
 
 
+def _member_excludes(patterns: Sequence[str]) -> GlobSet:
+    """The '!' patterns of [workspace] members (CFG-002), compiled.  One with
+    a problem is reported by _workspace_settings; compiled, it would end the
+    load with a traceback before that report."""
+    return GlobSet.compile([p[1:] for p in patterns
+                            if p.startswith("!") and not _member_problem(p)])
+
+
 def _not_a_member(start: Path, root: Path, members: List[str]) -> Optional[Path]:
-    """The haz.toml nearest above ``start`` (the directory hazrun was run
-    in), below the root, if its directory is no member: a project the user
+    """CFG-002: the haz.toml nearest above ``start`` (the directory hazrun
+    was run in), below the root, if its directory is no member: a project the user
     is working in that the workspace does not see."""
     here = start.resolve()
     if here == root or root not in here.parents:

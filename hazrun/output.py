@@ -39,7 +39,7 @@ class RunObserver:
 
     def task_missed(self, label: str, reasons: Sequence[str]) -> None:
         """A task's cache lookup missed, and it runs; ``reasons``: what
-        changed since its last run (only with ``RunOptions.explain``)."""
+        changed since its last run (CLI-002, only with ``RunOptions.explain``)."""
 
     def task_finished(self, result: TaskResult) -> None:
         """A task that was admitted reached its final state."""

@@ -138,7 +138,7 @@ class RunOptions:
     # EXEC-016: a line past 64 KiB reaches the observers in newline-ended
     # pieces (each gets its prefix); False (--no-prefix): unchanged bytes.
     cut_lines: bool = True
-    explain: bool = False                    # say why each lookup missed (-v)
+    explain: bool = False                    # CLI-002: say why each lookup missed (-v)
 
 
 class _Interleaving:
@@ -1338,8 +1338,8 @@ def _input_states(key: Any, stamps: bool = True) -> Dict[str, Any]:
 
 
 def _first_change(before: Dict[str, Any], after: Dict[str, Any]) -> str:
-    """Which input changed between two _input_states, in words, and how
-    many more did."""
+    """CACHE-005: which input changed between two _input_states, in words,
+    and how many more did."""
     changed = sorted(p for p in before.keys() | after.keys()
                      if before.get(p) != after.get(p))
     if not changed:

@@ -708,7 +708,7 @@ def test_mutex_006_two_runs_in_one_process_exclude_each_other(make_ws, tmp_path)
     assert log.read_text().split() == ["start", "end", "start", "end"]
 
 
-def test_fail_fast_spawn_error_among_granted_waiters(make_ws, tmp_path):
+def test_mutex_007_fail_fast_spawn_error_among_granted_waiters(make_ws, tmp_path):
     """EXEC-009/010, MUTEX-007: a waiter that cannot be spawned, granted in
     the same pass as another waiter under --fail-fast, stops the run; the
     other waiter, final already, is not granted after it (it used to be,

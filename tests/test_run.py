@@ -788,7 +788,7 @@ def test_cli_000_usage_errors_are_prefixed_too(make_ws, args, message):
 
 @pytest.mark.parametrize("args", [["run", "a", "--no-cache", "b"], ["run", "a", "-j", "1", "b"],
                                   ["graph", "a", "--dot", "b"]])
-def test_cli_targets_may_follow_options(make_ws, args):
+def test_cli_000_targets_may_follow_options(make_ws, args):
     """`run a --force b`: b is a target as a is (make and turbo take them
     so), not an unrecognized argument."""
     ws = make_ws({"haz.toml": '[workspace]\n[tasks.a]\ncmd = "echo ran-a"\n'

@@ -233,7 +233,7 @@ GZIP_PIECE = 64 << 10
 
 
 def _check_gzip(f: IO[bytes]) -> None:
-    """Read the gzip stream in ``f`` to its end, its output thrown away:
+    """REMOTE-003: read the gzip stream in ``f`` to its end, its output thrown away:
     zlib checks its trailer (CRC-32 and length) there, which tarfile's own
     reader never does.  One member and nothing after it, as ``pack``
     writes; raises zlib.error or EOFError otherwise."""

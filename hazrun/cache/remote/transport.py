@@ -377,7 +377,7 @@ class HttpClient:
 
     def _redirect(self, method: str, answer: _Response, headers: Dict[str, str],
                   url: str) -> _Response:
-        """Follow ``answer``'s redirects; ``url``: the request's own, which a
+        """REMOTE-002: follow ``answer``'s redirects; ``url``: the request's own, which a
         relative Location is taken against (RFC 9110), as is each hop's."""
         for _ in range(MAX_REDIRECTS):
             location = answer.headers.get("location", "")
