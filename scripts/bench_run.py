@@ -3,6 +3,7 @@
 N independent one-task projects, side by side in the same run (issue 3).
 
     python3 scripts/bench_run.py [--n 1000] [--repeat 3] [--cmd copy|true]
+                                 [--baseline COMMIT]
 
 Prints the median wall time of each runner, its ratio to `make -j2`, and
 its ratio to the "python floor": scripts/floor_runner.py, which starts
@@ -86,6 +87,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cmd", choices=sorted(COMMANDS), default="copy")
+    ap.add_argument("--baseline", metavar="COMMIT",
+                    help="also run hazrun as of COMMIT (row 'base'), on a copy of the "
+                         "workspace: each tree keeps its own workspace snapshot")
     args = ap.parse_args()
     cmd = COMMANDS[args.cmd]
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -112,13 +116,27 @@ def main() -> None:
         root.mkdir()
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         generate(root, args.n, cmd)
+        where = {name: (root, env) for name in runners}
+        if args.baseline:
+            tree = Path(tmp) / "base"
+            tree.mkdir()
+            archive = subprocess.run(["git", "archive", args.baseline, "hazrun"], cwd=REPO,
+                                     stdout=subprocess.PIPE, check=True)
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+            runners["base -j2"] = runners["hazrun -j2"]
+            shutil.copytree(root, Path(tmp) / "ws-base", symlinks=True)
+            where["base -j2"] = (Path(tmp) / "ws-base",
+                                 dict(env, PYTHONPATH=str(tree),
+                                      PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache-base")))
         times = {name: [] for name in runners}
         # Untimed: writes the workspace snapshot and the bytecode cache.
-        timed(runners["hazrun -j2"], root, env)
+        for name in runners:
+            if name.endswith("-j2") and name != "make -j2":
+                timed(runners[name], *where[name])
         for _ in range(args.repeat):
             for name, argv in runners.items():
-                clean(root)
-                times[name].append(timed(argv, root, env))
+                clean(where[name][0])
+                times[name].append(timed(argv, *where[name]))
     base = statistics.median(times["make -j2"])
     floor = statistics.median(times["python floor"])
     print(f"N = {args.n} independent tasks, cmd = {cmd!r}, median of {args.repeat} "
