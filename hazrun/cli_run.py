@@ -220,6 +220,7 @@ def _run(args: argparse.Namespace, console: Console, listing) -> int:
     try:
         options.subreaper = True  # EXEC-014, from the first spawn on
         options.parent_death_signal = True
+        options.short_slice = True
         outcome = run_graph(ws, args.targets, _observers(args, console, signal.SIGINT in previous),
                             options, token)
     finally:

@@ -59,8 +59,9 @@ _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ"
 # hazrun's session, not a session of its own (setsid).  Under Linux's
 # autogroup (on by default) each new session is a scheduling group of its
 # own: a thousand short tasks then cost the kernel a group each, set up and
-# torn down, and the scheduler spread them worse across the CPUs (a
-# thousand-task run took 8-10% longer).  It also keeps a build to its
+# torn down, and the scheduler spread them worse across the CPUs (1,000
+# tasks of `mkdir && cp` took 5% longer; the python floor of bench_run.py,
+# 5-10%).  It also keeps a build to its
 # terminal's share of the machine, as make's and ninja's jobs are.  In
 # hazrun's session a task still has the terminal as its controlling one, as
 # a background job: its shell ignores SIGTTIN and SIGTTOU, as then does
@@ -145,6 +146,51 @@ def _prctl(option: int, value: int) -> bool:
         import ctypes  # here: only a run that spawns a task needs it
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+# sched_setattr(2)'s number where Python has no wrapper for it.
+_SCHED_SETATTR = {"x86_64": 314, "amd64": 314, "aarch64": 274, "arm64": 274,
+                  "riscv64": 274, "i386": 351, "i686": 351, "armv7l": 380,
+                  "ppc64le": 355, "ppc64": 355, "s390x": 345}
+SCHED_FLAG_RESET_ON_FORK = 0x01
+SHORT_SLICE_NS = 100_000  # the least EEVDF takes (0.1 ms)
+
+
+def prefer_short_slice() -> bool:
+    """Ask the scheduler to run the calling thread (the event loop) as soon
+    as it wakes, before the rest of the slice of whatever it shares a CPU
+    with (Linux 6.12's EEVDF custom slice; older kernels ignore it).
+
+    hazrun's loop is a dispatcher: each time it wakes, a task has ended
+    and the next one is waiting to be started.  posix_spawn wakes it as
+    soon as /bin/sh is exec'd; with the default slice (0.7 ms per CPU
+    doubling) it then often waited for that shell to block before it could
+    go on, and another CPU went idle meanwhile (1,000 tasks of ``true``
+    took 12% longer, of ``mkdir && cp`` 3%).  SCHED_FLAG_RESET_ON_FORK gives the tasks (and the pool's
+    threads) the default slice: only the loop thread asks for less.  Not
+    done under a negative nice, which that flag would take from the tasks.
+
+    Done only when the command line asks (RunOptions.short_slice), as it
+    changes the process; False where it is not supported.
+    """
+    number = _SCHED_SETATTR.get(os.uname().machine) if sys.platform.startswith("linux") else None
+    if number is None:
+        return False
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
+        if nice < 0:
+            return False
+        import ctypes
+        import struct
+        # struct sched_attr, first version (56 bytes): size, policy
+        # (SCHED_OTHER), flags, nice (as it is: unchanged), priority,
+        # runtime (the slice, for SCHED_OTHER), deadline, period, util_min/max.
+        attr = ctypes.create_string_buffer(struct.pack(
+            "IIQiIQQQII", 56, 0, SCHED_FLAG_RESET_ON_FORK, nice, 0, SHORT_SLICE_NS, 0, 0, 0, 0))
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(number, 0, attr, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -272,16 +318,18 @@ class ProcessSet:
     """Every child of a run: spawning, reaping, and the final sweep.
 
     ``subreaper``: become one (:func:`become_subreaper`) before the first
-    spawn; a run that spawns nothing leaves the process as it was.
+    spawn, and ``short_slice``: :func:`prefer_short_slice` then; a run that
+    spawns nothing leaves the process as it was.
     """
 
     def __init__(self, loop: EventLoop, subreaper: bool = False,
-                 parent_death_signal: bool = False,
+                 parent_death_signal: bool = False, short_slice: bool = False,
                  forced: Callable[[], bool] = lambda: False,
                  token_fd: Optional[int] = None):
         self.loop = loop
         self._forced = forced  # a second signal came: no grace left (EXEC-014)
         self._want_subreaper = subreaper
+        self._want_short_slice = short_slice
         self.subreaper = False  # whether this process is one
         self.children: Dict[int, "Child"] = {}
         # Started with the first task: a run that spawns nothing needs none.
@@ -304,6 +352,8 @@ class ProcessSet:
         self._ensure_watchdog()
         if self._want_subreaper and not self.spawned:
             self.subreaper = become_subreaper()
+        if self._want_short_slice and not self.spawned:
+            prefer_short_slice()
         self.spawned = True
         if isinstance(spec.cmd, str) and _POSIX_SPAWN:
             pid, out, err = self._posix_spawn_shell(spec)

@@ -131,6 +131,7 @@ class RunOptions:
     cache_dir: Optional[Path] = None
     subreaper: bool = False                  # EXEC-014: the command line sets it
     parent_death_signal: bool = False        # set by the command line
+    short_slice: bool = False                # set by the command line (process.py)
     jobserver: Any = None                    # JOBS-001: a JobserverClient
     pass_fds: Tuple[int, ...] = ()           # JOBS-002: the pipe form's fds
     remote: Any = None                       # REMOTE-001: RemoteSettings; None: none
@@ -267,6 +268,7 @@ class Scheduler:
         self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
         self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
                                 parent_death_signal=options.parent_death_signal,
+                                short_slice=options.short_slice,
                                 forced=lambda: cancel.forced,
                                 token_fd=getattr(options.jobserver, "write_fd", None))
         self.jobserver = options.jobserver

@@ -903,6 +903,43 @@ def test_exec_008_a_task_that_reads_the_terminal_fails_instead_of_hanging(make_w
     assert ("[root:x] modes-set\n" in text) == (cmd == "string"), text
 
 
+def _slice_of(path):
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    found = re.search(r"^se\.slice\s*:\s*(\d+)", text, re.M)
+    return int(found.group(1)) if found else None
+
+
+@pytest.mark.skipif(_slice_of("/proc/self/sched") is None,
+                    reason="this kernel shows no EEVDF slice in /proc/PID/sched")
+@pytest.mark.parametrize("nice", [0, 3, -2])
+def test_exec_003_the_event_loop_asks_for_a_short_slice_and_its_tasks_do_not(make_ws, hazrun_env,
+                                                                             nice):
+    """The loop thread asks for EEVDF's 0.1 ms slice, the tasks keep the
+    default (SCHED_FLAG_RESET_ON_FORK), their nice value untouched; under a
+    negative nice, which that flag would reset in the tasks, nothing is
+    asked."""
+    if nice < 0 and os.geteuid() != 0:
+        pytest.skip("a negative nice needs root")
+    ws = make_ws({"haz.toml": '[workspace]\n[tasks.x]\n'
+                              'cmd = "cat /proc/$PPID/sched; echo task; cat /proc/$$/sched; '
+                              'echo nice $(ps -o ni= -p $$)"\n'})
+    proc = subprocess.run(["nice", "-n", str(nice), *hazrun_cmd("-C", str(ws), "run", "x",
+                                                                "--no-cache")],
+                          env=hazrun_env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loop_part, task_part = proc.stdout.split("[root:x] task\n")
+    slices = [int(x) for x in re.findall(r"se\.slice\s*:\s*(\d+)", loop_part)]
+    task_slices = [int(x) for x in re.findall(r"se\.slice\s*:\s*(\d+)", task_part)]
+    default = _slice_of("/proc/self/sched")
+    assert slices == [100_000 if nice >= 0 else default]
+    assert task_slices == [default]
+    assert f"[root:x] nice {nice}\n" in proc.stdout.replace("nice  ", "nice ")
+
+
 @pytest.mark.parametrize("how", ["env", "option"])
 def test_cache_003_a_cache_directory_inside_the_workspace_is_not_an_input(make_ws, how):
     """Default inputs (the whole project) at the root: the cache's own files
