@@ -55,21 +55,28 @@ _STOP_SIGNALS = frozenset(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIG
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
                          if hasattr(signal, name))
 
-# A task started through posix_spawn gets a process group of its own in
-# hazrun's session, not a session of its own (setsid).  Under Linux's
-# autogroup (on by default) each new session is a scheduling group of its
-# own: a thousand short tasks then cost the kernel a group each, set up and
-# torn down, and the scheduler spread them worse across the CPUs (1,000
-# tasks of `mkdir && cp` took 5% longer; the python floor of bench_run.py,
-# 5-10%).  It also keeps a build to its
-# terminal's share of the machine, as make's and ninja's jobs are.  In
-# hazrun's session a task still has the terminal as its controlling one, as
-# a background job: its shell ignores SIGTTIN and SIGTTOU, as then does
-# every command it starts (an ignored signal survives exec, where a blocked
-# one would not survive the shell), so that a read of /dev/tty fails (EIO)
-# at once rather than stopping the task and hanging the run, and setting
-# the terminal's modes does not stop it either.
-_TTY_STOP_TRAP = "trap '' TTIN TTOU; "
+# Where hazrun has no controlling terminal (CI, cron, a build server, make
+# in a script), a task started through posix_spawn leads a process group of
+# its own in hazrun's session rather than a session of its own (setsid).
+# Under Linux's autogroup (on by default) each new session is a scheduling
+# group of its own: a thousand short tasks then cost the kernel a group
+# each, set up and torn down, and the scheduler spread them worse across
+# the CPUs (1,000 tasks of `mkdir && cp` took 5% longer; the python floor of
+# bench_run.py, 5-10%).  At a terminal each task gets a session, as before:
+# in hazrun's session it would be a background job of that terminal, where
+# `bash -i` stops itself (SIGTTIN), dash's `set -m` spins, a prompt writes
+# on the user's screen and `stty` or tcsetpgrp take the terminal (and with
+# it Ctrl-C) from hazrun.  In a session of its own it has no terminal at
+# all: /dev/tty fails (ENXIO) and shells run without job control.
+
+
+def has_controlling_terminal() -> bool:
+    """Whether this process has one (opening /dev/tty is the test)."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC))
+    except OSError:
+        return False
+    return True
 
 
 def _inheritable_fds() -> List[int]:
@@ -150,10 +157,14 @@ def _prctl(option: int, value: int) -> bool:
         return False
 
 
-# sched_setattr(2)'s number where Python has no wrapper for it.
-_SCHED_SETATTR = {"x86_64": 314, "amd64": 314, "aarch64": 274, "arm64": 274,
-                  "riscv64": 274, "i386": 351, "i686": 351, "armv7l": 380,
-                  "ppc64le": 355, "ppc64": 355, "s390x": 345}
+# sched_setattr(2)'s number where the C library has no wrapper for it (glibc
+# before 2.41), by machine and pointer size: a 32-bit Python on a 64-bit
+# kernel has the 32-bit numbers (314 is another call on i386, 274 on arm).
+_SCHED_SETATTR = {("x86_64", 8): 314, ("amd64", 8): 314, ("aarch64", 8): 274,
+                  ("arm64", 8): 274, ("riscv64", 8): 274, ("ppc64le", 8): 355,
+                  ("ppc64", 8): 355, ("s390x", 8): 345, ("i386", 4): 351,
+                  ("i686", 4): 351, ("x86_64", 4): 351, ("armv7l", 4): 380,
+                  ("aarch64", 4): 380}
 SCHED_FLAG_RESET_ON_FORK = 0x01
 SHORT_SLICE_NS = 100_000  # the least EEVDF takes (0.1 ms)
 
@@ -168,29 +179,39 @@ def prefer_short_slice() -> bool:
     soon as /bin/sh is exec'd; with the default slice (0.7 ms per CPU
     doubling) it then often waited for that shell to block before it could
     go on, and another CPU went idle meanwhile (1,000 tasks of ``true``
-    took 12% longer, of ``mkdir && cp`` 3%).  SCHED_FLAG_RESET_ON_FORK gives the tasks (and the pool's
-    threads) the default slice: only the loop thread asks for less.  Not
-    done under a negative nice, which that flag would take from the tasks.
+    took 12% longer, of ``mkdir && cp`` 3%).  SCHED_FLAG_RESET_ON_FORK gives
+    the tasks (and the pool's threads) the default slice: only the loop
+    thread asks for less.  The thread's policy (SCHED_BATCH under
+    ``chrt -b``) and nice value are passed as they are; nothing is asked
+    under a negative nice, which that flag would take from the tasks, nor
+    under a real-time policy, which it would turn into SCHED_OTHER.
 
     Done only when the command line asks (RunOptions.short_slice), as it
     changes the process; False where it is not supported.
     """
-    number = _SCHED_SETATTR.get(os.uname().machine) if sys.platform.startswith("linux") else None
-    if number is None:
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        nice = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
-        if nice < 0:
-            return False
         import ctypes
         import struct
-        # struct sched_attr, first version (56 bytes): size, policy
-        # (SCHED_OTHER), flags, nice (as it is: unchanged), priority,
-        # runtime (the slice, for SCHED_OTHER), deadline, period, util_min/max.
+        policy = os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0x40000000)
+        nice = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
+        fair = {getattr(os, name) for name in ("SCHED_OTHER", "SCHED_BATCH", "SCHED_IDLE")
+                if hasattr(os, name)}
+        if nice < 0 or policy not in fair:
+            return False
+        # struct sched_attr, first version (56 bytes): size, policy, flags,
+        # nice, priority, runtime (the slice, for the fair policies),
+        # deadline, period, util_min/max.
         attr = ctypes.create_string_buffer(struct.pack(
-            "IIQiIQQQII", 56, 0, SCHED_FLAG_RESET_ON_FORK, nice, 0, SHORT_SLICE_NS, 0, 0, 0, 0))
+            "IIQiIQQQII", 56, policy, SCHED_FLAG_RESET_ON_FORK, nice, 0, SHORT_SLICE_NS,
+            0, 0, 0, 0))
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syscall(number, 0, attr, 0) == 0
+        try:
+            return libc.sched_setattr(0, attr, 0) == 0
+        except AttributeError:  # glibc before 2.41: no wrapper
+            number = _SCHED_SETATTR.get((os.uname().machine, struct.calcsize("P")))
+            return number is not None and libc.syscall(number, 0, attr, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -340,6 +361,7 @@ class ProcessSet:
         self._poll_timer: Optional[Timer] = None
         self._devnull: Optional[int] = None
         self._inherited: Optional[List[int]] = None
+        self._new_session: Optional[bool] = None  # a session per task (at a terminal)
         self._no_grace = False
 
     def spawn(self, spec: SpawnSpec, on_output: Callable[[Stream, bytes], None],
@@ -359,10 +381,8 @@ class ProcessSet:
             pid, out, err = self._posix_spawn_shell(spec)
             child = Child(self, pid, out, err, on_output, on_done)
         else:
-            # A session of its own (setsid), as no shell of hazrun's runs
-            # first to ignore SIGTTIN and SIGTTOU (see _TTY_STOP_TRAP): a
-            # list command has no controlling terminal, and opening
-            # /dev/tty fails (ENXIO).
+            # A session of its own (setsid), terminal or not: Popen can
+            # give a process group only from Python 3.11 on.
             try:
                 popen = subprocess.Popen(
                     argv, cwd=str(spec.cwd), env=dict(spec.env),
@@ -413,9 +433,9 @@ class ProcessSet:
         The child starts as Popen's would (EXEC-008): the signals Python
         ignores (SIGPIPE, SIGXFSZ) back to their defaults, or ``seq | head``
         in a task prints "Broken pipe"; and only its three standard streams
-        and the jobserver's fds open.  It leads a process group of its own
-        in hazrun's session, its shell ignoring SIGTTIN and SIGTTOU (see
-        _TTY_STOP_TRAP).  Every fd hazrun opens is close-on-exec
+        and the jobserver's fds open.  It leads a process group of its own,
+        in hazrun's session where hazrun has no terminal (see
+        has_controlling_terminal).  Every fd hazrun opens is close-on-exec
         (PEP 446); the inheritable ones hazrun itself inherited (``7>file``
         in the shell that started it) are closed in the child.
         """
@@ -425,7 +445,9 @@ class ProcessSet:
             self._inherited = _inheritable_fds()
         closes = [(os.POSIX_SPAWN_CLOSE, fd) for fd in self._inherited
                   if fd not in spec.pass_fds and _inheritable(fd)]
-        script = f"{_TTY_STOP_TRAP}cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
+        if self._new_session is None:
+            self._new_session = has_controlling_terminal()
+        script = f"cd -- {shlex.quote(str(spec.cwd))} || exit 126; {spec.cmd}"
         try:
             for fd in spec.pass_fds:
                 os.set_inheritable(fd, True)
@@ -440,7 +462,8 @@ class ProcessSet:
             raise SpawnError(f"cannot start /bin/sh: {e.strerror or e}") from None
         try:
             pid = os.posix_spawn(
-                "/bin/sh", ["/bin/sh", "-c", script], spec.env, setpgroup=0,
+                "/bin/sh", ["/bin/sh", "-c", script], spec.env,
+                **({"setsid": True} if self._new_session else {"setpgroup": 0}),
                 setsigdef=_DEFAULT_SIGNALS,
                 file_actions=[(os.POSIX_SPAWN_DUP2, self._devnull, 0),
                               (os.POSIX_SPAWN_DUP2, out_w, 1),

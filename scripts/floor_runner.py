@@ -5,11 +5,12 @@
 
 Runs COMMAND through /bin/sh in each directory DIRS_FILE lists, JOBS at a
 time, the way hazrun starts a task (EXEC-003/008): posix_spawn, a process
-group of its own, stdin from /dev/null, stdout and stderr on two pipes read
-through one selector, the exit seen through a pidfd.  Nothing else: no
-graph, no states, no output lines, no checks, and not the scheduling hint
-hazrun's loop asks for (process.prefer_short_slice), whose worth the
-"vs floor" column then shows with the rest.  What hazrun takes beyond this runner's
+group of its own (in the runner's session, as hazrun's are without a
+terminal), stdin from /dev/null, stdout and stderr on two pipes read through
+one selector, the exit seen through a pidfd.  Nothing else: no graph, no
+states, no output lines, no checks, and not the scheduling hint hazrun's
+loop asks for (process.prefer_short_slice), whose worth the "vs floor"
+column then shows with the rest.  What hazrun takes beyond this runner's
 time is the cost of everything the spec asks of it; what this runner takes
 beyond make's is the cost of Python itself on the machine at hand.
 Exits 1 if a command failed.
@@ -33,8 +34,7 @@ def main() -> int:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.posix_spawn(
-            "/bin/sh", ["/bin/sh", "-c", f"trap '' TTIN TTOU; cd -- {shlex.quote(root + '/' + d)} "
-                         f"|| exit 126; {cmd}"],
+            "/bin/sh", ["/bin/sh", "-c", f"cd -- {shlex.quote(root + '/' + d)} || exit 126; {cmd}"],
             dict(os.environ, HAZ_PROJECT=d), setpgroup=0,
             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
                           (os.POSIX_SPAWN_DUP2, out_w, 1),
