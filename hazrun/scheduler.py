@@ -197,7 +197,6 @@ class _Task:
     stream_hash: Optional[str] = None
     child: Optional[Child] = None
     started: float = 0.0
-    spawned_ns: Optional[int] = None  # CACHE-004: placed.spawn_stamp_ns at its spawn
     splitters: Dict[Stream, LineSplitter] = field(default_factory=dict)
     logs: Dict[Stream, Any] = field(default_factory=dict)
     order: Optional["_Interleaving"] = None   # with logs: how they interleaved
@@ -263,12 +262,9 @@ class Scheduler:
         self.violations: List[Violation] = []
         self.keyed = not options.no_cache
         self._would_block: Any = ()  # isinstance(x, ()) is never true
-        self._spawn_stamp: Optional[Callable[[], int]] = None
         if self.keyed:
             from .cache.model import WouldBlock
-            from .cache.placed import spawn_stamp_ns
             self._would_block = WouldBlock
-            self._spawn_stamp = spawn_stamp_ns
         self.loop = EventLoop(workers=max(4, min(32, self.jobs * 2)))
         self.procs = ProcessSet(self.loop, subreaper=options.subreaper,
                                 parent_death_signal=options.parent_death_signal,
@@ -681,8 +677,6 @@ class Scheduler:
         if storing:
             from .cache.model import MAX_RUNS
             t.order = _Interleaving(MAX_RUNS)
-        if self._spawn_stamp is not None:
-            t.spawned_ns = self._spawn_stamp()
         try:
             t.child = self.procs.spawn(spec, lambda s, d: self._output(t, s, d),
                                        lambda c: self._child_done(t, c))
@@ -823,8 +817,7 @@ class Scheduler:
             paths = find_outputs(str(self.ws.root), task_output_globs(t.task, t.rel_dir),
                                  t.rel_dir, limit)
             return paths, None, None, None
-        materialised = self.cache.collect_outputs(
-            t.label, t.spawned_ns, t.key.key if t.key is not None else None)
+        materialised = self.cache.collect_outputs(t.label)
         warning, staged = None, None
         changed = self._inputs_changed(t) if t.logs and t.key is not None else None
         if changed:

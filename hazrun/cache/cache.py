@@ -34,7 +34,6 @@ from ..values import value
 from ..workspace import Workspace
 from . import explain as _explain
 from . import key as _key
-from . import placed as _placed
 from . import restore as _restore
 from .hashing import FileState, StatCache, hash_bytes, signature
 from .model import (CacheMissError, InputError, KeyInfo, Manifest, Materialised,
@@ -153,9 +152,6 @@ class Cache:
         self.write = write
         self.haz_dir = self.root / HAZ_DIR
         self.stat_cache = StatCache(self.haz_dir / STAT_CACHE)
-        # CACHE-004: the outputs hazrun itself put in the work tree, per task:
-        # a hit removes those its entry lacks (placed.py).
-        self._placed = _placed.PlacedRecords(self.haz_dir)
         self._lock = threading.Lock()        # guards everything below
         self._listing: Optional[List[str]] = None
         self._listing_set: frozenset = frozenset()
@@ -773,15 +769,6 @@ class Cache:
             raise miss(f"it belongs to {manifest.label}")
         globs = self._task_parts(label)[2]
         prefix = project.rel_dir + "/" if project.rel_dir else ""
-        # Outputs an earlier run or restore of this task left that this
-        # entry lacks (gen/b of other inputs): a successor reading gen/*
-        # must not see them.  Under the key recorded last there are none.
-        same = self._placed.key_of(label) == manifest.key
-        placed = {} if same else self._placed.files(label)
-        in_entry = {prefix + entry.path for entry in manifest.outputs} if placed else set()
-        stale = [(rel, sig) for rel, sig in placed.items() if rel not in in_entry]
-        if stale and quick:
-            raise WouldBlock(stale[0][0])
 
         def digest_of(path: str, st: os.stat_result) -> Optional[str]:
             # An output in place is not written again (CACHE-004); the stat
@@ -803,7 +790,7 @@ class Cache:
         try:
             try:
                 with self._store.reading() as blobs:
-                    stdout, stderr, written = _restore.restore(
+                    stdout, stderr = _restore.restore(
                         blobs, manifest, globs, project.rel_dir, project.dir_name,
                         self.root_real, digest_of, in_place_only=quick)
             except CacheMissError as e:
@@ -816,21 +803,6 @@ class Cache:
                 self._remote.unhit()
             raise
         self._store.touch(manifest.key)
-        if stale:
-            _placed.remove_unchanged(str(self.root), stale)
-        if not same or written:
-            # What hazrun now answers for: what this restore wrote, and what
-            # it left in place as an earlier run or restore did.
-            if same:
-                placed = self._placed.files(label)
-            written_rels = {prefix + path for path in written}
-            ours = {rel: sig for rel, sig in placed.items()
-                    if rel not in written_rels and (same or rel in in_entry)}
-            for rel in written_rels:
-                sig = _placed.lstat_signature(str(self.root), rel)
-                if sig is not None:
-                    ours[rel] = sig
-            self._placed.set(label, manifest.key, ours)
         materialised = Materialised.of(manifest.outputs)
         self._note_produced(materialised.root_paths(project.rel_dir))
         return Restored(materialised, stdout, stderr, manifest.duration_s, manifest.order)
@@ -841,12 +813,9 @@ class Cache:
 
     # -- after a fresh success (CACHE-002/003/005) -------------------------------
 
-    def collect_outputs(self, label: str, spawned_ns: Optional[int] = None,
-                        key: Optional[str] = None) -> Materialised:
+    def collect_outputs(self, label: str) -> Materialised:
         """The task's outputs as they are on disk now, hashed.  Raises
-        InputError if an output cannot be read.  ``spawned_ns``: when the
-        task started (placed.spawn_stamp_ns); the outputs it wrote since are
-        recorded as hazrun's own (CACHE-004), with its ``key``."""
+        InputError if an output cannot be read."""
         ws = self.workspace
         task = ws.task(label)
         project = ws.project_of(label)
@@ -866,23 +835,7 @@ class Cache:
                 entries.append(OutputEntry(path, state.mode, state.digest, state.size))
         materialised = Materialised.of(entries)
         self._note_produced(materialised.root_paths(project.rel_dir))
-        if spawned_ns is not None:
-            self._record_written(label, key, materialised.root_paths(project.rel_dir),
-                                 spawned_ns)
         return materialised
-
-    def _record_written(self, label: str, key: Optional[str], rels: Sequence[str],
-                        spawned_ns: int) -> None:
-        """CACHE-004: of a fresh run's outputs, those the command wrote (a
-        ctime since its spawn) or that are as an earlier record of hazrun's
-        left them; never a file that was there, untouched, before."""
-        before = self._placed.files(label)
-        ours = {}
-        for rel in rels:
-            sig = _placed.lstat_signature(str(self.root), rel)
-            if sig is not None and (sig[3] >= spawned_ns or before.get(rel) == sig):
-                ours[rel] = sig
-        self._placed.set(label, key, ours)
 
     def store(self, label: str, key: KeyInfo, materialised: Materialised,
               stdout: Log, stderr: Log, duration_s: float,
@@ -1086,11 +1039,6 @@ class Cache:
             self.stat_cache.save()
         except OSError as e:
             self._warn(f"cannot save the stat cache {self.haz_dir / STAT_CACHE}: "
-                       f"{e.strerror}")
-        try:
-            self._placed.save(self._store.stopping)
-        except OSError as e:
-            self._warn(f"cannot record this run's outputs in {self.haz_dir / _placed.PLACED}: "
                        f"{e.strerror}")
         self._write_records(records)
 

@@ -301,13 +301,12 @@ def all_in_place(project_dir: str, outputs: Tuple[OutputEntry, ...],
 def restore_outputs(store: LockedReads, project_dir: str, root_real: str,
                     outputs: Tuple[OutputEntry, ...],
                     digest_of: Optional[DigestOf] = None, in_place_only: bool = False
-                    ) -> List[str]:
-    """Both phases; returns the paths it wrote.  Raises Rejected,
-    CorruptBlob or OSError having written nothing, or (only if a rename
-    fails after every check passed) OSError.  ``in_place_only``: raise
-    WouldBlock rather than write anything."""
+                    ) -> None:
+    """Both phases; raises Rejected, CorruptBlob or OSError having written
+    nothing, or (only if a rename fails after every check passed) OSError.
+    ``in_place_only``: raise WouldBlock rather than write anything."""
     if all_in_place(project_dir, outputs, digest_of):
-        return []  # a run where nothing changed: nothing to open or write
+        return  # a run where nothing changed: nothing to open or write
     if in_place_only:
         raise WouldBlock(project_dir)
     dirs = _Dirs(project_dir, root_real)
@@ -332,7 +331,6 @@ def restore_outputs(store: LockedReads, project_dir: str, root_real: str,
             os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
     finally:
         dirs.close()
-    return [f"{rel_dir}/{name}" if rel_dir else name for rel_dir, _, name in staged]
 
 
 def restore_log(store: LockedReads, digest: str, size: int) -> IO[bytes]:
@@ -352,9 +350,8 @@ def restore_log(store: LockedReads, digest: str, size: int) -> IO[bytes]:
 
 def restore(store: LockedReads, manifest: Manifest, globs: GlobSet, project_rel_dir: str,
             project_dir: str, root_real: str, digest_of: Optional[DigestOf] = None,
-            in_place_only: bool = False) -> Tuple[IO[bytes], IO[bytes], List[str]]:
-    """CACHE-004 for one manifest; returns the verified stdout and stderr,
-    and the outputs it wrote (paths in the project).
+            in_place_only: bool = False) -> Tuple[IO[bytes], IO[bytes]]:
+    """CACHE-004 for one manifest; returns the verified stdout and stderr.
 
     Raises CacheMissError with the reason; nothing is written then.
     """
@@ -363,8 +360,8 @@ def restore(store: LockedReads, manifest: Manifest, globs: GlobSet, project_rel_
         check_manifest_paths(manifest.outputs, globs, project_rel_dir)
         for ref in (manifest.stdout, manifest.stderr):
             logs.append(restore_log(store, ref.digest, ref.size))
-        written = restore_outputs(store, project_dir, root_real, manifest.outputs, digest_of,
-                                  in_place_only)
+        restore_outputs(store, project_dir, root_real, manifest.outputs, digest_of,
+                        in_place_only)
     except (Rejected, CorruptBlob) as e:
         _close_all(logs)
         raise CacheMissError(str(e)) from None
@@ -382,7 +379,7 @@ def restore(store: LockedReads, manifest: Manifest, globs: GlobSet, project_rel_
     except BaseException:
         _close_all(logs)
         raise
-    return logs[0], logs[1], written
+    return logs[0], logs[1]
 
 
 def _close_all(files: List[IO[bytes]]) -> None:
