@@ -40,7 +40,8 @@ from .values import value
 # while waiting for stragglers of a process group to go.
 POLL_S = 0.05
 READ_SIZE = 1 << 16
-# posix_spawn with a new process group (POSIX_SPAWN_SETPGROUP): Linux/glibc.
+# posix_spawn with a new process group or session (POSIX_SPAWN_SETPGROUP,
+# POSIX_SPAWN_SETSID): Linux/glibc.
 _POSIX_SPAWN = hasattr(os, "posix_spawn") and sys.platform.startswith("linux")
 # The environment variables (EXEC-008) that tell which task a process
 # belongs to, when it has left that task's tree.
