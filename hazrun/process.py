@@ -56,19 +56,19 @@ _STOP_SIGNALS = frozenset(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIG
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ")
                          if hasattr(signal, name))
 
-# Where hazrun has no controlling terminal (CI, cron, a build server, make
-# in a script), a task started through posix_spawn leads a process group of
-# its own in hazrun's session rather than a session of its own (setsid).
-# Under Linux's autogroup (on by default) each new session is a scheduling
-# group of its own: a thousand short tasks then cost the kernel a group
-# each, set up and torn down, and the scheduler spread them worse across
-# the CPUs (1,000 tasks of `mkdir && cp` took 5% longer; the python floor of
-# bench_run.py, 5-10%).  At a terminal each task gets a session, as before:
-# in hazrun's session it would be a background job of that terminal, where
-# `bash -i` stops itself (SIGTTIN), dash's `set -m` spins, a prompt writes
-# on the user's screen and `stty` or tcsetpgrp take the terminal (and with
-# it Ctrl-C) from hazrun.  In a session of its own it has no terminal at
-# all: /dev/tty fails (ENXIO) and shells run without job control.
+# EXEC-008/014: where hazrun has no controlling terminal (CI, cron, a build
+# server, make in a script), a task started through posix_spawn leads a
+# process group of its own in hazrun's session rather than a session of its
+# own (setsid). Under Linux's autogroup (on by default) each new session is
+# a scheduling group of its own: a thousand short tasks then cost the kernel
+# a group each, set up and torn down, and the scheduler spread them worse
+# across the CPUs (1,000 tasks of `mkdir && cp` took 5% longer; the python
+# floor of bench_run.py, 5-10%).  At a terminal each task gets a session, as
+# before: in hazrun's session it would be a background job of that terminal,
+# where `bash -i` stops itself (SIGTTIN), dash's `set -m` spins, a prompt
+# writes on the user's screen and `stty` or tcsetpgrp take the terminal (and
+# with it Ctrl-C) from hazrun.  In a session of its own it has no terminal
+# at all: /dev/tty fails (ENXIO) and shells run without job control.
 
 
 def has_controlling_terminal() -> bool:
@@ -146,14 +146,19 @@ class SpawnError(Exception):
     """The program could not be started (EXEC-009 ``spawn_error``)."""
 
 
+def _libc() -> Any:
+    """The C library through ctypes, imported here: only a run that spawns
+    a task needs it.  Raises OSError where it cannot be loaded."""
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _prctl(option: int, value: int) -> bool:
     """prctl(2) on Linux; False where there is none or it fails."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes  # here: only a run that spawns a task needs it
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(option, value, 0, 0, 0) == 0
+        return _libc().prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -171,9 +176,9 @@ SHORT_SLICE_NS = 100_000  # the least EEVDF takes (0.1 ms)
 
 
 def prefer_short_slice() -> bool:
-    """Ask the scheduler to run the calling thread (the event loop) as soon
-    as it wakes, before the rest of the slice of whatever it shares a CPU
-    with (Linux 6.12's EEVDF custom slice; older kernels ignore it).
+    """EXEC-003: ask the scheduler to run the calling thread (the event loop)
+    as soon as it wakes, before the rest of the slice of whatever it shares
+    a CPU with (Linux 6.12's EEVDF custom slice; older kernels ignore it).
 
     hazrun's loop is a dispatcher: each time it wakes, a task has ended
     and the next one is waiting to be started.  posix_spawn wakes it as
@@ -193,7 +198,6 @@ def prefer_short_slice() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
         import struct
         policy = os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0x40000000)
         nice = os.getpriority(os.PRIO_PROCESS, 0)  # the calling thread's, on Linux
@@ -204,10 +208,9 @@ def prefer_short_slice() -> bool:
         # struct sched_attr, first version (56 bytes): size, policy, flags,
         # nice, priority, runtime (the slice, for the fair policies),
         # deadline, period, util_min/max.
-        attr = ctypes.create_string_buffer(struct.pack(
-            "IIQiIQQQII", 56, policy, SCHED_FLAG_RESET_ON_FORK, nice, 0, SHORT_SLICE_NS,
-            0, 0, 0, 0))
-        libc = ctypes.CDLL(None, use_errno=True)
+        attr = struct.pack("IIQiIQQQII", 56, policy, SCHED_FLAG_RESET_ON_FORK, nice, 0,
+                           SHORT_SLICE_NS, 0, 0, 0, 0)
+        libc = _libc()
         try:
             return libc.sched_setattr(0, attr, 0) == 0
         except AttributeError:  # glibc before 2.41: no wrapper

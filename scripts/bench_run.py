@@ -130,8 +130,8 @@ def main() -> None:
                                       PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache-base")))
         times = {name: [] for name in runners}
         # Untimed: writes the workspace snapshot and the bytecode cache.
-        for name in runners:
-            if name.endswith("-j2") and name != "make -j2":
+        for name in ("hazrun -j2", "base -j2"):
+            if name in runners:
                 timed(runners[name], *where[name])
         for _ in range(args.repeat):
             for name, argv in runners.items():

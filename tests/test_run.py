@@ -894,14 +894,13 @@ def test_exec_008_a_task_at_a_terminal_does_not_hang_on_it(make_ws, hazrun_env, 
             time.sleep(0.02)
     finally:
         os.close(master)
-        # A stopped task would hold the run forever: end the whole session.
-        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)] \
-                if psutil.pid_exists(pid) else []:
+        if not finished:  # a stopped task holds the run: end hazrun and all it started
             try:
-                p.kill()
+                hazrun = psutil.Process(pid)
+                for p in [hazrun, *hazrun.children(recursive=True)]:
+                    p.kill()
             except psutil.Error:
                 pass
-        if psutil.pid_exists(pid):
             os.waitpid(pid, 0)
     text = out.decode("utf-8", "replace").replace("\r\n", "\n")
     assert finished == pid, f"hazrun did not finish (a task stopped?):\n{text}"
@@ -911,13 +910,9 @@ def test_exec_008_a_task_at_a_terminal_does_not_hang_on_it(make_ws, hazrun_env, 
         assert "/dev/tty: No such device or address" in text, text
 
 
-def _slice_of(path):
-    try:
-        text = open(path).read()
-    except OSError:
-        return None
-    found = re.search(r"^se\.slice\s*:\s*(\d+)", text, re.M)
-    return int(found.group(1)) if found else None
+def _slices(text):
+    """The EEVDF slices a /proc/PID/sched text (or several) shows."""
+    return [int(x) for x in re.findall(r"se\.slice\s*:\s*(\d+)", text)]
 
 
 def _custom_slices() -> bool:
@@ -927,8 +922,7 @@ def _custom_slices() -> bool:
         [sys.executable, "-c", "from hazrun.process import prefer_short_slice as p; p(); "
          "print(open('/proc/self/sched').read())"],
         env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
-    found = re.search(r"^se\.slice\s*:\s*(\d+)", probe.stdout, re.M)
-    return found is not None and int(found.group(1)) == 100_000
+    return _slices(probe.stdout) == [100_000]
 
 
 @pytest.mark.skipif(not _custom_slices(), reason="this kernel takes no custom EEVDF slice")
@@ -951,11 +945,10 @@ def test_exec_003_the_event_loop_asks_for_a_short_slice_and_its_tasks_do_not(mak
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     loop_part, task_part = proc.stdout.split("[root:x] task\n")
-    slices = [int(x) for x in re.findall(r"se\.slice\s*:\s*(\d+)", loop_part)]
-    task_slices = [int(x) for x in re.findall(r"se\.slice\s*:\s*(\d+)", task_part)]
-    default = _slice_of("/proc/self/sched")
-    assert slices == [100_000 if nice >= 0 else default]
-    assert task_slices == [default]
+    with open("/proc/self/sched") as f:
+        default, = _slices(f.read())
+    assert _slices(loop_part) == [100_000 if nice >= 0 else default]
+    assert _slices(task_part) == [default]
     assert f"[root:x] nice {nice} policy " in proc.stdout
     policy = "SCHED_BATCH" if prefix[0] == "chrt" else "SCHED_OTHER"
     assert re.search(rf"\[root:x\] nice .*current scheduling policy: {policy} ", proc.stdout), \
